@@ -1,0 +1,45 @@
+"""The agent's one typed settings object. `agent.config` reads it from UCI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+LANGUAGES = ("en", "zh")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the agent needs to run, validated. Durations in seconds, sizes in bytes."""
+
+    # agent
+    lan_interfaces: tuple[str, ...] = ("br-lan",)
+    portal_address: IPv4Address = IPv4Address("192.168.1.1")
+    portal_port: int = 2050
+    state_dir: Path = Path("/tmp/loopspot")
+    flash_dir: Path = Path("/etc/loopspot")
+    snapshot_interval: int = 300
+    control_socket: Path = Path("/var/run/loopspot.sock")
+    nft_backend: str = "auto"  # auto | libnftables | nft
+    counter_poll_interval: float = 2.0
+    # session
+    session_timeout: int = 3600  # 0 = no limit
+    idle_timeout: int = 900  # 0 = no limit
+    data_quota: int = 0  # bytes per session, 0 = no limit
+    # portal
+    template: str = "default"
+    templates_dir: Path | None = None  # None = the portal_templates/ shipped with the agent
+    language: str = "auto"  # auto | en | zh
+    terms_version: str = "1"
+    site_name: str = "Loopspot"
+    rate_limit: float = 10.0  # requests per second per client
+    rate_burst: int = 20
+    # walled garden: reachable before a client is authorized
+    walled_garden_domains: tuple[str, ...] = ()
+    walled_garden_addresses: tuple[IPv4Network, ...] = field(default_factory=tuple)
+
+    @property
+    def portal_url(self) -> str:
+        """Where redirected clients are sent."""
+        return f"http://{self.portal_address}:{self.portal_port}/portal"
