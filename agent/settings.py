@@ -15,7 +15,7 @@ class Settings:
 
     # agent
     lan_interfaces: tuple[str, ...] = ("br-lan",)
-    portal_address: IPv4Address = IPv4Address("192.168.1.1")
+    portal_address: IPv4Address = IPv4Address("192.168.1.1")  # noqa: RUF009 - immutable
     portal_port: int = 2050
     state_dir: Path = Path("/tmp/loopspot")
     flash_dir: Path = Path("/etc/loopspot")

@@ -1,0 +1,99 @@
+"""`loopspot-agent run`: wire settings, gate, store, portal and control socket, and keep time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from agent.control import serve_control
+from agent.gate.gate import Gate
+from agent.gate.nft import open_nft
+from agent.portal.app import build_app
+from agent.ruleset import GateSpec
+from agent.service import AgentService
+from agent.settings import Settings
+from agent.store import SessionStore
+
+log = logging.getLogger("loopspot.agent")
+
+
+def csrf_key(flash_dir: Path) -> bytes:
+    """The portal's CSRF key, kept on flash so forms stay valid across restarts."""
+    path = flash_dir / "csrf.key"
+    try:
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+    except FileNotFoundError:
+        pass
+    flash_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+async def _repeat(name: str, seconds: float, step: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await step()
+        except Exception:  # a failed round must not stop the next one
+            log.exception("%s failed", name)
+
+
+async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run the agent until SIGTERM or SIGINT; leave the gate's table in place on exit."""
+    store = SessionStore(settings.state_dir, settings.flash_dir)
+    gate = Gate(open_nft(settings.nft_backend), GateSpec.from_settings(settings))
+    service = AgentService(settings, gate, store)
+    await service.start()
+    app = build_app(settings, service, csrf_key(settings.flash_dir))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, str(settings.portal_address), settings.portal_port, reuse_address=True, backlog=1024
+    )
+    await site.start()
+    control = await serve_control(service, settings.control_socket)
+    tasks = [
+        asyncio.create_task(
+            _repeat("counter poll", settings.counter_poll_interval, service.poll),
+            name="counter-poll",
+        ),
+        asyncio.create_task(
+            _repeat("flash snapshot", settings.snapshot_interval, service.snapshot),
+            name="flash-snapshot",
+        ),
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "portal on %s, %d sessions, nft backend %s",
+        settings.portal_url,
+        len(service.book),
+        gate.nft.name,
+    )
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        control.close()
+        await runner.cleanup()
+        await service.close()
+        settings.control_socket.unlink(missing_ok=True)
+        log.info("stopped; the gate's table stays so phones stay online")

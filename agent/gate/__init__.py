@@ -1,0 +1,1 @@
+"""The gate: the agent's nftables table, and the kernel facts it reads (neighbours, conntrack)."""

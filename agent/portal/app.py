@@ -1,0 +1,269 @@
+"""The captive portal: probe answers, the terms page, the RFC 8908 API. Thin aiohttp edge."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Address, ip_address
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from agent.clients import Client
+from agent.errors import ClientUnknown
+from agent.portal.csrf import check_token, issue_token
+from agent.portal.i18n import (
+    TEMPLATE_FILTERS,
+    Messages,
+    load_messages,
+    other_language,
+    pick_language,
+)
+from agent.portal.ratelimit import RateLimiter
+from agent.probes import classify
+from agent.service import AgentService
+from agent.settings import Settings
+
+log = logging.getLogger("loopspot.portal")
+
+MAX_BODY = 4096  # the accept form is a few dozen bytes
+CAPTIVE_JSON = "application/captive+json"
+NO_STORE = {"Cache-Control": "no-store, private"}
+SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def default_templates_dir() -> Path:
+    """The portal_templates/ shipped beside the agent, or the OpenWrt install path."""
+    beside = Path(__file__).resolve().parents[2] / "portal_templates"
+    return beside if beside.is_dir() else Path("/usr/share/loopspot/portal_templates")
+
+
+class Portal:
+    """Templates, messages, CSRF key and rate limiter of one running portal."""
+
+    def __init__(self, settings: Settings, service: AgentService, csrf_key: bytes) -> None:
+        self.settings = settings
+        self.service = service
+        self.csrf_key = csrf_key
+        root = settings.templates_dir or default_templates_dir()
+        self.dirs = [root / settings.template, root / "default"]
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
+            autoescape=True,
+            auto_reload=False,
+        )
+        self.env.filters.update(TEMPLATE_FILTERS)
+        messages_file = next(
+            (d / "messages.json" for d in self.dirs if (d / "messages.json").exists()),
+            self.dirs[-1] / "messages.json",
+        )
+        self.messages: Messages = load_messages(messages_file)
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.portal_host = str(settings.portal_address)
+
+    def language(self, request: web.Request) -> str:
+        """The page language: ?lang=, then Accept-Language, then the configured default."""
+        return pick_language(
+            request.headers.get("Accept-Language"),
+            request.query.get("lang"),
+            self.settings.language,
+        )
+
+    def render(
+        self, request: web.Request, name: str, status: int = 200, **extra: Any
+    ) -> web.Response:
+        """A page of the portal in the request's language."""
+        lang = self.language(request)
+        other = other_language(lang)
+        context = {
+            "t": self.messages[lang],
+            "lang": lang,
+            "other_lang": other,
+            "lang_switch_url": f"{request.path}?lang={other}",
+            "site_name": self.settings.site_name,
+            "static_url": "/static",
+            "portal_path": "/portal",
+            **extra,
+        }
+        body = self.env.get_template(name).render(context)
+        return web.Response(
+            text=body, status=status, content_type="text/html", charset="utf-8", headers=NO_STORE
+        )
+
+    def is_portal_host(self, request: web.Request) -> bool:
+        """True when the request was addressed to the portal, not redirected traffic."""
+        host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
+        return host == self.portal_host
+
+
+PORTAL: web.AppKey[Portal] = web.AppKey("portal", Portal)
+
+
+def _remote_ip(request: web.Request) -> IPv4Address | None:
+    try:
+        address = ip_address(request.remote or "")
+    except ValueError:
+        return None
+    if isinstance(address, IPv4Address):
+        return address
+    return address.ipv4_mapped
+
+
+async def _client(request: web.Request) -> Client | None:
+    ip = _remote_ip(request)
+    if ip is None:
+        return None
+    try:
+        return await request.app[SERVICE].identify(ip)
+    except (ClientUnknown, OSError):
+        return None
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Rate-limit each client; send redirected (non-portal) traffic to the captive handler."""
+    portal = request.app[PORTAL]
+    key = request.remote or "?"
+    now = portal.service.clock()
+    if not portal.limiter.allow(key, now):
+        return web.Response(
+            status=429,
+            text="Too many requests\n",
+            headers={"Retry-After": str(portal.limiter.retry_after(key)), **NO_STORE},
+        )
+    if not portal.is_portal_host(request):
+        return await captive(request)
+    return await handler(request)
+
+
+async def captive(request: web.Request) -> web.StreamResponse:
+    """Traffic the gate redirected here: probes get success once authorized, else the portal."""
+    portal = request.app[PORTAL]
+    client = await _client(request)
+    session = portal.service.session_of(client) if client else None
+    probe = classify(request.host, request.path)
+    if session is not None and probe is not None:
+        answer = probe.success
+        return web.Response(
+            status=answer.status,
+            body=answer.body or None,
+            content_type=answer.content_type,
+            headers=NO_STORE,
+        )
+    target = portal.settings.portal_url + ("/online" if session is not None else "")
+    return web.Response(
+        status=302,
+        text=f'<html><body><a href="{target}">{target}</a></body></html>',
+        content_type="text/html",
+        headers={"Location": target, "Connection": "close", **NO_STORE},
+    )
+
+
+async def show_portal(request: web.Request) -> web.StreamResponse:
+    """The welcome page with the terms and the one accept button."""
+    portal = request.app[PORTAL]
+    client = await _client(request)
+    if client is None:
+        return portal.render(request, "unknown_client.html", status=503)
+    if portal.service.session_of(client) is not None:
+        raise web.HTTPSeeOther(f"/portal/online?lang={portal.language(request)}")
+    token = issue_token(portal.csrf_key, client.mac, portal.service.clock())
+    return portal.render(
+        request,
+        "portal.html",
+        terms_version=portal.settings.terms_version,
+        csrf_token=token,
+        accept_url="/portal/accept",
+    )
+
+
+async def accept(request: web.Request) -> web.StreamResponse:
+    """The shopper accepted the terms: check the form, open the gate, show 'online'."""
+    portal = request.app[PORTAL]
+    client = await _client(request)
+    if client is None:
+        return portal.render(request, "unknown_client.html", status=503)
+    form = await request.post()
+    lang = portal.language(request)
+    token = form.get("csrf")
+    if not check_token(
+        portal.csrf_key, client.mac, str(token) if token else None, portal.service.clock()
+    ):
+        t = portal.messages[lang]
+        return portal.render(
+            request,
+            "error.html",
+            status=403,
+            title=t.get("error_title", "Error"),
+            message=t.get("error_csrf", "This page has expired. Please open the portal again."),
+        )
+    if form.get("terms_version") != portal.settings.terms_version:
+        raise web.HTTPSeeOther(f"/portal?lang={lang}")
+    await portal.service.accept(client, portal.settings.terms_version)
+    raise web.HTTPSeeOther(f"/portal/online?lang={lang}")
+
+
+async def online(request: web.Request) -> web.StreamResponse:
+    """'You are online', with the time and data left."""
+    portal = request.app[PORTAL]
+    client = await _client(request)
+    session = portal.service.session_of(client) if client else None
+    if session is None:
+        raise web.HTTPSeeOther(f"/portal?lang={portal.language(request)}")
+    return portal.render(
+        request,
+        "online.html",
+        seconds_remaining=session.seconds_remaining(portal.service.clock()),
+        bytes_remaining=session.bytes_remaining(),
+        terms_version=session.terms_version,
+    )
+
+
+async def captive_api(request: web.Request) -> web.StreamResponse:
+    """RFC 8908: the client's captive state, portal URL and what is left of its session."""
+    portal = request.app[PORTAL]
+    client = await _client(request)
+    session = portal.service.session_of(client) if client else None
+    state: dict[str, Any] = {
+        "captive": session is None,
+        "user-portal-url": portal.settings.portal_url,
+    }
+    if session is not None:
+        seconds = session.seconds_remaining(portal.service.clock())
+        if seconds is not None:
+            state["seconds-remaining"] = seconds
+        remaining = session.bytes_remaining()
+        if remaining is not None:
+            state["bytes-remaining"] = remaining
+        state["can-extend-session"] = False
+    return web.Response(text=json.dumps(state), content_type=CAPTIVE_JSON, headers=NO_STORE)
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    """The router's own address goes to the portal."""
+    raise web.HTTPFound("/portal")
+
+
+def build_app(
+    settings: Settings, service: AgentService, csrf_key: bytes | None = None
+) -> web.Application:
+    """The portal application for one agent."""
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    portal = Portal(settings, service, csrf_key or secrets.token_bytes(32))
+    app[SERVICE] = service
+    app[PORTAL] = portal
+    app.router.add_get("/", home)
+    app.router.add_get("/portal", show_portal)
+    app.router.add_post("/portal/accept", accept)
+    app.router.add_get("/portal/online", online)
+    app.router.add_get("/api/captive", captive_api)
+    static = next((d / "static" for d in portal.dirs if (d / "static").is_dir()), None)
+    if static is not None:
+        app.router.add_static("/static", static)
+    app.router.add_route("*", "/{tail:.*}", captive)
+    return app

@@ -1,0 +1,148 @@
+"""The nftables ruleset of table `inet loopspot`, rendered from data in this one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from agent.clients import Client
+from agent.settings import Settings
+
+TABLE = "inet loopspot"
+CLIENTS_SET = "clients"  # ether_addr . ipv4_addr: authorization, and upload bytes
+DOWNLOADS_SET = "downloads"  # ipv4_addr: download bytes of the same clients
+WALLED_GARDEN_SET = "walled_garden"  # ipv4 intervals reachable before authorization
+
+
+@dataclass(frozen=True, slots=True)
+class GateSpec:
+    """What the ruleset depends on."""
+
+    lan_interfaces: tuple[str, ...]
+    portal_address: IPv4Address
+    portal_port: int
+    walled_garden: tuple[IPv4Network, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GateSpec:
+        """The gate's part of the settings."""
+        return cls(
+            settings.lan_interfaces,
+            settings.portal_address,
+            settings.portal_port,
+            settings.walled_garden_addresses,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A client to let through, for `timeout` seconds (None: until revoked)."""
+
+    client: Client
+    timeout: int | None
+
+
+def _timeout(seconds: int | None) -> str:
+    return "" if seconds is None else f" timeout {max(1, int(seconds))}s"
+
+
+def _client_key(client: Client) -> str:
+    return f"{client.mac} . {client.ip}"
+
+
+def _elements(items: Iterable[str]) -> str:
+    listed = ", ".join(items)
+    return f"\t\telements = {{ {listed} }}\n" if listed else ""
+
+
+def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
+    """The whole table as one atomic script that replaces any earlier version."""
+    grants = list(grants)
+    lan = ", ".join(f'"{name}"' for name in spec.lan_interfaces)
+    clients = _elements(_client_key(g.client) + _timeout(g.timeout) for g in grants)
+    downloads = _elements(f"{g.client.ip}{_timeout(g.timeout)}" for g in grants)
+    garden = _elements(str(net) for net in spec.walled_garden)
+    portal, port = spec.portal_address, spec.portal_port
+    return f"""table {TABLE} {{}}
+delete table {TABLE}
+table {TABLE} {{
+\tset {CLIENTS_SET} {{
+\t\ttype ether_addr . ipv4_addr
+\t\tflags timeout
+\t\tcounter
+{clients}\t}}
+\tset {DOWNLOADS_SET} {{
+\t\ttype ipv4_addr
+\t\tflags timeout
+\t\tcounter
+{downloads}\t}}
+\tset {WALLED_GARDEN_SET} {{
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\tauto-merge
+{garden}\t}}
+\tchain prerouting {{
+\t\ttype nat hook prerouting priority dstnat - 5; policy accept;
+\t\tiifname {{ {lan} }} jump captive_nat
+\t}}
+\tchain captive_nat {{
+\t\tmeta nfproto != ipv4 return
+\t\tip daddr {portal} tcp dport 80 redirect to :{port}
+\t\ttcp dport != 80 return
+\t\tip daddr @{WALLED_GARDEN_SET} return
+\t\tether saddr . ip saddr @{CLIENTS_SET} return
+\t\tmeta l4proto tcp redirect to :{port}
+\t}}
+\tchain forward {{
+\t\ttype filter hook forward priority filter - 5; policy accept;
+\t\tiifname {{ {lan} }} jump from_lan
+\t\toifname {{ {lan} }} jump to_lan
+\t}}
+\tchain from_lan {{
+\t\tmeta nfproto ipv6 drop
+\t\tether saddr . ip saddr @{CLIENTS_SET} accept
+\t\tudp dport {{ 53, 67, 68 }} accept
+\t\ttcp dport 53 accept
+\t\tip daddr @{WALLED_GARDEN_SET} accept
+\t\ttcp dport 443 reject with tcp reset
+\t\ttcp flags & (syn | ack) == ack reject with tcp reset
+\t\tdrop
+\t}}
+\tchain to_lan {{
+\t\tmeta nfproto ipv6 drop
+\t\tip daddr @{DOWNLOADS_SET} accept
+\t\tct state established,related accept
+\t\tdrop
+\t}}
+}}
+"""
+
+
+def render_grant(grant: Grant, *, replace: bool = False) -> str:
+    """One transaction adding a client; `replace` first drops an element it already has."""
+    head = render_revoke(grant.client) if replace else ""
+    timeout = _timeout(grant.timeout)
+    return (
+        head
+        + f"add element {TABLE} {CLIENTS_SET} {{ {_client_key(grant.client)}{timeout} }}\n"
+        + f"add element {TABLE} {DOWNLOADS_SET} {{ {grant.client.ip}{timeout} }}\n"
+    )
+
+
+def render_revoke(client: Client) -> str:
+    """One transaction removing a client; adding first makes it succeed if it is absent."""
+    key = _client_key(client)
+    return (
+        f"add element {TABLE} {CLIENTS_SET} {{ {key} }}\n"
+        f"delete element {TABLE} {CLIENTS_SET} {{ {key} }}\n"
+        f"add element {TABLE} {DOWNLOADS_SET} {{ {client.ip} }}\n"
+        f"delete element {TABLE} {DOWNLOADS_SET} {{ {client.ip} }}\n"
+    )
+
+
+def render_walled_garden(addresses: Iterable[IPv4Network]) -> str:
+    """Replace the walled-garden addresses (dnsmasq's nftset entries are replaced too)."""
+    listed = ", ".join(str(a) for a in addresses)
+    add = f"add element {TABLE} {WALLED_GARDEN_SET} {{ {listed} }}\n" if listed else ""
+    return f"flush set {TABLE} {WALLED_GARDEN_SET}\n{add}"

@@ -1,0 +1,187 @@
+"""The agent's coordinator: the session core, wired to the gate and the store.
+
+Session state changes only on the event-loop thread. nftables and sqlite3 each run on
+their own single worker thread, so the loop never blocks and neither is used concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.clients import Client
+from agent.gate.gate import Gate, forget_connections
+from agent.gate.neighbours import ARP_TABLE, ip_of, mac_of
+from agent.ruleset import Grant
+from agent.sessions import (
+    Ended,
+    EndReason,
+    Limits,
+    Observed,
+    Session,
+    SessionBook,
+    reconcile,
+)
+from agent.settings import Settings
+from agent.store import SessionStore
+
+log = logging.getLogger("loopspot.agent")
+T = TypeVar("T")
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The session limits in the settings."""
+    return Limits(settings.session_timeout, settings.idle_timeout, settings.data_quota)
+
+
+class AgentService:
+    """Grants, revokes and keeps sessions; the portal and the control socket call it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        gate: Gate,
+        store: SessionStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        arp_table: Path = ARP_TABLE,
+        flush_conntrack: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.gate = gate
+        self.store = store
+        self.clock = clock
+        self.arp_table = arp_table
+        self.flush_conntrack = flush_conntrack
+        self.book = SessionBook(limits_of(settings))
+        self.started_at = clock()
+        self._nft = ThreadPoolExecutor(1, thread_name_prefix="nft")
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="store")
+
+    async def _on(self, pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def start(self) -> list[Ended]:
+        """Reconcile saved sessions with the kernel set and install the table with them."""
+        now = self.clock()
+        saved = await self._on(self._db, self.store.load)
+        exists = await self._on(self._nft, self.gate.exists)
+        kernel = await self._on(self._nft, self.gate.read_clients) if exists else {}
+        plan = reconcile(
+            saved,
+            {c: (k.expires_in, k.bytes_total) for c, k in kernel.items()},
+            now,
+            self.book.limits,
+        )
+        grants = [Grant(s.client, s.kernel_timeout(now)) for s in plan.sessions]
+        await self._on(self._nft, self.gate.install, grants)
+        self.book = SessionBook(self.book.limits, plan.sessions)
+        await self._on(self._db, self.store.replace_all, plan.sessions)
+        await self._on(self._db, self.store.record_ended, plan.ended)
+        log.info(
+            "reconciled: %d sessions kept, %d ended, %d adopted from the kernel",
+            len(plan.sessions),
+            len(plan.ended),
+            len(plan.adopted),
+        )
+        return plan.ended
+
+    async def identify(self, ip: IPv4Address) -> Client:
+        """The client behind `ip`, from the neighbour table; raises ClientUnknown."""
+        mac = await self._on(None, mac_of, ip, self.arp_table)
+        return Client(mac, ip)
+
+    def session_of(self, client: Client) -> Session | None:
+        """The client's live session, if it is authorized."""
+        return self.book.of_client(client)
+
+    async def accept(self, client: Client, terms_version: str) -> Session:
+        """The shopper accepted the terms: start the session and open the gate."""
+        now = self.clock()
+        session, moved = self.book.start(client, now, terms_version)
+        if moved is not None:
+            await self._close_in_kernel(moved.session.client)
+        await self._on(self._nft, self.gate.grant, Grant(client, session.kernel_timeout(now)))
+        await self._on(self._db, self.store.record_acceptance, session, now)
+        if moved is not None:
+            await self._on(self._db, self.store.record_ended, [moved])
+        return session
+
+    async def grant_mac(self, mac: str, ip: IPv4Address | None = None) -> Session:
+        """Staff let a device through without the portal."""
+        if ip is None:
+            ip = await self._on(None, ip_of, mac, self.arp_table)
+        return await self.accept(Client(mac, ip), "staff")
+
+    async def revoke(self, mac: str, reason: EndReason = EndReason.REVOKED) -> Ended | None:
+        """End a device's session now and cut its open connections."""
+        ended = self.book.end(mac, self.clock(), reason)
+        if ended is not None:
+            await self._close_in_kernel(ended.session.client)
+            await self._on(self._db, self.store.record_ended, [ended])
+        return ended
+
+    async def _close_in_kernel(self, client: Client) -> None:
+        await self._on(self._nft, self.gate.revoke, client)
+        if self.flush_conntrack:
+            await self._on(None, forget_connections, client.ip)
+
+    async def poll(self) -> Observed:
+        """Read the kernel counters, end sessions past a limit, restore lost elements."""
+        kernel = await self._on(self._nft, self.gate.read_clients)
+        before = {s.client.mac: s for s in self.book.all()}
+        observed = self.book.observe({c: k.bytes_total for c, k in kernel.items()}, self.clock())
+        now = self.clock()
+        for ended in observed.ended:
+            log.info("session of %s ended: %s", ended.session.client.ip, ended.reason.value)
+            await self._close_in_kernel(ended.session.client)
+        for lost in observed.lost:
+            log.warning("element of %s vanished from the kernel; restoring it", lost.client.ip)
+            await self._on(self._nft, self.gate.grant, Grant(lost.client, lost.kernel_timeout(now)))
+        changed = [s for s in self.book.all() if before.get(s.client.mac) is not s]
+        await self._on(self._db, self.store.save, changed)
+        await self._on(self._db, self.store.record_ended, observed.ended)
+        return observed
+
+    async def snapshot(self) -> None:
+        """Write the session database to flash."""
+        await self._on(self._db, self.store.snapshot)
+
+    def status(self) -> dict[str, Any]:
+        """A summary for `loopspot-agent status`."""
+        return {
+            "clients": len(self.book),
+            "uptime": round(self.clock() - self.started_at, 1),
+            "nft_backend": self.gate.nft.name,
+            "portal": self.settings.portal_url,
+            "session_timeout": self.settings.session_timeout,
+            "idle_timeout": self.settings.idle_timeout,
+            "data_quota": self.settings.data_quota,
+        }
+
+    def describe(self, session: Session) -> dict[str, Any]:
+        """One session as plain data."""
+        now = self.clock()
+        return {
+            "mac": session.client.mac,
+            "ip": str(session.client.ip),
+            "started_at": session.started_at,
+            "terms_version": session.terms_version,
+            "seconds_remaining": session.seconds_remaining(now),
+            "bytes_used": session.bytes_used,
+            "bytes_remaining": session.bytes_remaining(),
+            "idle_for": round(now - session.last_activity_at, 1),
+        }
+
+    async def close(self) -> None:
+        """Snapshot and stop the workers. The table stays, so phones stay online."""
+        await self.snapshot()
+        await self._on(self._db, self.store.close)
+        self._nft.shutdown(wait=True)
+        self._db.shutdown(wait=True)

@@ -1,0 +1,199 @@
+"""Sessions on disk: sqlite3 on tmpfs for every write, snapshotted to flash in batches."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from agent.clients import Client
+from agent.sessions import Ended, Session
+
+DB_NAME = "sessions.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    mac TEXT PRIMARY KEY,
+    ip TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    terms_version TEXT NOT NULL,
+    expires_at REAL,
+    idle_timeout INTEGER NOT NULL,
+    data_quota INTEGER NOT NULL,
+    bytes_carried INTEGER NOT NULL,
+    bytes_counted INTEGER NOT NULL,
+    last_activity_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS acceptances (
+    id INTEGER PRIMARY KEY,
+    mac TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    terms_version TEXT NOT NULL,
+    accepted_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ended_sessions (
+    id INTEGER PRIMARY KEY,
+    mac TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    bytes_used INTEGER NOT NULL,
+    terms_version TEXT NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "mac, ip, started_at, terms_version, expires_at, idle_timeout, data_quota, "
+    "bytes_carried, bytes_counted, last_activity_at"
+)
+
+
+def _row(session: Session) -> tuple[object, ...]:
+    return (
+        session.client.mac,
+        str(session.client.ip),
+        session.started_at,
+        session.terms_version,
+        session.expires_at,
+        session.idle_timeout,
+        session.data_quota,
+        session.bytes_carried,
+        session.bytes_counted,
+        session.last_activity_at,
+    )
+
+
+def _session(row: tuple[object, ...]) -> Session:
+    mac, ip, started, terms, expires, idle, quota, carried, counted, active = row
+    return Session(
+        client=Client(str(mac), IPv4Address(str(ip))),
+        started_at=float(str(started)),
+        terms_version=str(terms),
+        expires_at=None if expires is None else float(str(expires)),
+        idle_timeout=int(str(idle)),
+        data_quota=int(str(quota)),
+        bytes_carried=int(str(carried)),
+        bytes_counted=int(str(counted)),
+        last_activity_at=float(str(active)),
+    )
+
+
+class SessionStore:
+    """The session database. Not thread-safe: the agent calls it from one worker thread."""
+
+    def __init__(self, state_dir: Path, flash_dir: Path) -> None:
+        self.path = state_dir / DB_NAME
+        self.snapshot_path = flash_dir / DB_NAME
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() and self.snapshot_path.exists():
+            self._copy(self.snapshot_path, self.path)  # the router rebooted: tmpfs is empty
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    @staticmethod
+    def _copy(source: Path, target: Path) -> None:
+        src = sqlite3.connect(source)
+        try:
+            dst = sqlite3.connect(target)
+            with dst:
+                src.backup(dst)
+            dst.close()
+        finally:
+            src.close()
+
+    def load(self) -> list[Session]:
+        """Every saved live session."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM sessions").fetchall()
+        return [_session(row) for row in rows]
+
+    def save(self, sessions: Iterable[Session]) -> None:
+        """Insert or update these sessions in one transaction."""
+        rows = [_row(s) for s in sessions]
+        if not rows:
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO sessions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows
+            )
+
+    def replace_all(self, sessions: Iterable[Session]) -> None:
+        """Make the saved sessions exactly these."""
+        rows = [_row(s) for s in sessions]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM sessions")
+            self._db.executemany(
+                f"INSERT INTO sessions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows
+            )
+
+    def record_acceptance(self, session: Session, accepted_at: float) -> None:
+        """Keep which terms version the device accepted, and when, with its session."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO acceptances (mac, ip, terms_version, accepted_at) VALUES (?,?,?,?)",
+                (session.client.mac, str(session.client.ip), session.terms_version, accepted_at),
+            )
+            self._db.execute(
+                f"INSERT OR REPLACE INTO sessions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                _row(session),
+            )
+
+    def record_ended(self, ended: Iterable[Ended]) -> None:
+        """Move ended sessions out of the live table into the log."""
+        items = list(ended)
+        if not items:
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            for item in items:
+                s = item.session
+                self._db.execute(
+                    "DELETE FROM sessions WHERE mac = ? AND ip = ?",
+                    (s.client.mac, str(s.client.ip)),
+                )
+                self._db.execute(
+                    "INSERT INTO ended_sessions (mac, ip, started_at, ended_at, reason, "
+                    "bytes_used, terms_version) VALUES (?,?,?,?,?,?,?)",
+                    (
+                        s.client.mac,
+                        str(s.client.ip),
+                        s.started_at,
+                        item.at,
+                        item.reason.value,
+                        s.bytes_used,
+                        s.terms_version,
+                    ),
+                )
+
+    def acceptances(self, mac: str) -> list[tuple[str, float]]:
+        """(terms version, accepted at) for a device, oldest first."""
+        rows = self._db.execute(
+            "SELECT terms_version, accepted_at FROM acceptances WHERE mac = ? ORDER BY id", (mac,)
+        ).fetchall()
+        return [(str(v), float(t)) for v, t in rows]
+
+    def snapshot(self) -> None:
+        """Copy the database to flash atomically (write a temporary file, then rename)."""
+        self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.snapshot_path.with_suffix(".tmp")
+        temporary.unlink(missing_ok=True)
+        target = sqlite3.connect(temporary)
+        try:
+            with target:
+                self._db.backup(target)
+        finally:
+            target.close()
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.snapshot_path)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
