@@ -1,0 +1,64 @@
+"""The nft ruleset is rendered from data in one place."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+from agent.clients import Client
+from agent.ruleset import GateSpec, Grant, render_grant, render_revoke, render_table
+from agent.settings import Settings
+
+SPEC = GateSpec(
+    ("br-lan", "wlan1"), IPv4Address("10.77.0.1"), 2050, (IPv4Network("198.51.100.20/32"),)
+)
+PHONE = Client.of("02:00:00:00:00:01", "10.77.0.2")
+
+
+def test_table_replaces_itself_atomically() -> None:
+    script = render_table(SPEC)
+    head = script.splitlines()[:3]
+    assert head == ["table inet loopspot {}", "delete table inet loopspot", "table inet loopspot {"]
+
+
+def test_table_names_every_lan_interface_and_the_portal() -> None:
+    script = render_table(SPEC)
+    assert 'iifname { "br-lan", "wlan1" } jump captive_nat' in script
+    assert "redirect to :2050" in script
+    assert "198.51.100.20/32" in script
+
+
+def test_unauthorized_https_is_reset_and_everything_else_dropped() -> None:
+    from_lan = render_table(SPEC).split("chain from_lan {")[1].split("\n\t}")[0]
+    lines = [line.strip() for line in from_lan.strip().splitlines()]
+    assert lines[0] == "meta nfproto ipv6 drop"
+    assert lines[1] == "ether saddr . ip saddr @clients accept"
+    assert "tcp dport 443 reject with tcp reset" in lines
+    assert lines[-1] == "drop"
+
+
+def test_granted_clients_are_carried_into_a_reinstalled_table_with_their_time() -> None:
+    script = render_table(
+        SPEC, [Grant(PHONE, 120), Grant(Client.of("02:00:00:00:00:02", "10.77.0.3"), None)]
+    )
+    assert "02:00:00:00:00:01 . 10.77.0.2 timeout 120s, 02:00:00:00:00:02 . 10.77.0.3 }" in script
+    assert "10.77.0.2 timeout 120s, 10.77.0.3 }" in script
+
+
+def test_grant_is_one_element_in_each_set() -> None:
+    assert render_grant(Grant(PHONE, 60)) == (
+        "add element inet loopspot clients { 02:00:00:00:00:01 . 10.77.0.2 timeout 60s }\n"
+        "add element inet loopspot downloads { 10.77.0.2 timeout 60s }\n"
+    )
+
+
+def test_revoke_succeeds_even_when_the_element_is_already_gone() -> None:
+    script = render_revoke(PHONE)
+    assert script.index("add element inet loopspot clients") < script.index(
+        "delete element inet loopspot clients"
+    )
+
+
+def test_spec_comes_from_the_settings() -> None:
+    spec = GateSpec.from_settings(Settings(portal_port=8080))
+    assert spec.portal_port == 8080
+    assert spec.lan_interfaces == ("br-lan",)
