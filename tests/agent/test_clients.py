@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -35,11 +37,14 @@ def test_locally_administered_mac_is_flagged_as_randomized() -> None:
 
 
 @given(st.text(max_size=40))
-def test_normalize_mac_raises_only_badmac(text: str) -> None:
+def test_any_text_is_either_refused_with_badmac_or_a_canonical_unicast_mac(text: str) -> None:
     try:
-        normalize_mac(text)
-    except BadMac:
-        pass
+        mac = normalize_mac(text)
+    except BadMac as exc:
+        assert "MAC" in str(exc)
+        return
+    assert re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", mac)
+    assert normalize_mac(mac) == mac
 
 
 def test_client_of_parses_both_parts() -> None:

@@ -31,5 +31,5 @@ def test_unknown_ip_raises_client_unknown(tmp_path: Path) -> None:
     arp.write_text(ARP)
     assert mac_of(IPv4Address("10.77.0.10"), arp) == "02:11:22:33:44:55"
     assert ip_of("02:aa:bb:cc:dd:ee", arp) == IPv4Address("10.77.0.12")
-    with pytest.raises(ClientUnknown, match="10.77.0.11"):
+    with pytest.raises(ClientUnknown, match=r"10\.77\.0\.11"):
         mac_of(IPv4Address("10.77.0.11"), arp)
