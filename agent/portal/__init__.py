@@ -1,0 +1,1 @@
+"""The captive portal."""
