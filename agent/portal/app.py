@@ -244,6 +244,17 @@ async def captive_api(request: web.Request) -> web.StreamResponse:
     return web.Response(text=json.dumps(state), content_type=CAPTIVE_JSON, headers=NO_STORE)
 
 
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """A static file from the merchant's template folder, else from the default one."""
+    portal = request.app[PORTAL]
+    name = request.match_info["name"]
+    for folder in portal.dirs:
+        path = folder / "static" / name
+        if path.is_file():
+            return web.FileResponse(path, headers={"Cache-Control": "max-age=3600"})
+    raise web.HTTPNotFound()
+
+
 async def home(request: web.Request) -> web.StreamResponse:
     """The router's own address goes to the portal."""
     raise web.HTTPFound("/portal")
@@ -262,8 +273,6 @@ def build_app(
     app.router.add_post("/portal/accept", accept)
     app.router.add_get("/portal/online", online)
     app.router.add_get("/api/captive", captive_api)
-    static = next((d / "static" for d in portal.dirs if (d / "static").is_dir()), None)
-    if static is not None:
-        app.router.add_static("/static", static)
+    app.router.add_get(r"/static/{name:[A-Za-z0-9_-][A-Za-z0-9._-]*}", static_file)
     app.router.add_route("*", "/{tail:.*}", captive)
     return app
