@@ -199,8 +199,8 @@ async def accept(request: web.Request) -> web.StreamResponse:
             request,
             "error.html",
             status=403,
-            title=t.get("error_title", "Error"),
-            message=t.get("error_csrf", "This page has expired. Please open the portal again."),
+            title=t["error_title"],
+            message=t["error_expired_form"],
         )
     if form.get("terms_version") != portal.settings.terms_version:
         raise web.HTTPSeeOther(f"/portal?lang={lang}")
