@@ -231,8 +231,8 @@ _SECTIONS: Mapping[str, Mapping[str, _Spec]] = {
         ),
     },
     "session": {
-        "timeout": _Spec("session_timeout", partial(_duration, least=MINUTE, zero=True)),
-        "idle_timeout": _Spec("idle_timeout", partial(_duration, least=MINUTE, zero=True)),
+        "timeout": _Spec("session_timeout", partial(_duration, least=1, zero=True)),
+        "idle_timeout": _Spec("idle_timeout", partial(_duration, least=1, zero=True)),
         "data_quota": _Spec("data_quota", _size),
     },
     "portal": {

@@ -254,7 +254,7 @@ BAD_VALUES = [
     ("agent", "counter_poll_interval", "1e3", "not a number"),
     ("session", "timeout", "-1h", "not a duration"),
     ("session", "timeout", "1w", "not a duration"),
-    ("session", "timeout", "30s", "out of range"),
+    ("session", "timeout", "400d", "out of range"),
     ("session", "timeout", "9" * 13, "not a duration"),
     ("session", "timeout", "400d", "out of range"),
     ("session", "idle_timeout", "1.5h", "not a duration"),
@@ -399,7 +399,7 @@ def test_a_duration_is_its_number_times_its_unit(number: int, unit: tuple[str, i
     suffix, factor = unit
     seconds = number * factor
     text = f"config session\n\toption timeout '{number}{suffix}'\n"
-    if seconds == 0 or 60 <= seconds <= 365 * 86400:
+    if seconds == 0 or 1 <= seconds <= 365 * 86400:
         assert parse_settings(text).session_timeout == seconds
     else:
         with pytest.raises(ConfigError, match="out of range"):
