@@ -238,6 +238,8 @@ def test_every_ui_string_is_used_and_every_used_string_exists() -> None:
     used: set[str] = set()
     for template in DEFAULT.glob("*.html"):
         used |= set(re.findall(r"\bt\.(\w+)", template.read_text(encoding="utf-8")))
+    app = Path(__file__).parents[3] / "agent" / "portal" / "app.py"
+    used |= set(re.findall(r'\bt\["(\w+)"\]', app.read_text(encoding="utf-8")))
     assert used == set(MESSAGES["en"])
 
 
