@@ -27,7 +27,7 @@ def agent_config(workdir: Path, **overrides: str | list[str]) -> str:
             "portal_port": "2050",
             "state_dir": str(workdir / "tmpfs"),
             "flash_dir": str(workdir / "flash"),
-            "snapshot_interval": "30",
+            "snapshot_interval": "60",
             "control_socket": str(workdir / "loopspot.sock"),
             "nft_backend": "auto",
             "counter_poll_interval": "0.5",
