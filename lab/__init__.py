@@ -1,6 +1,8 @@
 """A simulated shop in network namespaces: router, phones and the internet (wan).
 
 Tests, the demo and benchmarks build one with `Lab.create(phones=N)`; see lab.topology.
+The wan's web server is `python -m lab.wan`; the probe answers it serves are
+agent.probes.PROBES (re-exported as lab.wan.PROBE_ANSWERS).
 """
 
 from __future__ import annotations
@@ -17,10 +19,8 @@ from lab.errors import (
 )
 from lab.netns import popen, run, socket_in
 from lab.topology import Lab, Phone, cleanup_stale
-from lab.wan import PROBE_ANSWERS
 
 __all__ = [
-    "PROBE_ANSWERS",
     "CommandError",
     "DnsError",
     "HttpResponse",

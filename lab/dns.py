@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from agent.probes import PROBES
 from lab.addresses import GARDEN_HOST, GARDEN_IP, WAN_DNS_IP, WEB_HOST, WEB_IP
 from lab.errors import DnsError
 from lab.netns import socket_in
@@ -115,6 +116,8 @@ def dns_query(
 
 # Names the ISP's DNS answers, beyond the probe hosts: the web site and the walled garden.
 SITE_NAMES: dict[str, str] = {WEB_HOST: WEB_IP, GARDEN_HOST: GARDEN_IP}
+# Every OS probe host resolves to the web site's address, where lab.wan answers by Host.
+PROBE_HOSTS: tuple[str, ...] = tuple(sorted({p.host for p in PROBES}))
 
 
 def dnsmasq_argv(

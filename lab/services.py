@@ -12,9 +12,8 @@ from typing import IO
 from lab import netns
 from lab.addresses import WAN_DNS_IP, WEB_HOST, WEB_IP
 from lab.client import connect
-from lab.dns import SITE_NAMES, dns_query, dnsmasq_argv
+from lab.dns import PROBE_HOSTS, SITE_NAMES, dns_query, dnsmasq_argv
 from lab.errors import LabError, ServiceError
-from lab.wan import PROBE_HOSTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HTTP_PORT = 80

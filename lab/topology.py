@@ -39,6 +39,7 @@ _open_labs: dict[int, Lab] = {}
 _hooks_lock = threading.Lock()
 _hooks_installed = False
 STOP_GRACE = 3.0
+_WORKDIR_PREFIX = "loopspot-lab-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,9 @@ def cleanup_stale(prefix: str = NAME_ROOT) -> list[str]:
         if pid != os.getpid() and not _owner_alive(pid):
             stale.append(name)
     _remove_namespaces(stale)
+    for prefix_seen in {m["prefix"] for n in stale if (m := _NAME_RE.match(n))}:
+        for workdir in Path(tempfile.gettempdir()).glob(f"{_WORKDIR_PREFIX}{prefix_seen}-*"):
+            shutil.rmtree(workdir, ignore_errors=True)
     return stale
 
 
@@ -170,7 +174,7 @@ class Lab:
             raise ValueError(f"phone_macs repeats a MAC: {macs}")
         _install_exit_hooks()
         prefix = f"{NAME_ROOT}{os.getpid()}-{next(_lab_numbers)}"
-        lab = cls(prefix, Path(tempfile.mkdtemp(prefix=f"loopspot-lab-{prefix}-")), phone_dns)
+        lab = cls(prefix, Path(tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{prefix}-")), phone_dns)
         _open_labs[id(lab)] = lab
         try:
             lab._build_core()

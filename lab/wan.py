@@ -20,7 +20,6 @@ from lab.addresses import GARDEN_IP
 
 # The probe answers the wan serves; one place for them is agent/probes.py.
 PROBE_ANSWERS: tuple[Probe, ...] = PROBES
-PROBE_HOSTS: tuple[str, ...] = tuple(sorted({p.host for p in PROBES}))
 
 WEB_PAGE = "WAN OK"
 GARDEN_PAGE = "GARDEN OK"
