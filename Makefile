@@ -21,7 +21,7 @@ venv: deps $(STAMP)
 
 lint: venv
 	$(VENV)/bin/ruff check agent lab tests bench
-	$(VENV)/bin/mypy --strict agent lab
+	$(VENV)/bin/mypy --strict agent lab cloud bench
 
 ## make test: lint, type-check and run the whole suite (lab tests need root).
 test: lint

@@ -1,0 +1,1 @@
+"""Loopspot cloud: ingest workers, the store, enrolment, and the dashboard's REST API."""
