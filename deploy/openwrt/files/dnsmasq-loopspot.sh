@@ -1,0 +1,219 @@
+#!/bin/sh
+# Publish the Loopspot portal to phones through dnsmasq, by editing /etc/config/dhcp:
+#  - DHCP option 114 (RFC 8910) on the DHCP pools of the agent's LAN interfaces, carrying
+#    the RFC 8908 API URL http://<portal_address>:<portal_port>/api/captive;
+#  - a `config ipset` section that makes dnsmasq add the IPv4 addresses of walled-garden
+#    domains to the agent's set:  nftset=/<domain>/.../4#inet#loopspot#walled_garden
+#
+# It converges: a second run changes nothing. dnsmasq is reloaded only when
+# /etc/config/dhcp changed and dnsmasq is running. Installed as
+# /usr/libexec/loopspot/dnsmasq-sync; the init script and the first-boot script run it.
+#
+# Usage: dnsmasq-sync            apply /etc/config/loopspot
+#        dnsmasq-sync --remove   take option 114 and the walled-garden section out again
+# Exit:  0 done (changed or not), 1 failed, 2 /etc/config/loopspot is invalid (nothing changed)
+#
+# Loopspot owns option 114: any `114,...` entry in a DHCP pool is replaced or removed.
+
+# The agent's defaults (agent/settings.py); tests/deploy keeps them in step.
+DEFAULT_LAN_INTERFACE=br-lan
+DEFAULT_PORTAL_ADDRESS=192.168.1.1
+DEFAULT_PORTAL_PORT=2050
+API_PATH=/api/captive
+NFT_FAMILY=inet
+NFT_TABLE=loopspot
+NFT_SET=walled_garden
+IPSET_SECTION=loopspot_walled_garden
+
+LOOPSPOT_CONFIG=${LOOPSPOT_CONFIG:-/etc/config/loopspot}
+DNSMASQ_INIT=${DNSMASQ_INIT:-/etc/init.d/dnsmasq}
+
+set -f # values from UCI are never file patterns
+
+say() {
+	echo "dnsmasq-sync: $*" >&2
+	command -v logger >/dev/null 2>&1 && logger -t loopspot "dnsmasq-sync: $*"
+	return 0
+}
+
+# Our own uci change directory: other sessions' pending edits (LuCI) are neither
+# committed nor reverted by us.
+SAVEDIR=$(mktemp -d "${TMPDIR:-/tmp}/loopspot-uci.XXXXXX") || exit 1
+trap 'rm -rf "$SAVEDIR"' EXIT
+u() {
+	uci -q -t "$SAVEDIR" "$@"
+}
+
+is_ipv4() {
+	local IFS=. part count=0
+	case "$1" in
+		*[!0-9.]* | .* | *. | *..*) return 1 ;;
+	esac
+	for part in $1; do
+		count=$((count + 1))
+		case "$part" in
+			?????* | 0?*) return 1 ;; # too long, or a leading zero
+		esac
+		[ "$part" -le 255 ] || return 1
+	done
+	[ "$count" -eq 4 ]
+}
+
+is_port() {
+	case "$1" in
+		'' | *[!0-9]* | 0*) return 1 ;;
+	esac
+	[ "${#1}" -le 5 ] && [ "$1" -le 65535 ]
+}
+
+# A domain dnsmasq can take between slashes; lower case, no trailing dot.
+clean_domain() {
+	local name
+	name=$(printf '%s' "$1" | tr 'A-Z' 'a-z')
+	name=${name%.}
+	case "$name" in
+		'' | *[!a-z0-9.-]* | .* | *..* | -* | *.-* | *-.* | *-) return 1 ;;
+		*.*) ;;
+		*) return 1 ;; # a whole top-level domain
+	esac
+	printf '%s\n' "$name"
+}
+
+# Every walled-garden domain of every `config walled_garden` section, once, in order.
+walled_garden_domains() {
+	local i=0 domain clean seen=" "
+	while [ "$(u get "loopspot.@walled_garden[$i]")" = walled_garden ]; do
+		for domain in $(u get "loopspot.@walled_garden[$i].domain"); do
+			if clean=$(clean_domain "$domain"); then
+				case "$seen" in
+					*" $clean "*) ;;
+					*)
+						seen="$seen$clean "
+						echo "$clean"
+						;;
+				esac
+			else
+				say "skipping walled-garden domain '$domain': not a domain name"
+			fi
+		done
+		i=$((i + 1))
+	done
+}
+
+# Is DHCP section $1 a pool on one of the agent's LAN interfaces ($2, space separated)?
+serves_lan() {
+	local section="$1" lans="$2" iface ignore names lan name
+	iface=$(u get "dhcp.$section.interface") || return 1
+	ignore=$(u get "dhcp.$section.ignore")
+	[ "$ignore" = 1 ] && return 1
+	# The agent names Linux devices (br-lan); dhcp names netifd interfaces (lan).
+	names="$iface $(u get "network.$iface.device") $(u get "network.$iface.ifname")"
+	[ "$(u get "network.$iface.type")" = bridge ] && names="$names br-$iface"
+	for lan in $lans; do
+		for name in $names; do
+			[ "$lan" = "$name" ] && return 0
+		done
+	done
+	return 1
+}
+
+# Remove every option-114 entry of section $1 from its `list $2`.
+drop_option_114() {
+	local section="$1" list="$2" value
+	for value in $(u get "dhcp.$section.$list"); do
+		case "$value" in
+			114,*) u del_list "dhcp.$section.$list=$value" ;;
+		esac
+	done
+}
+
+state() {
+	u show dhcp | sort
+}
+
+remove=
+case "$1" in
+	--remove) remove=1 ;;
+	'') ;;
+	*)
+		echo "usage: $0 [--remove]" >&2
+		exit 1
+		;;
+esac
+
+if [ -z "$remove" ] && command -v loopspot-agent >/dev/null 2>&1; then
+	if ! loopspot-agent config-check "$LOOPSPOT_CONFIG" >/dev/null; then
+		say "$LOOPSPOT_CONFIG is invalid; dnsmasq settings left as they were"
+		exit 2
+	fi
+fi
+
+lans=$(u get loopspot.agent.lan_interface) || lans=$DEFAULT_LAN_INTERFACE
+address=$(u get loopspot.agent.portal_address) || address=$DEFAULT_PORTAL_ADDRESS
+port=$(u get loopspot.agent.portal_port) || port=$DEFAULT_PORTAL_PORT
+if [ -z "$remove" ]; then
+	is_ipv4 "$address" || {
+		say "agent.portal_address '$address' is not an IPv4 address; nothing changed"
+		exit 2
+	}
+	is_port "$port" || {
+		say "agent.portal_port '$port' is not a port number; nothing changed"
+		exit 2
+	}
+fi
+api_url="http://$address:$port$API_PATH"
+
+u show dhcp >/dev/null || {
+	say "cannot read /etc/config/dhcp"
+	exit 1
+}
+before=$(state)
+
+served=
+for section in $(u show dhcp | sed -n 's/^dhcp\.\([^.=]*\)=dhcp$/\1/p'); do
+	drop_option_114 "$section" dhcp_option
+	drop_option_114 "$section" dhcp_option_force
+	if [ -z "$remove" ] && serves_lan "$section" "$lans"; then
+		# Forced: sent even to a client that did not ask for it in its request list.
+		u add_list "dhcp.$section.dhcp_option_force=114,$api_url"
+		served="$served $section"
+	fi
+done
+
+u delete "dhcp.$IPSET_SECTION"
+domains=
+[ -n "$remove" ] || domains=$(walled_garden_domains)
+if [ -n "$domains" ]; then
+	u set "dhcp.$IPSET_SECTION=ipset"
+	u add_list "dhcp.$IPSET_SECTION.name=$NFT_SET"
+	u set "dhcp.$IPSET_SECTION.table=$NFT_TABLE"
+	u set "dhcp.$IPSET_SECTION.table_family=$NFT_FAMILY"
+	u set "dhcp.$IPSET_SECTION.family=4"
+	for domain in $domains; do
+		u add_list "dhcp.$IPSET_SECTION.domain=$domain"
+	done
+	if command -v dnsmasq >/dev/null 2>&1 && ! dnsmasq --version 2>/dev/null | grep -q nftset; then
+		say "this dnsmasq has no nftset support: walled-garden domains stay closed until dnsmasq-full replaces it"
+	fi
+fi
+
+if [ -z "$remove" ] && [ -z "$served" ]; then
+	say "no DHCP pool serves '$lans': phones will not get option 114 (the portal still works by redirect)"
+fi
+
+if [ "$(state)" = "$before" ]; then
+	exit 0
+fi
+u commit dhcp || {
+	say "uci commit dhcp failed"
+	exit 1
+}
+if [ -n "$remove" ]; then
+	say "removed option 114 and the walled-garden set from /etc/config/dhcp"
+else
+	say "option 114 is $api_url on:${served:- no pool}; $(echo "$domains" | grep -c .) walled-garden domain(s)"
+fi
+if [ -x "$DNSMASQ_INIT" ] && pidof dnsmasq >/dev/null 2>&1; then
+	"$DNSMASQ_INIT" reload
+fi
+exit 0
