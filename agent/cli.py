@@ -25,17 +25,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--socket", type=Path, help="control socket (default: from the config)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # --config/--socket/--json also work after the command: `loopspot-agent run --config F`
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    common.add_argument("--socket", type=Path, default=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the agent")
+    run = commands.add_parser("run", help="run the agent", parents=[common])
     run.add_argument("--log-level", default="INFO")
-    check = commands.add_parser("config-check", help="validate a config file, start nothing")
+    check = commands.add_parser(
+        "config-check", help="validate a config file, start nothing", parents=[common]
+    )
     check.add_argument("file", type=Path, nargs="?")
-    commands.add_parser("status", help="the running agent's state")
-    commands.add_parser("clients", help="the authorized clients")
-    grant = commands.add_parser("grant", help="let a device through without the portal")
+    commands.add_parser("status", help="the running agent's state", parents=[common])
+    commands.add_parser("clients", help="the authorized clients", parents=[common])
+    grant = commands.add_parser(
+        "grant", help="let a device through without the portal", parents=[common]
+    )
     grant.add_argument("mac")
     grant.add_argument("--ip", help="its IPv4 address (default: from the neighbour table)")
-    revoke = commands.add_parser("revoke", help="end a device's session and cut its connections")
+    revoke = commands.add_parser(
+        "revoke", help="end a device's session and cut its connections", parents=[common]
+    )
     revoke.add_argument("mac")
     return parser
 

@@ -55,14 +55,14 @@ async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
     store = SessionStore(settings.state_dir, settings.flash_dir)
     gate = Gate(open_nft(settings.nft_backend), GateSpec.from_settings(settings))
     service = AgentService(settings, gate, store)
-    await service.start()
     app = build_app(settings, service, csrf_key(settings.flash_dir))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(
         runner, str(settings.portal_address), settings.portal_port, reuse_address=True, backlog=1024
     )
-    await site.start()
+    await site.start()  # bind first: a portal that cannot listen must not hold phones captive
+    await service.start()
     control = await serve_control(service, settings.control_socket)
     tasks = [
         asyncio.create_task(
