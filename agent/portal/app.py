@@ -64,7 +64,9 @@ class Portal:
         )
         self.messages: Messages = load_messages(messages_file)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-        self.portal_host = str(settings.portal_address)
+        # Loopback names reach the portal only through a local relay or proxy (the demo's),
+        # never as redirected phone traffic, so they count as addressing the portal.
+        self.portal_hosts = {str(settings.portal_address), "127.0.0.1", "localhost"}
 
     def language(self, request: web.Request) -> str:
         """The page language: ?lang=, then Accept-Language, then the configured default."""
@@ -98,7 +100,7 @@ class Portal:
     def is_portal_host(self, request: web.Request) -> bool:
         """True when the request was addressed to the portal, not redirected traffic."""
         host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
-        return host == self.portal_host
+        return host in self.portal_hosts
 
 
 PORTAL: web.AppKey[Portal] = web.AppKey("portal", Portal)
