@@ -162,3 +162,37 @@ def test_a_phone_spoofing_an_authorized_mac_with_another_ip_stays_captive(
     assert spoofer.ip != phone.ip
     assert reaches_wan(phone)
     assert not reaches_wan(spoofer)
+
+
+def test_a_phone_in_the_kernel_set_without_a_record_is_adopted_at_start(
+    lab: Lab, agent: RouterAgent
+) -> None:
+    phone = lab.phones[0]
+    agent.kill()
+    agent.nft(
+        "add",
+        "element",
+        "inet",
+        "loopspot",
+        "clients",
+        f"{{ {phone.mac} . {phone.ip} timeout 120s }}",
+    )
+    agent.nft("add", "element", "inet", "loopspot", "downloads", f"{{ {phone.ip} timeout 120s }}")
+    agent.start()
+    clients = agent.ctl_json("clients")["clients"]
+    assert [c["mac"] for c in clients] == [phone.mac]
+    assert 100 <= clients[0]["seconds_remaining"] <= 120
+    assert reaches_wan(phone)
+
+
+def test_a_session_that_expired_while_the_agent_was_down_ends_at_start(
+    lab: Lab, make_agent: MakeAgent
+) -> None:
+    agent = make_agent(timeout="2s", idle_timeout="0")
+    phone = lab.phones[0]
+    accept_terms(phone)
+    agent.kill()
+    time.sleep(2.5)  # the session's time runs out while nobody watches
+    agent.start()
+    assert agent.ctl_json("clients")["clients"] == []
+    assert not reaches_wan(phone)
