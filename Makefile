@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 
 venv: deps $(STAMP)
 
+CODE := $(wildcard agent cloud lab bench)
+
 lint: venv
-	$(VENV)/bin/ruff check agent lab tests bench
-	$(VENV)/bin/mypy --strict agent lab cloud bench
+	$(VENV)/bin/ruff check $(CODE) tests
+	$(VENV)/bin/mypy --strict $(CODE)
 
 ## make test: lint, type-check and run the whole suite (lab tests need root).
 test: lint

@@ -243,7 +243,9 @@ async def captive_api(request: web.Request) -> web.StreamResponse:
         if remaining is not None:
             state["bytes-remaining"] = remaining
         state["can-extend-session"] = False
-    return web.Response(body=json.dumps(state).encode(), content_type=CAPTIVE_JSON, headers=NO_STORE)
+    return web.Response(
+        body=json.dumps(state).encode(), content_type=CAPTIVE_JSON, headers=NO_STORE
+    )
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
