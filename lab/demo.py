@@ -19,7 +19,7 @@ PIDFILE = Path("/run/loopspot-demo.pid")
 RELAY_PORT = 8050
 
 
-def _banner(lab: Lab, agent: RouterAgent) -> str:
+def _banner(lab: Lab, agent: RouterAgent, relay_port: int) -> str:
     phone = lab.phones[0]
     run = f"ip netns exec {phone.ns}"
     return f"""
@@ -29,7 +29,7 @@ Loopspot demo is running: a shop router (agent + nftables), {len(lab.phones)} ph
   Portal       {agent.portal}/portal (inside the lab)
 
 Be the phone from your browser on this machine:
-  open http://127.0.0.1:{RELAY_PORT}/portal      (the router sees {phone.mac}, {phone.ip})
+  open http://127.0.0.1:{relay_port}/portal      (the router sees {phone.mac}, {phone.ip})
 
 Or from the phone's shell:
   {run} curl -si http://captive.apple.com/hotspot-detect.html   # 302 to the portal
@@ -45,9 +45,9 @@ Stop: Ctrl-C here, or `make demo-stop` from another shell.
 """
 
 
-async def _serve(lab: Lab, agent: RouterAgent) -> None:
-    relay = await serve_relay(lab.phones[0].ns, (A.ROUTER_LAN_IP, 2050), RELAY_PORT)
-    print(_banner(lab, agent), flush=True)
+async def _serve(lab: Lab, agent: RouterAgent, relay_port: int) -> None:
+    relay = await serve_relay(lab.phones[0].ns, (A.ROUTER_LAN_IP, 2050), relay_port)
+    print(_banner(lab, agent, relay_port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.demo")
     parser.add_argument("--stop", action="store_true", help="stop a running demo")
     parser.add_argument("--phones", type=int, default=2)
+    parser.add_argument(
+        "--relay-port",
+        type=int,
+        default=RELAY_PORT,
+        help="loopback port that reaches the portal as the first phone",
+    )
     args = parser.parse_args(argv)
     require_root()
     if args.stop:
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         with Lab.create(phones=args.phones, wan_services=True) as lab:
             agent = RouterAgent(lab)
             agent.start()
-            asyncio.run(_serve(lab, agent))
+            asyncio.run(_serve(lab, agent, args.relay_port))
             agent.stop()
     finally:
         PIDFILE.unlink(missing_ok=True)
