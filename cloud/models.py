@@ -67,6 +67,8 @@ class Router(Base):
     enrolled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cert_fingerprint: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="unknown")
+    # The router's own `at` of the status stored here; an older status is ignored.
+    status_at: Mapped[float | None] = mapped_column(Float)
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     boot_id: Mapped[str | None] = mapped_column(String(64))
     agent_version: Mapped[str | None] = mapped_column(String(32))
