@@ -1,0 +1,259 @@
+"""Forwarding throughput phone -> wan through the router, with and without a gate.
+
+iperf3 (TCP, one stream) from a phone to the wan, in the same lab run, for:
+  none        no portal: no nft table, no iptables rules;
+  nft set     the agent's ruleset (agent.ruleset.render_table) with N clients in the set;
+  iptables    nodogsplash's design: one `-m mac --mac-source X -s IP -j ACCEPT` rule per
+              client in a chain jumped to from FORWARD, the phone's rule last.
+Rounds interleave the designs, alternating their order; each ratio is the median over
+rounds of (design / none) measured in the same round.
+
+    sudo .venv/bin/python -m bench.forwarding [--clients 1000,10000] [--rounds 5] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from agent.clients import Client
+from agent.ruleset import TABLE, GateSpec, Grant, render_table
+from bench import common as C
+from lab import addresses as A
+from lab import netns
+from lab.topology import Lab, Phone
+
+IPERF_PORT = 5201
+IPERF_IDLE_TIMEOUT = 60  # the server restarts itself if a client vanishes mid-test
+IPERF_GRACE = 20.0
+GOAL = 0.95
+CHAIN = "ndsAUT"  # nodogsplash's chain of authenticated clients
+_PHONE_RULE = re.compile(r"^\s*(\d+)\s+\d+\s+ACCEPT\b", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Design:
+    """A way to gate forwarding: how to put it in the router and take it out again."""
+
+    name: str
+    clients: int
+    setup: Callable[[], None]
+    teardown: Callable[[], None]
+    check: Callable[[], bool] = lambda: True
+
+
+def iptables_tools() -> list[str]:
+    """The iptables variants installed here: legacy (x_tables) first, then nft-based."""
+    return [v for v in ("legacy", "nft") if shutil.which(f"iptables-{v}-restore")]
+
+
+def per_client_rules(phone: Phone, clients: int) -> str:
+    """An iptables-restore file: `clients` per-client ACCEPT rules, the phone's last."""
+    others = C.synthetic_clients(clients - 1)
+    lines = ["*filter", f":{CHAIN} - [0:0]", f"-A FORWARD -i {A.LAN_BRIDGE} -j {CHAIN}"]
+    lines += [f"-A {CHAIN} -s {c.ip} -m mac --mac-source {c.mac} -j ACCEPT" for c in others]
+    lines += [f"-A {CHAIN} -s {phone.ip} -m mac --mac-source {phone.mac} -j ACCEPT"]
+    lines += [f"-A {CHAIN} -j DROP", "COMMIT", ""]
+    return "\n".join(lines)
+
+
+def nft_set_design(lab: Lab, phone: Phone, clients: int) -> Design:
+    """The agent's own ruleset, `clients` in the set, the phone among them."""
+    spec = GateSpec((A.LAN_BRIDGE,), IPv4Address(A.ROUTER_LAN_IP), 2050)
+    me = Client(phone.mac, IPv4Address(phone.ip))
+    grants = [Grant(c, C.SESSION_SECONDS) for c in [*C.synthetic_clients(clients - 1), me]]
+    script = render_table(spec, grants)
+
+    def setup() -> None:
+        netns.run(lab.router, "nft", "-f", "-", input=script, timeout=60)
+
+    def teardown() -> None:
+        netns.run(lab.router, "nft", "delete", "table", *TABLE.split(), check=False)
+
+    def check() -> bool:
+        listing = netns.run(lab.router, "nft", "list", "set", *TABLE.split(), "clients").stdout
+        found = re.search(rf"{phone.mac} \. {phone.ip} [^,}}]*counter packets (\d+)", listing)
+        return found is not None and int(found.group(1)) > 0
+
+    return Design("nft set (agent)", clients, setup, teardown, check)
+
+
+CONNTRACK_TABLE = "inet bench_conntrack"
+CONNTRACK_ONLY = f"""table {CONNTRACK_TABLE} {{
+\tchain forward {{
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tct state established,related accept
+\t}}
+}}
+"""
+
+
+def conntrack_design(lab: Lab) -> Design:
+    """Connection tracking alone, as every OpenWrt firewall (fw4) has it: no portal yet."""
+
+    def setup() -> None:
+        netns.run(lab.router, "nft", "-f", "-", input=CONNTRACK_ONLY)
+
+    def teardown() -> None:
+        netns.run(lab.router, "nft", "delete", "table", *CONNTRACK_TABLE.split(), check=False)
+
+    return Design("conntrack only (fw4's baseline)", 0, setup, teardown)
+
+
+def iptables_design(lab: Lab, phone: Phone, clients: int, variant: str) -> Design:
+    """nodogsplash's per-client rules through iptables-`variant`."""
+    rules = per_client_rules(phone, clients)
+    empty = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+
+    def setup() -> None:
+        netns.run(lab.router, f"iptables-{variant}-restore", input=rules, timeout=120)
+
+    def teardown() -> None:
+        # Restoring empty chains deletes ours; iptables-nft's table can then go entirely.
+        netns.run(lab.router, f"iptables-{variant}-restore", input=empty, check=False)
+        if variant == "nft":
+            netns.run(lab.router, "nft", "delete", "table", "ip", "filter", check=False)
+
+    def check() -> bool:
+        listing = netns.run(
+            lab.router, f"iptables-{variant}", "-L", CHAIN, "-v", "-x", "-n"
+        ).stdout.splitlines()
+        accepts = [line for line in listing if " ACCEPT " in f" {line} "]
+        last = _PHONE_RULE.match(accepts[-1]) if accepts else None
+        return phone.ip in accepts[-1] and last is not None and int(last.group(1)) > 0
+
+    return Design(f"iptables-{variant} per-client rules", clients, setup, teardown, check)
+
+
+def iperf(phone: Phone, seconds: float) -> float:
+    """One TCP iperf3 run phone -> wan; bits per second received."""
+    done = netns.run(
+        phone.ns,
+        "iperf3",
+        "-c",
+        A.WAN_IP,
+        "-p",
+        str(IPERF_PORT),
+        "-t",
+        f"{seconds:g}",
+        "-O",
+        "1",
+        "-J",
+        timeout=seconds + IPERF_GRACE,
+        check=False,
+    )
+    try:
+        result = json.loads(done.stdout)
+        return float(result["end"]["sum_received"]["bits_per_second"])
+    except (ValueError, KeyError) as exc:
+        raise C.BenchError(f"iperf3 failed ({done.returncode}): {done.stdout[-800:]}") from exc
+
+
+def start_iperf_server(lab: Lab) -> subprocess.Popen[bytes]:
+    """`iperf3 -s` in the wan, returned once it listens; the lab also stops it on close."""
+    server = lab.popen(
+        lab.wan,
+        "iperf3",
+        "-s",
+        "-B",
+        A.WAN_IP,
+        "-p",
+        str(IPERF_PORT),
+        "--idle-timeout",
+        str(IPERF_IDLE_TIMEOUT),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listening = netns.run(lab.wan, "ss", "-Hltn", f"sport = :{IPERF_PORT}").stdout
+        if listening.strip():
+            return server
+        time.sleep(0.05)
+    server.kill()
+    raise C.BenchError("iperf3 -s did not start in the wan namespace")
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    """Measure and print throughput and ratios; return them as data."""
+    parser = argparse.ArgumentParser(prog="python -m bench.forwarding", description=__doc__)
+    parser.add_argument("--clients", type=C.parse_counts, default=[1000, 10000])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0, help="iperf3 -t per run")
+    parser.add_argument(
+        "--iptables", type=C.parse_names, default=None, help="legacy,nft (default: both found)"
+    )
+    args = parser.parse_args(argv)
+    C.check_root()
+    variants = args.iptables if args.iptables is not None else iptables_tools()
+    with C.open_lab(phones=1) as lab:
+        phone = lab.phones[0]
+        nothing = Design("none (no portal)", 0, lambda: None, lambda: None)
+        designs = [nothing, conntrack_design(lab)]
+        designs += [nft_set_design(lab, phone, n) for n in args.clients]
+        designs += [iptables_design(lab, phone, n, v) for v in variants for n in args.clients]
+        server = start_iperf_server(lab)
+        speeds: dict[int, list[float]] = {i: [] for i in range(len(designs))}
+        checked: dict[int, bool] = {i: True for i in range(len(designs))}
+        try:
+
+            def one_round(number: int) -> None:
+                # Alternate the order, so a drift in the machine's load favours no design.
+                order = list(enumerate(designs))
+                for index, design in order if number % 2 == 0 else reversed(order):
+                    design.setup()
+                    try:
+                        speeds[index].append(iperf(phone, args.seconds))
+                        checked[index] = checked[index] and design.check()
+                    finally:
+                        design.teardown()
+
+            C.run_rounds(args.rounds, one_round)
+        finally:
+            server.terminate()
+            server.wait(5)
+    base = speeds[0]
+    rows: list[list[object]] = []
+    figures: dict[str, object] = {}
+    for index, design in enumerate(designs):
+        ratio = C.median(s / b for s, b in zip(speeds[index], base, strict=True))
+        gbit = C.median(speeds[index]) / 1e9
+        goal = "" if index == 0 else ("yes" if ratio >= GOAL else "no")
+        if not design.name.startswith("nft set"):
+            goal = "-" if index else ""
+        rows.append(
+            [
+                design.name,
+                f"{design.clients:,}" if design.clients else "-",
+                f"{gbit:.2f}",
+                f"{ratio:.2f}x",
+                "yes" if checked[index] else "NO",
+                goal,
+            ]
+        )
+        figures[f"{design.name}/{design.clients}"] = {"gbit_s": gbit, "ratio": ratio}
+    C.report(
+        f"2. Forwarding phone -> wan, iperf3 TCP {args.seconds:g} s (median of {args.rounds} "
+        "rounds; ratio = median of per-round design/none)",
+        [
+            "design",
+            "clients",
+            "Gbit/s",
+            "share of no portal",
+            "phone's own entry matched",
+            ">= 0.95x",
+        ],
+        rows,
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    main()
