@@ -1,0 +1,256 @@
+"""The pure core of ingest: reading messages, deciding when to flush, and planning rows.
+
+Nothing here touches MQTT or the database; time comes in as an argument. The adapters in
+cloud.ingest (MQTT) and cloud.ingest_store (SQL) do the I/O around these decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import BigInteger, Integer, String, Table
+
+from agent import wire
+from cloud.models import Base
+
+DEAD_LETTER_PAYLOAD_MAX = 64 * 1024  # bytes of a refused payload kept for inspection
+DEAD_LETTER_TOPIC_MAX = 255  # the dead_letters.topic column
+_INT32_MAX = 2**31 - 1
+
+EVENTS: Table = Base.metadata.tables["events"]
+ROUTERS: Table = Base.metadata.tables["routers"]
+CONFIGS: Table = Base.metadata.tables["router_configs"]
+COMMANDS: Table = Base.metadata.tables["commands"]
+UPSTREAM = (wire.Channel.EVENTS, wire.Channel.STATUS, wire.Channel.ACK)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A message that follows the wire contract, still to be checked against the database."""
+
+    topic: str
+    payload: bytes
+    router_id: str
+    message: wire.EventBatch | wire.Status | wire.Ack
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message that goes to dead_letters; `reason` names the field and what is wrong."""
+
+    topic: str
+    payload: bytes
+    reason: str
+
+
+Inbound = Accepted | Refused
+
+
+def read_message(topic: str, payload: bytes) -> Inbound:
+    """Decode and validate one delivered message; never raises for bad input."""
+    try:
+        parsed, message = wire.decode_from(topic, payload)
+    except wire.WireError as exc:
+        return Refused(topic, payload, str(exc))
+    if parsed.channel not in UPSTREAM or not isinstance(
+        message, wire.EventBatch | wire.Status | wire.Ack
+    ):
+        return Refused(topic, payload, f"topic: {topic!r} is not an upstream channel")
+    return Accepted(topic, payload, parsed.router_id, message)
+
+
+def weight(item: Inbound) -> int:
+    """How much `item` counts toward a batch: its number of events, at least 1."""
+    if isinstance(item, Accepted) and isinstance(item.message, wire.EventBatch):
+        return max(1, len(item.message.events))
+    return 1
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Batcher(Generic[T]):
+    """Holds items until `max_weight` weight, `max_items` items, or `max_wait` s after the first."""
+
+    max_weight: int
+    max_wait: float
+    max_items: int
+    _items: list[T] = field(default_factory=list)
+    _weight: int = 0
+    _first_at: float = 0.0
+
+    def add(self, item: T, item_weight: int, now: float) -> None:
+        """Hold `item`, which arrived at `now`."""
+        if not self._items:
+            self._first_at = now
+        self._items.append(item)
+        self._weight += item_weight
+
+    def due(self, now: float) -> bool:
+        """True when the held items should be written now."""
+        if not self._items:
+            return False
+        return (
+            self._weight >= self.max_weight
+            or len(self._items) >= self.max_items
+            or now >= self._first_at + self.max_wait  # the same sum as deadline()
+        )
+
+    def deadline(self) -> float | None:
+        """When the held items become due by age alone; None when nothing is held."""
+        return self._first_at + self.max_wait if self._items else None
+
+    def take(self) -> list[T]:
+        """Hand over every held item, oldest first, and start afresh."""
+        items, self._items, self._weight = self._items, [], 0
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def misfit(table: Table, values: dict[str, Any]) -> str | None:
+    """Why `values` cannot be stored in `table` (a text too long, a number too big), or None."""
+    for name, value in values.items():
+        if isinstance(value, str) and "\x00" in value:
+            return f"{name}: contains a NUL character, which {table.name} cannot keep"
+        column = table.columns.get(name)
+        if column is None or value is None:
+            continue
+        kind = column.type
+        if isinstance(kind, String) and kind.length and len(value) > kind.length:
+            return f"{name}: is longer than the {kind.length} characters {table.name} keeps"
+        if (
+            isinstance(kind, Integer)
+            and not isinstance(kind, BigInteger)
+            and isinstance(value, int)
+            and value > _INT32_MAX
+        ):
+            return f"{name}: is larger than {_INT32_MAX}, the most {table.name} keeps"
+    return None
+
+
+def event_row(event: wire.Event) -> dict[str, Any]:
+    """The events row for one event; the device is known only by its device_id pseudonym."""
+    return {
+        "router_id": event.router_id,
+        "boot_id": event.boot_id,
+        "seq": event.seq,
+        "at": event.at,
+        "kind": event.kind.value,
+        "device_id": event.device_id,
+        "randomized": event.randomized,
+        "session_bytes": event.session_bytes,
+        "duration": event.duration,
+        "reason": event.reason,
+        "terms_version": event.terms_version,
+        "count": event.count,
+    }
+
+
+def status_values(status: wire.Status, now: datetime) -> dict[str, Any]:
+    """The routers columns a status sets; None leaves the stored value as it is."""
+    online = status.state is not wire.RouterState.OFFLINE
+    return {
+        "state": status.state.value,
+        "status_at": status.at,
+        "last_seen": now if online else None,  # a Last Will is not the router being seen
+        "boot_id": status.boot_id or None,
+        "agent_version": status.agent_version or None,
+        "clients": status.clients,
+        "config_version": status.config_version,
+        "spool_depth": status.spool_depth,
+        "spool_dropped": status.spool_dropped,
+    }
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one transaction writes for a batch of messages received at `received_at`."""
+
+    received_at: datetime
+    events: list[dict[str, Any]] = field(default_factory=list)
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # newest per router
+    heard: set[str] = field(default_factory=set)  # routers whose events bump last_seen
+    config_acks: list[dict[str, Any]] = field(default_factory=list)
+    command_acks: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    def refuse(self, topic: str, payload: bytes, reason: str) -> None:
+        """Send a message to dead_letters, with its topic and payload cut to what is kept."""
+        self.dead_letters.append(
+            {
+                "topic": topic[:DEAD_LETTER_TOPIC_MAX],
+                "payload": payload[:DEAD_LETTER_PAYLOAD_MAX],
+                "reason": reason,
+            }
+        )
+
+
+def _plan_events(plan: Plan, item: Accepted, batch: wire.EventBatch) -> None:
+    rows = [event_row(event) for event in batch.events]
+    for i, row in enumerate(rows):
+        problem = misfit(EVENTS, row)
+        if problem is not None:
+            plan.refuse(item.topic, item.payload, f"events[{i}].{problem}")
+            return
+    plan.events.extend(rows)
+    plan.heard.add(item.router_id)
+
+
+def _plan_status(plan: Plan, item: Accepted, status: wire.Status) -> None:
+    values = status_values(status, plan.received_at)
+    problem = misfit(ROUTERS, values)
+    if problem is not None:
+        plan.refuse(item.topic, item.payload, problem)
+        return
+    held = plan.statuses.get(item.router_id)
+    if held is None or held["status_at"] <= status.at:
+        plan.statuses[item.router_id] = values
+
+
+def _plan_ack(plan: Plan, item: Accepted, ack: wire.Ack) -> None:
+    error = None if ack.ok else (ack.error or "refused")
+    problem = misfit(COMMANDS if ack.ref == "cmd" else CONFIGS, {"id": ack.id, "error": error})
+    if problem is not None:
+        plan.refuse(item.topic, item.payload, problem)
+        return
+    if ack.ref == "config":
+        if not ack.id.isdigit() or int(ack.id) > _INT32_MAX:
+            plan.refuse(item.topic, item.payload, "id: must be the config version, a number")
+            return
+        plan.config_acks.append({"rid": item.router_id, "version": int(ack.id), "error": error})
+    elif ack.ref == "cmd":
+        plan.command_acks.append(
+            {"rid": item.router_id, "cid": ack.id, "ok": ack.ok, "error": error}
+        )
+    else:
+        plan.refuse(item.topic, item.payload, f"ref: is {ack.ref!r}; expected 'config' or 'cmd'")
+
+
+def plan_batch(items: Sequence[Inbound], known_routers: Collection[str], now: datetime) -> Plan:
+    """The rows a batch becomes: events, the newest status per router, acks, dead letters."""
+    plan = Plan(received_at=now)
+    for item in items:
+        if isinstance(item, Refused):
+            plan.refuse(item.topic, item.payload, item.reason)
+        elif item.router_id not in known_routers:
+            plan.refuse(item.topic, item.payload, f"router_id: {item.router_id!r} is not enrolled")
+        elif isinstance(item.message, wire.EventBatch):
+            _plan_events(plan, item, item.message)
+        elif isinstance(item.message, wire.Status):
+            _plan_status(plan, item, item.message)
+        else:
+            _plan_ack(plan, item, item.message)
+    # One order for every writer, so concurrent workers never wait on each other in a cycle.
+    plan.events.sort(key=lambda row: (row["router_id"], row["boot_id"], row["seq"]))
+    return plan
+
+
+def routers_named(items: Sequence[Inbound]) -> set[str]:
+    """The router ids the accepted messages of a batch come from."""
+    return {item.router_id for item in items if isinstance(item, Accepted)}

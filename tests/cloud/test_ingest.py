@@ -1,0 +1,266 @@
+"""Ingest against a real Mosquitto and real SQLite and PostgreSQL: once, and only once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, func, inspect, select
+from sqlalchemy import exc as sa_exc
+
+from agent import wire
+from cloud.ingest_core import Accepted, Inbound, read_message
+from cloud.ingest_store import IngestStore, Written
+from cloud.models import DeadLetter, Event
+from tests.cloud.conftest import Enrol, Publisher, WorkerFactory
+
+Eventually = Callable[..., Awaitable[object]]
+DEVICE = "0123456789abcdef0123456789abcdef"
+
+
+def event_batch(router_id: str, seqs: range, boot: str = "boot-a") -> tuple[str, bytes]:
+    events = tuple(
+        wire.Event(
+            router_id=router_id,
+            boot_id=boot,
+            seq=seq,
+            at=1_800_000_000.0 + seq,
+            kind=wire.EventKind.SESSION_STARTED,
+            device_id=DEVICE,
+        )
+        for seq in seqs
+    )
+    topic = str(wire.Topic(router_id, wire.Channel.EVENTS))
+    return topic, wire.EventBatch(router_id=router_id, events=events).encode()
+
+
+def batches(router_id: str, count: int, size: int, boot: str = "boot-a") -> list[tuple[str, bytes]]:
+    return [event_batch(router_id, range(i * size, (i + 1) * size), boot) for i in range(count)]
+
+
+def count_events(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(select(func.count()).select_from(Event)) or 0)
+
+
+def distinct_origins(engine: Engine) -> int:
+    with engine.connect() as connection:
+        origins = connection.execute(select(Event.router_id, Event.boot_id, Event.seq)).all()
+    return len(set(origins))
+
+
+def dead_letters(engine: Engine) -> list[tuple[str, bytes, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(DeadLetter.topic, DeadLetter.payload, DeadLetter.reason).order_by(DeadLetter.id)
+        )
+        return [(t, bytes(p), r) for t, p, r in rows]
+
+
+async def test_published_batches_become_rows_once(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1", "r2")
+    await make_worker()
+    await publisher.publish_all(batches("r1", 10, 50) + batches("r2", 5, 20))
+    await eventually(lambda: count_events(engine) == 600)
+    assert distinct_origins(engine) == 600
+
+
+async def test_the_same_batch_published_twice_is_stored_once(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1")
+    worker = await make_worker()
+    twice = batches("r1", 4, 25)
+    await publisher.publish_all(twice)
+    await eventually(lambda: worker.stats.events == 100)
+    await publisher.publish_all(twice + twice)  # in later batches, and twice in one batch
+    await eventually(lambda: worker.stats.events == 300)
+    assert count_events(engine) == 100
+
+
+async def test_what_is_published_while_the_worker_is_down_arrives_when_it_is_back(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1")
+    first = await make_worker("ingest-a")
+    await publisher.publish_all(batches("r1", 2, 10))
+    await eventually(lambda: count_events(engine) == 20)
+    await first.stop()
+    await publisher.publish_all(batches("r1", 20, 10, boot="boot-b"))  # queued by the broker
+    assert count_events(engine) == 20
+    await make_worker("ingest-a")  # the same name: the same persistent session
+    await eventually(lambda: count_events(engine) == 220)
+    assert distinct_origins(engine) == 220
+
+
+async def test_two_workers_on_the_shared_subscription_split_the_load(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1", "r2", "r3")
+    one = await make_worker("ingest-a")
+    two = await make_worker("ingest-b")
+    messages = batches("r1", 20, 10) + batches("r2", 20, 10) + batches("r3", 20, 10)
+    await publisher.publish_all(messages)
+    await eventually(lambda: count_events(engine) == 600)
+    assert one.stats.events > 0 and two.stats.events > 0
+    assert one.stats.events + two.stats.events == 600  # each message went to one worker
+    assert one.stats.messages + two.stats.messages == len(messages)
+    assert distinct_origins(engine) == 600
+
+
+async def test_messages_are_not_acknowledged_before_they_are_committed(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    """The database is down for a first worker; what it held reaches the database later."""
+    enrol("r1")
+    attempts: list[int] = []
+
+    def database_down(*_: object) -> None:
+        attempts.append(1)
+        raise sa_exc.OperationalError("INSERT INTO events", {}, Exception("connection refused"))
+
+    doomed = await make_worker("ingest-a")
+    doomed._store.write = database_down  # type: ignore[assignment,method-assign]
+    await publisher.publish_all(batches("r1", 5, 10))
+    await eventually(lambda: len(attempts) >= 2)  # it retries with backoff, acknowledging nothing
+    assert count_events(engine) == 0
+    await doomed.stop()
+    await make_worker("ingest-a")
+    await eventually(lambda: count_events(engine) == 50)
+    assert distinct_origins(engine) == 50
+
+
+async def test_a_database_outage_is_retried_without_losing_messages(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1")
+    worker = await make_worker()
+    real_write = worker._store.write
+    failures = [2]
+
+    def flaky(items: object, now: object) -> object:
+        if failures[0]:
+            failures[0] -= 1
+            raise sa_exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        return real_write(items, now)  # type: ignore[arg-type]
+
+    worker._store.write = flaky  # type: ignore[assignment,method-assign]
+    await publisher.publish_all(batches("r1", 5, 10))
+    await eventually(lambda: count_events(engine) == 50)
+    assert failures == [0]
+
+
+async def test_malformed_and_unauthorised_messages_are_dead_lettered_and_the_worker_goes_on(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1")
+    await make_worker()
+    topic = str(wire.Topic("r1", wire.Channel.EVENTS))
+    _, other_routers_body = event_batch("r2", range(3))
+    _, unknown_body = event_batch("ghost", range(3))
+    await publisher.publish_all(
+        [
+            (topic, b'{"v": 1, "type": "events", "events": [}'),
+            (topic, other_routers_body),
+            (str(wire.Topic("ghost", wire.Channel.EVENTS)), unknown_body),
+            event_batch("r1", range(5)),
+        ]
+    )
+    await eventually(lambda: count_events(engine) == 5 and len(dead_letters(engine)) == 3)
+    stored = dead_letters(engine)
+    assert stored[0][2].startswith("payload: is not JSON")
+    assert stored[0][1] == b'{"v": 1, "type": "events", "events": [}'
+    assert stored[1][2] == "router_id: 'r2' was published on 'r1''s topic"
+    assert stored[2][2] == "router_id: 'ghost' is not enrolled"
+
+
+async def test_no_raw_mac_is_stored_and_an_event_carrying_one_is_dead_lettered(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    columns = {column["name"] for column in inspect(engine).get_columns("events")}
+    assert "device_id" in columns
+    assert not {name for name in columns if "mac" in name}
+    enrol("r1")
+    await make_worker()
+    topic, body = event_batch("r1", range(2))
+    await publisher.publish(topic, body.replace(DEVICE.encode(), b"02:11:22:33:44:55"))
+    await eventually(lambda: dead_letters(engine))
+    assert "device_id" in dead_letters(engine)[0][2]
+    assert count_events(engine) == 0
+
+
+async def test_a_text_with_a_nul_character_is_dead_lettered_on_both_databases(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    """PostgreSQL cannot keep NUL in text; the message is refused the same way everywhere."""
+    enrol("r1")
+    await make_worker()
+    topic, body = event_batch("r1", range(2))
+    poisoned = body.replace(b'"kind"', b'"reason":"x\\u0000y","kind"', 1)
+    await publisher.publish_all([(topic, poisoned), event_batch("r1", range(10, 13))])
+    await eventually(lambda: count_events(engine) == 3 and dead_letters(engine))
+    assert dead_letters(engine)[0][2].startswith("events[0].reason: contains a NUL")
+
+
+class RefusingStore(IngestStore):
+    """A store whose database refuses any transaction that holds the event with seq 666."""
+
+    def _write(self, connection: Connection, items: Sequence[Inbound], now: datetime) -> Written:
+        for item in items:
+            message = item.message if isinstance(item, Accepted) else None
+            if isinstance(message, wire.EventBatch) and any(e.seq == 666 for e in message.events):
+                raise sa_exc.IntegrityError("INSERT INTO events", {}, Exception("check failed"))
+        return super()._write(connection, items, now)
+
+
+def test_a_message_the_database_refuses_is_dead_lettered_and_its_batch_still_stored(
+    engine: Engine, enrol: Enrol
+) -> None:
+    enrol("r1")
+    items = [
+        read_message(*event_batch("r1", range(3))),
+        read_message(*event_batch("r1", range(665, 668))),
+        read_message(*event_batch("r1", range(3, 5))),
+    ]
+    written = RefusingStore(engine).write(items, datetime.now(UTC))
+    assert written == Written(events=5, dead_letters=1)
+    assert count_events(engine) == 5
+    assert dead_letters(engine)[0][2] == "database: check failed"

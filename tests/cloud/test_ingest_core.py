@@ -1,0 +1,223 @@
+"""The pure core of ingest: reading messages, batching, and planning rows (no broker, no DB)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent import wire
+from cloud.ingest_core import (
+    DEAD_LETTER_PAYLOAD_MAX,
+    EVENTS,
+    Accepted,
+    Batcher,
+    Refused,
+    misfit,
+    plan_batch,
+    read_message,
+    weight,
+)
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+DEVICE = "0123456789abcdef0123456789abcdef"
+
+
+def events_topic(router_id: str = "r1") -> str:
+    return str(wire.Topic(router_id, wire.Channel.EVENTS))
+
+
+def status_topic(router_id: str = "r1") -> str:
+    return str(wire.Topic(router_id, wire.Channel.STATUS))
+
+
+def ack_topic(router_id: str = "r1") -> str:
+    return str(wire.Topic(router_id, wire.Channel.ACK))
+
+
+def batch(
+    router_id: str = "r1", seqs: range = range(3), boot: str = "boot-a", **fields: object
+) -> bytes:
+    events = tuple(
+        wire.Event(
+            router_id=router_id,
+            boot_id=boot,
+            seq=seq,
+            at=1_800_000_000.0 + seq,
+            kind=wire.EventKind.DEVICE_SEEN,
+            device_id=DEVICE,
+            **fields,  # type: ignore[arg-type]
+        )
+        for seq in seqs
+    )
+    return wire.EventBatch(router_id=router_id, events=events).encode()
+
+
+def status(
+    router_id: str = "r1",
+    at: float = 100.0,
+    state: wire.RouterState = wire.RouterState.ONLINE,
+    **fields: object,
+) -> bytes:
+    return wire.Status(router_id=router_id, state=state, at=at, **fields).encode()  # type: ignore[arg-type]
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def test_an_event_batch_is_accepted_with_its_router() -> None:
+    item = read_message(events_topic(), batch())
+    assert isinstance(item, Accepted)
+    assert item.router_id == "r1"
+    assert isinstance(item.message, wire.EventBatch)
+    assert weight(item) == 3
+
+
+def test_malformed_json_is_refused_naming_the_payload() -> None:
+    item = read_message(events_topic(), b"{not json")
+    assert isinstance(item, Refused)
+    assert item.reason.startswith("payload: is not JSON")
+    assert weight(item) == 1
+
+
+def test_a_body_claiming_another_router_is_refused() -> None:
+    item = read_message(events_topic("r1"), batch("r2"))
+    assert isinstance(item, Refused)
+    assert "'r2' was published on 'r1'" in item.reason
+
+
+def test_a_device_id_that_is_a_raw_mac_is_refused() -> None:
+    body = batch().replace(DEVICE.encode(), b"02:11:22:33:44:55")
+    item = read_message(events_topic(), body)
+    assert isinstance(item, Refused)
+    assert "device_id" in item.reason and "never a MAC" in item.reason
+
+
+def test_an_oversized_payload_is_refused() -> None:
+    item = read_message(events_topic(), b" " * (wire.MAX_PAYLOAD + 1))
+    assert isinstance(item, Refused)
+    assert item.reason.startswith("payload: is")
+
+
+def test_a_topic_outside_the_contract_is_refused() -> None:
+    assert isinstance(read_message("loopspot/v1/r1/up/shell", b"{}"), Refused)
+    assert isinstance(read_message("loopspot/v1/R1!/up/events", batch()), Refused)
+
+
+def test_a_downstream_message_is_not_ingested() -> None:
+    body = wire.RouterConfig(version=3).encode()
+    item = read_message(str(wire.Topic("r1", wire.Channel.CONFIG)), body)
+    assert isinstance(item, Refused)
+    assert "not an upstream channel" in item.reason
+
+
+@given(st.binary(max_size=2048), st.text(max_size=80))
+def test_reading_never_raises_whatever_arrives(payload: bytes, topic: str) -> None:
+    item = read_message(topic, payload)
+    assert isinstance(item, Accepted | Refused)
+
+
+# --- batching -----------------------------------------------------------------------------
+
+
+def test_a_batch_is_due_when_it_holds_enough_events() -> None:
+    batcher: Batcher[str] = Batcher(max_weight=10, max_wait=1.0, max_items=100)
+    batcher.add("a", 6, now=0.0)
+    assert not batcher.due(0.0)
+    batcher.add("b", 4, now=0.1)
+    assert batcher.due(0.1)
+    assert batcher.take() == ["a", "b"]
+    assert len(batcher) == 0 and not batcher.due(5.0)
+
+
+def test_a_partial_batch_is_due_after_the_flush_interval_from_its_first_message() -> None:
+    batcher: Batcher[str] = Batcher(max_weight=10, max_wait=0.2, max_items=100)
+    assert batcher.deadline() is None
+    batcher.add("a", 1, now=10.0)
+    batcher.add("b", 1, now=10.15)
+    assert batcher.deadline() == 10.2
+    assert not batcher.due(10.19)
+    assert batcher.due(10.2)
+
+
+def test_a_batch_is_due_when_it_holds_half_the_brokers_window() -> None:
+    batcher: Batcher[int] = Batcher(max_weight=1000, max_wait=9.0, max_items=3)
+    for i in range(3):
+        batcher.add(i, 1, now=0.0)
+    assert batcher.due(0.0)
+
+
+# --- planning -----------------------------------------------------------------------------
+
+
+def test_events_become_rows_sorted_by_origin_and_bump_last_seen() -> None:
+    items = [read_message(events_topic(), batch(seqs=range(5, 2, -1)))]
+    plan = plan_batch(items, {"r1"}, NOW)
+    assert [row["seq"] for row in plan.events] == [3, 4, 5]
+    assert plan.events[0]["device_id"] == DEVICE and plan.events[0]["kind"] == "device_seen"
+    assert plan.heard == {"r1"}
+    assert not plan.dead_letters
+    assert not {"mac", "mac_address"} & set(plan.events[0])
+
+
+def test_messages_from_an_unknown_router_are_dead_lettered() -> None:
+    items = [read_message(events_topic("ghost"), batch("ghost"))]
+    plan = plan_batch(items, {"r1"}, NOW)
+    assert plan.events == []
+    assert plan.dead_letters[0]["reason"] == "router_id: 'ghost' is not enrolled"
+    assert plan.dead_letters[0]["topic"] == events_topic("ghost")
+
+
+def test_a_dead_letter_keeps_at_most_64_kib_of_payload() -> None:
+    plan = plan_batch([Refused("t", b"x" * 200_000, "payload: bad")], set(), NOW)
+    assert len(plan.dead_letters[0]["payload"]) == DEAD_LETTER_PAYLOAD_MAX
+
+
+def test_an_event_too_long_for_its_column_is_dead_lettered_not_truncated() -> None:
+    items = [read_message(events_topic(), batch(reason="x" * 100))]
+    plan = plan_batch(items, {"r1"}, NOW)
+    assert plan.events == []
+    assert plan.dead_letters[0]["reason"].startswith("events[0].reason: is longer than the 64")
+
+
+def test_misfit_names_text_too_long_and_numbers_too_big() -> None:
+    assert misfit(EVENTS, {"kind": "k" * 33}) is not None
+    assert misfit(EVENTS, {"seq": 2**62, "kind": "device_seen"}) is None
+
+
+def test_the_newest_status_in_a_batch_wins() -> None:
+    items = [
+        read_message(status_topic(), status(at=200.0, clients=7)),
+        read_message(status_topic(), status(at=100.0, clients=3)),
+    ]
+    plan = plan_batch(items, {"r1"}, NOW)
+    assert plan.statuses["r1"]["status_at"] == 200.0
+    assert plan.statuses["r1"]["clients"] == 7
+    assert plan.statuses["r1"]["last_seen"] == NOW
+
+
+def test_an_offline_status_is_not_the_router_being_seen() -> None:
+    items = [read_message(status_topic(), status(state=wire.RouterState.OFFLINE))]
+    plan = plan_batch(items, {"r1"}, NOW)
+    assert plan.statuses["r1"]["state"] == "offline"
+    assert plan.statuses["r1"]["last_seen"] is None
+    assert plan.statuses["r1"]["boot_id"] is None  # an empty field keeps what is stored
+
+
+def test_acks_for_configs_and_commands_are_planned() -> None:
+    items = [
+        read_message(ack_topic(), wire.Ack(router_id="r1", ref="config", id="4", ok=True).encode()),
+        read_message(
+            ack_topic(),
+            wire.Ack(router_id="r1", ref="cmd", id="c-1", error="no such device").encode(),
+        ),
+        read_message(ack_topic(), wire.Ack(router_id="r1", ref="config", id="four").encode()),
+        read_message(ack_topic(), wire.Ack(router_id="r1", ref="shell", id="1").encode()),
+    ]
+    plan = plan_batch(items, {"r1"}, NOW)
+    assert plan.config_acks == [{"rid": "r1", "version": 4, "error": None}]
+    assert plan.command_acks == [
+        {"rid": "r1", "cid": "c-1", "ok": False, "error": "no such device"}
+    ]
+    assert [d["reason"].split(":")[0] for d in plan.dead_letters] == ["id", "ref"]
