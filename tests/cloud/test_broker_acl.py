@@ -125,7 +125,7 @@ class Peer:
         self.client.on_disconnect = lambda *_: self._dropped()
         self.client.on_connect_fail = lambda *_: self._dropped()
         self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
+        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
 
     def _on_connect(self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
         self.connack = rc

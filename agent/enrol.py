@@ -1,0 +1,266 @@
+"""Enrol this router with the cloud: once, at install, with the claim code an operator gave.
+
+The flow: make an EC P-256 key here (it never leaves the router), send a certificate
+request with an empty subject and the code over HTTPS, trusting only the cloud's CA
+shipped with the package. The cloud knows which router the code is for and writes CN =
+router_id itself; the answer carries that router_id, the client certificate, the CA,
+the broker's address and the alliance key. Everything is checked, then written to
+credentials_dir, identity.json last, each file through a rename:
+
+    router.key  (0600)  the private key, PEM PKCS#8
+    router.crt          the client certificate, CN = router_id
+    ca.crt              the cloud CA: verifies the broker
+    identity.json       {router_id, broker_host, broker_port, alliance_key (hex)}
+
+Blocking on purpose: it runs once, from `loopspot-agent enrol CODE`, before the agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agent.errors import LoopspotError
+from agent.wire import WireError, check_router_id
+
+DEFAULT_CREDENTIALS_DIR = Path("/etc/loopspot/credentials")
+DEFAULT_CLOUD_CA = Path("/etc/loopspot/cloud-ca.crt")
+ENROL_PATH = "/v1/enrol"
+TIMEOUT = 30.0
+MAX_ANSWER = 1024 * 1024
+KEY_FILE, CERT_FILE, CA_FILE, IDENTITY_FILE = "router.key", "router.crt", "ca.crt", "identity.json"
+
+
+class EnrolError(LoopspotError):
+    """Enrolment failed: refused by the cloud, unreachable, or an unusable answer or file."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolledIdentity:
+    """Who this router is to the cloud, and the files its MQTT link uses for TLS."""
+
+    router_id: str
+    broker_host: str
+    broker_port: int
+    alliance_key: bytes
+    key_file: Path
+    certificate_file: Path
+    ca_file: Path
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh EC P-256 private key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def certificate_request(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A PEM certificate request for `key` with an empty subject: the cloud names the router."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _endpoint(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise EnrolError(f"url: {url!r} must be https://HOST[:PORT][/v1/enrol]")
+    if parts.path in ("", "/"):
+        parts = parts._replace(path=ENROL_PATH)
+    return urllib.parse.urlunsplit(parts)
+
+
+def _tls_context(cloud_ca: Path) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=str(cloud_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise EnrolError(
+            f"cloud CA {cloud_ca}: unreadable ({exc}); install the cloud's ca.crt"
+        ) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _post(url: str, body: dict[str, str], context: ssl.SSLContext, timeout: float) -> Any:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
+            return json.loads(answer.read(MAX_ANSWER))
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read(4096)).get("error", "")
+        except (ValueError, AttributeError):
+            reason = ""
+        raise EnrolError(
+            f"the cloud refused enrolment ({exc.code}): {reason or exc.reason}"
+        ) from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLCertVerificationError):
+            raise EnrolError(
+                f"{url}: its certificate is not from the cloud CA we trust ({exc.reason})"
+            ) from None
+        raise EnrolError(f"{url}: cannot reach the cloud ({exc.reason})") from None
+    except (OSError, ValueError) as exc:
+        raise EnrolError(f"{url}: no usable answer ({exc})") from None
+
+
+def _field(answer: Any, name: str, kind: type) -> Any:
+    value = answer.get(name) if isinstance(answer, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise EnrolError(f"the cloud's answer: {name} is missing or not a {kind.__name__}")
+    return value
+
+
+def _check_certificate(
+    certificate: x509.Certificate, ca: x509.Certificate, router_id: str, key_pem: bytes
+) -> None:
+    """Raise EnrolError unless `certificate` is for our key, names `router_id`, `ca` signed it."""
+    key = serialization.load_pem_private_key(key_pem, None)
+    if certificate.public_key() != key.public_key():
+        raise EnrolError("the certificate is not for this router's key")
+    names = [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [router_id]:
+        raise EnrolError(f"the certificate names {names!r}, not {router_id!r}")
+    try:
+        certificate.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise EnrolError("the certificate was not issued by the CA that came with it") from None
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def enrol(
+    url: str,
+    claim_code: str,
+    cloud_ca_pem_path: Path,
+    credentials_dir: Path,
+    *,
+    replace: bool = False,
+    timeout: float = TIMEOUT,
+) -> EnrolledIdentity:
+    """Redeem `claim_code` at `url` and store the new identity in `credentials_dir`.
+
+    Refuses (EnrolError) when credentials_dir holds an identity already, unless `replace`.
+    """
+    endpoint = _endpoint(url)
+    identity_path = credentials_dir / IDENTITY_FILE
+    if identity_path.exists() and not replace:
+        raise EnrolError(f"{identity_path} exists: this router is enrolled; replace it on purpose")
+    context = _tls_context(cloud_ca_pem_path)
+    key = new_key()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    body = {"claim_code": claim_code, "csr": certificate_request(key).decode()}
+    answer = _post(endpoint, body, context, timeout)
+    try:
+        router_id = check_router_id(_field(answer, "router_id", str))
+        certificate = x509.load_pem_x509_certificate(_field(answer, "certificate", str).encode())
+        ca = x509.load_pem_x509_certificate(_field(answer, "ca", str).encode())
+        alliance_key = bytes.fromhex(_field(answer, "alliance_key", str))
+    except (WireError, ValueError) as exc:
+        raise EnrolError(f"the cloud's answer is unusable: {exc}") from None
+    broker_host = _field(answer, "broker_host", str)
+    broker_port = _field(answer, "broker_port", int)
+    _check_certificate(certificate, ca, router_id, key_pem)
+    credentials_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(credentials_dir / KEY_FILE, key_pem, 0o600)
+    _write(credentials_dir / CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write(credentials_dir / CA_FILE, ca.public_bytes(serialization.Encoding.PEM), 0o644)
+    identity = {
+        "router_id": router_id,
+        "broker_host": broker_host,
+        "broker_port": broker_port,
+        "alliance_key": alliance_key.hex(),
+    }
+    _write(identity_path, (json.dumps(identity, indent=2) + "\n").encode(), 0o600)
+    return load_identity(credentials_dir)
+
+
+def load_identity(credentials_dir: Path) -> EnrolledIdentity:
+    """The identity stored by enrol(); EnrolError names the missing or inconsistent file."""
+    try:
+        data = json.loads((credentials_dir / IDENTITY_FILE).read_text())
+        router_id = check_router_id(_field(data, "router_id", str))
+        identity = EnrolledIdentity(
+            router_id=router_id,
+            broker_host=_field(data, "broker_host", str),
+            broker_port=_field(data, "broker_port", int),
+            alliance_key=bytes.fromhex(_field(data, "alliance_key", str)),
+            key_file=credentials_dir / KEY_FILE,
+            certificate_file=credentials_dir / CERT_FILE,
+            ca_file=credentials_dir / CA_FILE,
+        )
+        certificate = x509.load_pem_x509_certificate(identity.certificate_file.read_bytes())
+        ca = x509.load_pem_x509_certificate(identity.ca_file.read_bytes())
+        _check_certificate(certificate, ca, router_id, identity.key_file.read_bytes())
+    except FileNotFoundError as exc:
+        raise EnrolError(
+            f"not enrolled: {exc.filename} is missing; run `loopspot-agent enrol`"
+        ) from None
+    except (OSError, ValueError, WireError) as exc:
+        raise EnrolError(f"{credentials_dir}: broken credentials ({exc}); enrol again") from None
+    return identity
+
+
+def enrol_main(argv: list[str] | None = None) -> int:
+    """`loopspot-agent enrol CODE`: 0 enrolled, 1 refused or unreachable, 2 bad local setup."""
+    parser = argparse.ArgumentParser(prog="loopspot-agent enrol", description=enrol.__doc__)
+    parser.add_argument("code", help="the claim code, e.g. 7KQ4-M2XD-9PRT")
+    parser.add_argument("--url", required=True, help="the cloud's enrolment URL (https://…)")
+    parser.add_argument("--ca", type=Path, default=DEFAULT_CLOUD_CA, help="the cloud's CA file")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_CREDENTIALS_DIR)
+    parser.add_argument("--force", action="store_true", help="replace an existing identity")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    if not args.ca.is_file():
+        print(f"error: cloud CA {args.ca} is missing: install the cloud's ca.crt", file=sys.stderr)
+        return 2
+    try:
+        identity = enrol(args.url, args.code, args.ca, args.dir, replace=args.force)
+    except EnrolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "router_id": identity.router_id,
+                    "broker": f"{identity.broker_host}:{identity.broker_port}",
+                    "credentials": str(args.dir),
+                }
+            )
+        )
+    else:
+        print(
+            f"enrolled as {identity.router_id}; broker {identity.broker_host}:"
+            f"{identity.broker_port}; credentials in {args.dir}"
+        )
+    return 0
