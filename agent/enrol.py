@@ -221,6 +221,8 @@ def load_identity(credentials_dir: Path) -> EnrolledIdentity:
         certificate = x509.load_pem_x509_certificate(identity.certificate_file.read_bytes())
         ca = x509.load_pem_x509_certificate(identity.ca_file.read_bytes())
         _check_certificate(certificate, ca, router_id, identity.key_file.read_bytes())
+    except EnrolError as exc:
+        raise EnrolError(f"{credentials_dir}: broken credentials ({exc}); enrol again") from None
     except FileNotFoundError as exc:
         raise EnrolError(
             f"not enrolled: {exc.filename} is missing; run `loopspot-agent enrol`"
