@@ -201,6 +201,7 @@ class IngestWorker:
         try:
             await client.subscribe(INGEST_SHARE, qos=1)
             self._subscribed.set()
+            log.info("%s: subscribed to %s", self.worker_name, INGEST_SHARE)
             await asyncio.wait({reader, flusher}, return_when=asyncio.FIRST_COMPLETED)
             if reader.done() and not reader.cancelled():
                 reader.result()  # the connection dropped: MqttError

@@ -6,6 +6,8 @@ cloud.ingest (MQTT) and cloud.ingest_store (SQL) do the I/O around these decisio
 
 from __future__ import annotations
 
+import functools
+from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +21,7 @@ from cloud.models import Base
 DEAD_LETTER_PAYLOAD_MAX = 64 * 1024  # bytes of a refused payload kept for inspection
 DEAD_LETTER_TOPIC_MAX = 255  # the dead_letters.topic column
 _INT32_MAX = 2**31 - 1
+_UNBOUNDED = 2**62  # a Text column: no length limit, but still no NUL
 
 EVENTS: Table = Base.metadata.tables["events"]
 ROUTERS: Table = Base.metadata.tables["routers"]
@@ -74,64 +77,100 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class Batcher(Generic[T]):
-    """Holds items until `max_weight` weight, `max_items` items, or `max_wait` s after the first."""
+    """Holds items until `max_weight` weight, `max_items` items, or `max_wait` s after the first.
+
+    take() hands over one batch of at most `max_weight` (but at least one item) and
+    `max_items`; what arrived meanwhile waits for the next batch.
+    """
 
     max_weight: int
     max_wait: float
     max_items: int
-    _items: list[T] = field(default_factory=list)
+    _held: deque[tuple[T, int, float]] = field(default_factory=deque)
     _weight: int = 0
-    _first_at: float = 0.0
 
     def add(self, item: T, item_weight: int, now: float) -> None:
         """Hold `item`, which arrived at `now`."""
-        if not self._items:
-            self._first_at = now
-        self._items.append(item)
+        self._held.append((item, item_weight, now))
         self._weight += item_weight
 
     def due(self, now: float) -> bool:
-        """True when the held items should be written now."""
-        if not self._items:
+        """True when the oldest held items should be written now."""
+        if not self._held:
             return False
         return (
             self._weight >= self.max_weight
-            or len(self._items) >= self.max_items
-            or now >= self._first_at + self.max_wait  # the same sum as deadline()
+            or len(self._held) >= self.max_items
+            or now >= self._held[0][2] + self.max_wait  # the same sum as deadline()
         )
 
     def deadline(self) -> float | None:
         """When the held items become due by age alone; None when nothing is held."""
-        return self._first_at + self.max_wait if self._items else None
+        return self._held[0][2] + self.max_wait if self._held else None
 
     def take(self) -> list[T]:
-        """Hand over every held item, oldest first, and start afresh."""
-        items, self._items, self._weight = self._items, [], 0
-        return items
+        """Hand over the oldest items, one batch's worth at most."""
+        batch: list[T] = []
+        weight = 0
+        while self._held and len(batch) < self.max_items:
+            item, item_weight, _ = self._held[0]
+            if batch and weight + item_weight > self.max_weight:
+                break
+            self._held.popleft()
+            batch.append(item)
+            weight += item_weight
+        self._weight -= weight
+        return batch
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._held)
+
+
+@functools.cache
+def _limits(table: Table) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
+    """Each text column with the most characters it keeps, and the 32-bit integer columns."""
+    texts = tuple(
+        (c.name, c.type.length or _UNBOUNDED) for c in table.columns if isinstance(c.type, String)
+    )
+    int32 = tuple(
+        c.name
+        for c in table.columns
+        if isinstance(c.type, Integer) and not isinstance(c.type, BigInteger)
+    )
+    return texts, int32
 
 
 def misfit(table: Table, values: dict[str, Any]) -> str | None:
     """Why `values` cannot be stored in `table` (a text too long, a number too big), or None."""
-    for name, value in values.items():
-        if isinstance(value, str) and "\x00" in value:
-            return f"{name}: contains a NUL character, which {table.name} cannot keep"
-        column = table.columns.get(name)
-        if column is None or value is None:
-            continue
-        kind = column.type
-        if isinstance(kind, String) and kind.length and len(value) > kind.length:
-            return f"{name}: is longer than the {kind.length} characters {table.name} keeps"
-        if (
-            isinstance(kind, Integer)
-            and not isinstance(kind, BigInteger)
-            and isinstance(value, int)
-            and value > _INT32_MAX
-        ):
+    texts, int32 = _limits(table)
+    for name, limit in texts:
+        text = values.get(name)
+        if type(text) is str:
+            if len(text) > limit:
+                return f"{name}: is longer than the {limit} characters {table.name} keeps"
+            if "\x00" in text:
+                return f"{name}: contains a NUL character, which {table.name} cannot keep"
+    for name in int32:
+        number = values.get(name)
+        if type(number) is int and number > _INT32_MAX:
             return f"{name}: is larger than {_INT32_MAX}, the most {table.name} keeps"
     return None
+
+
+EVENT_FIELDS = (
+    "router_id",
+    "boot_id",
+    "seq",
+    "at",
+    "kind",
+    "device_id",
+    "randomized",
+    "session_bytes",
+    "duration",
+    "reason",
+    "terms_version",
+    "count",
+)
 
 
 def event_row(event: wire.Event) -> dict[str, Any]:
@@ -215,7 +254,10 @@ def _plan_status(plan: Plan, item: Accepted, status: wire.Status) -> None:
 
 def _plan_ack(plan: Plan, item: Accepted, ack: wire.Ack) -> None:
     error = None if ack.ok else (ack.error or "refused")
-    problem = misfit(COMMANDS if ack.ref == "cmd" else CONFIGS, {"id": ack.id, "error": error})
+    if ack.ref == "cmd":
+        problem = misfit(COMMANDS, {"id": ack.id, "error": error})
+    else:
+        problem = misfit(CONFIGS, {"ack_error": error})
     if problem is not None:
         plan.refuse(item.topic, item.payload, problem)
         return

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -12,6 +16,8 @@ from agent import wire
 from cloud.ingest_core import Accepted, Inbound, read_message
 from cloud.ingest_store import IngestStore, Written
 from cloud.models import DeadLetter, Event
+from cloud.settings import CloudSettings
+from lab.broker import Broker
 from tests.cloud.conftest import Enrol, Publisher, WorkerFactory
 
 Eventually = Callable[..., Awaitable[object]]
@@ -264,3 +270,62 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_its_batch_still_sto
     assert written == Written(events=5, dead_letters=1)
     assert count_events(engine) == 5
     assert dead_letters(engine)[0][2] == "database: check failed"
+
+
+async def test_the_worker_reconnects_after_the_broker_restarts(
+    engine: Engine,
+    enrol: Enrol,
+    broker: Broker,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1")
+    worker = await make_worker()
+    await asyncio.to_thread(broker.restart)
+    await eventually(lambda: worker.subscribed)
+    publisher = Publisher(broker)
+    try:
+        await publisher.publish_all(batches("r1", 3, 10))
+    finally:
+        publisher.close()
+    await eventually(lambda: count_events(engine) == 30)
+
+
+async def test_run_ingest_serves_until_sigterm(
+    engine: Engine,
+    enrol: Enrol,
+    settings: CloudSettings,
+    publisher: Publisher,
+    eventually: Eventually,
+) -> None:
+    """The entry point `loopspot-cloud ingest` calls, in its own process, as in production."""
+    enrol("r1")
+    script = (
+        "import logging; logging.basicConfig(level=logging.INFO);"
+        "from cloud.ingest import run_ingest; from cloud.settings import load_cloud_settings;"
+        "run_ingest(load_cloud_settings(), 'ingest-process')"
+    )
+    environ = {
+        **os.environ,
+        "LOOPSPOT_DATABASE_URL": settings.database_url,
+        "LOOPSPOT_BROKER_HOST": settings.broker_host,
+        "LOOPSPOT_BROKER_PORT": str(settings.broker_port),
+        "LOOPSPOT_BROKER_PASSWORD": "",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, env=environ, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while b"subscribed to" not in await process.stderr.readline():
+                pass
+        await publisher.publish_all(batches("r1", 2, 10))
+        await eventually(lambda: count_events(engine) == 20)
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -11,6 +11,7 @@ from agent import wire
 from cloud.ingest_core import (
     DEAD_LETTER_PAYLOAD_MAX,
     EVENTS,
+    ROUTERS,
     Accepted,
     Batcher,
     Refused,
@@ -141,6 +142,25 @@ def test_a_partial_batch_is_due_after_the_flush_interval_from_its_first_message(
     assert batcher.due(10.2)
 
 
+def test_a_batch_holds_at_most_its_weight_and_the_rest_waits_for_the_next() -> None:
+    batcher: Batcher[str] = Batcher(max_weight=10, max_wait=1.0, max_items=100)
+    for name, when in (("a", 0.0), ("b", 0.1), ("c", 0.5), ("d", 0.6)):
+        batcher.add(name, 4, now=when)
+    assert batcher.take() == ["a", "b"]  # a third would make 12
+    assert batcher.deadline() == 1.5  # the oldest left, c, arrived at 0.5
+    assert not batcher.due(1.4)  # 8 of 10 held
+    assert batcher.due(1.5)
+    assert batcher.take() == ["c", "d"]
+
+
+def test_one_message_heavier_than_a_batch_is_still_written() -> None:
+    batcher: Batcher[str] = Batcher(max_weight=10, max_wait=1.0, max_items=100)
+    batcher.add("huge", 50, now=0.0)
+    batcher.add("small", 1, now=0.0)
+    assert batcher.take() == ["huge"]
+    assert batcher.take() == ["small"]
+
+
 def test_a_batch_is_due_when_it_holds_half_the_brokers_window() -> None:
     batcher: Batcher[int] = Batcher(max_weight=1000, max_wait=9.0, max_items=3)
     for i in range(3):
@@ -181,9 +201,19 @@ def test_an_event_too_long_for_its_column_is_dead_lettered_not_truncated() -> No
     assert plan.dead_letters[0]["reason"].startswith("events[0].reason: is longer than the 64")
 
 
+def test_an_ack_whose_error_holds_a_nul_character_is_dead_lettered() -> None:
+    body = wire.Ack(router_id="r1", ref="config", id="4", error="bad\x00").encode()
+    plan = plan_batch([read_message(ack_topic(), body)], {"r1"}, NOW)
+    assert plan.config_acks == []
+    assert plan.dead_letters[0]["reason"].startswith("ack_error: contains a NUL")
+
+
 def test_misfit_names_text_too_long_and_numbers_too_big() -> None:
     assert misfit(EVENTS, {"kind": "k" * 33}) is not None
     assert misfit(EVENTS, {"seq": 2**62, "kind": "device_seen"}) is None
+    assert misfit(ROUTERS, {"clients": 2**31}) == (
+        "clients: is larger than 2147483647, the most routers keeps"
+    )
 
 
 def test_the_newest_status_in_a_batch_wins() -> None:

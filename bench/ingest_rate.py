@@ -1,0 +1,416 @@
+"""Ingest rate: events/s into SQLite and PostgreSQL with one and two workers, and the raw rate.
+
+`python -m bench.ingest_rate [--events 200000] [--per-message 100] [--batch 2000]`
+
+Each run drains the same backlog: the messages are published while the workers' persistent
+sessions are away, then the workers (one process each, as in production) come back and the
+clock runs until every event is committed. The raw rate is a bare paho subscriber draining
+the same backlog from the same shared subscription, acknowledging as it receives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.context import SpawnProcess
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.orm import Session
+
+from agent import wire
+from cloud.db import make_engine, migrate
+from cloud.ingest import IngestWorker
+from cloud.models import Event, Merchant, Router, Site
+from cloud.settings import CloudSettings
+from lab.broker import Broker
+from lab.postgres import Postgres
+
+BROKER_IN_FLIGHT = 100  # lab.broker's max_inflight_messages
+ROUTERS = 20
+DEVICE = "0123456789abcdef0123456789abcdef"
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_since(start: tuple[int, int]) -> float:
+    """The share of all CPUs that was busy since `start` (from cpu_ticks())."""
+    busy, total = cpu_ticks()
+    return (busy - start[0]) / max(1, total - start[1])
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User plus system CPU seconds the processes `pids` have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_processes(cluster: Postgres) -> list[int]:
+    """The postmaster of `cluster` and every process it started (backends, writers)."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    found = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if parent == postmaster:
+                found.append(int(entry.name))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """One drained backlog: how long it took, what went through, how busy the CPUs were."""
+
+    label: str
+    seconds: float
+    messages: int
+    events: int
+    cpu_busy: float
+    cpu_per_event: dict[str, float] = field(default_factory=dict)  # part: CPU microseconds
+
+    @property
+    def events_per_second(self) -> float:
+        """Events committed (or, for the raw rate, delivered) per second."""
+        return self.events / self.seconds
+
+    @property
+    def messages_per_second(self) -> float:
+        """MQTT messages per second."""
+        return self.messages / self.seconds
+
+
+def backlog(total_events: int, per_message: int) -> list[tuple[str, bytes]]:
+    """(topic, payload) of EventBatch messages from ROUTERS routers, `per_message` events each."""
+    messages: list[tuple[str, bytes]] = []
+    for number in range(total_events // per_message):
+        router_id = f"bench-{number % ROUTERS}"
+        first = (number // ROUTERS) * per_message
+        events = tuple(
+            wire.Event(
+                router_id=router_id,
+                boot_id="boot-1",
+                seq=seq,
+                at=1_800_000_000.0 + seq,
+                kind=wire.EventKind.DEVICE_SEEN,
+                device_id=DEVICE,
+                randomized=True,
+            )
+            for seq in range(first, first + per_message)
+        )
+        body = wire.EventBatch(router_id=router_id, events=events).encode()
+        messages.append((str(wire.Topic(router_id, wire.Channel.EVENTS)), body))
+    return messages
+
+
+def publish(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
+    """Publish every message at QoS 1 and return once the broker has acknowledged them all."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex}")
+    client.max_inflight_messages_set(200)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        for info in [client.publish(topic, body, qos=1) for topic, body in messages]:
+            info.wait_for_publish(60)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def subscriber_session(broker: Broker, client_id: str) -> paho.Client:
+    """A bare paho client with a persistent session on the shared subscription."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.subscribe(wire.INGEST_SHARE, qos=1)
+    if not subscribed.wait(10):
+        raise TimeoutError("the bare subscriber could not subscribe")
+    client.disconnect()
+    client.loop_stop()
+    return client
+
+
+def raw_rate(messages: list[tuple[str, bytes]], per_message: int) -> Rate:
+    """How fast the broker hands the backlog to a bare paho subscriber that only counts."""
+    with Broker() as broker:
+        client = subscriber_session(broker, "bench-raw")
+        publish(broker, messages)
+        received = [0]
+        drained = threading.Event()
+
+        def count(*_: Any) -> None:
+            received[0] += 1
+            if received[0] == len(messages):
+                drained.set()
+
+        client.on_message = count
+        ticks = cpu_ticks()
+        started = time.perf_counter()
+        client.reconnect()
+        client.loop_start()
+        if not drained.wait(300):
+            raise TimeoutError(f"raw subscriber got {received[0]} of {len(messages)}")
+        seconds = time.perf_counter() - started
+        busy = busy_since(ticks)
+        client.disconnect()
+        client.loop_stop()
+    return Rate("bare paho subscriber", seconds, len(messages), len(messages) * per_message, busy)
+
+
+async def _serve(
+    settings: CloudSettings,
+    name: str,
+    armed: ProcessEvent,
+    go: ProcessEvent,
+    ready: ProcessEvent,
+    done: ProcessEvent,
+    written: Synchronized[int],
+) -> None:
+    armed.set()
+    await asyncio.to_thread(go.wait)
+    worker = IngestWorker(settings, name, in_flight=BROKER_IN_FLIGHT)
+    await worker.start()
+    ready.set()
+    while not done.is_set():
+        written.value = worker.stats.events
+        await asyncio.sleep(0.02)
+    await worker.stop()
+
+
+def worker_process(settings: CloudSettings, name: str, *events: Any) -> None:
+    """A child process running one ingest worker until `done` is set."""
+    asyncio.run(_serve(settings, name, *events))
+
+
+class Workers:
+    """N ingest worker processes that start together on `go` and stop on `done`."""
+
+    def __init__(self, settings: CloudSettings, count: int) -> None:
+        self.go, self.done = _SPAWN.Event(), _SPAWN.Event()
+        self.counters: list[Synchronized[int]] = [_SPAWN.Value("q", 0) for _ in range(count)]
+        self.armed = [_SPAWN.Event() for _ in range(count)]
+        self.ready = [_SPAWN.Event() for _ in range(count)]
+        self.processes: list[SpawnProcess] = [
+            _SPAWN.Process(
+                target=worker_process,
+                args=(settings, f"bench-ingest-{i}", *self.events(i)),
+                name=f"bench-ingest-{i}",
+            )
+            for i in range(count)
+        ]
+
+    def events(self, i: int) -> tuple[Any, ...]:
+        return (self.armed[i], self.go, self.ready[i], self.done, self.counters[i])
+
+    def arm(self) -> None:
+        """Start the processes and wait until each has imported everything and waits for go."""
+        for process in self.processes:
+            process.start()
+        for armed in self.armed:
+            if not armed.wait(60):
+                raise TimeoutError("an ingest worker process did not start")
+
+    def written(self) -> int:
+        """Events the workers have committed so far."""
+        return sum(counter.value for counter in self.counters)
+
+    def stop(self) -> None:
+        """Tell the workers to stop and wait for them."""
+        self.done.set()
+        for process in self.processes:
+            process.join(60)
+            if process.exitcode != 0:
+                raise RuntimeError(f"{process.name} exited with {process.exitcode}")
+
+
+def enrol_routers(url: str) -> None:
+    """Give the bench routers their rows."""
+    engine = make_engine(url)
+    with Session(engine) as session, session.begin():
+        merchant = Merchant(name="bench")
+        session.add(merchant)
+        session.flush()
+        site = Site(merchant_id=merchant.id, name="bench")
+        session.add(site)
+        session.flush()
+        session.add_all(Router(id=f"bench-{i}", site_id=site.id) for i in range(ROUTERS))
+    engine.dispose()
+
+
+def stored_events(url: str) -> int:
+    """Rows in events."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        found = int(connection.scalar(select(func.count()).select_from(Event)) or 0)
+    engine.dispose()
+    return found
+
+
+def ingest_rate(
+    label: str,
+    url: str,
+    workers: int,
+    messages: list[tuple[str, bytes]],
+    per_message: int,
+    batch: int,
+    database_processes: Callable[[], list[int]],
+) -> Rate:
+    """Drain the backlog into `url` with `workers` worker processes; time until all committed."""
+    total = len(messages) * per_message
+    with Broker() as broker:
+        settings = CloudSettings(
+            database_url=url,
+            broker_host=broker.host,
+            broker_port=broker.port,
+            broker_password="",
+            ingest_batch=batch,
+        )
+        first = Workers(settings, workers)  # creates the persistent sessions, then leaves
+        first.arm()
+        first.go.set()
+        for ready in first.ready:
+            ready.wait(30)
+        first.stop()
+        publish(broker, messages)
+        second = Workers(settings, workers)
+        second.arm()
+        parts: dict[str, Callable[[], list[int]]] = {
+            "ingest workers": lambda: [p.pid for p in second.processes if p.pid is not None],
+            "database": database_processes,
+            "broker": lambda: [broker.process.pid] if broker.process else [],
+        }
+        spent = {part: cpu_seconds(pids()) for part, pids in parts.items()}
+        ticks = cpu_ticks()
+        started = time.perf_counter()
+        second.go.set()
+        deadline = started + 600
+        while second.written() < total:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{label}: {second.written()} of {total} events after 600 s")
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+        busy = busy_since(ticks)
+        per_event = {
+            part: (cpu_seconds(pids()) - spent[part]) * 1e6 / total for part, pids in parts.items()
+        }
+        second.stop()
+    if stored_events(url) != total:
+        raise RuntimeError(f"{label}: {stored_events(url)} rows, expected {total}")
+    return Rate(label, seconds, len(messages), total, busy, per_event)
+
+
+@contextmanager
+def databases() -> Iterator[tuple[Any, Postgres]]:
+    """A temporary folder for SQLite files and a PostgreSQL cluster; both removed after."""
+    folder = tempfile.mkdtemp(prefix="loopspot-bench-")
+    cluster = Postgres().start()
+    try:
+        yield folder, cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fresh_database(kind: str, folder: str, cluster: Postgres) -> str:
+    """A new, migrated database with the bench routers enrolled."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    if kind == "sqlite":
+        url = f"sqlite:///{os.path.join(folder, name)}.db"
+    else:
+        admin = create_engine(cluster.url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = cluster.url.rsplit("/", 1)[0] + f"/{name}"
+    migrate(url)
+    enrol_routers(url)
+    return url
+
+
+def main() -> None:
+    """Measure and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--per-message", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=2000, help="ingest_batch: events per commit")
+    args = parser.parse_args()
+    messages = backlog(args.events, args.per_message)
+    size = sum(len(body) for _, body in messages) / len(messages)
+    print(
+        f"{len(messages)} messages x {args.per_message} events ({size / 1024:.1f} KiB each), "
+        f"ingest_batch {args.batch}, {os.cpu_count()} CPUs"
+    )
+    raw = raw_rate(messages, args.per_message)
+    rates: dict[tuple[str, int], Rate] = {}
+    with databases() as (folder, cluster):
+        for kind in ("sqlite", "postgresql"):
+            for workers in (1, 2):
+                url = fresh_database(kind, folder, cluster)
+                label = f"{kind}, {workers} worker{'s' if workers > 1 else ''}"
+                pg_processes = functools.partial(postgres_processes, cluster)
+                rates[kind, workers] = ingest_rate(
+                    label,
+                    url,
+                    workers,
+                    messages,
+                    args.per_message,
+                    args.batch,
+                    pg_processes if kind == "postgresql" else list,
+                )
+                print(f"  measured {label}: {rates[kind, workers].events_per_second:,.0f} events/s")
+    print(f"\n| {'path':<22} |   msg/s |  events/s |  ÷ raw | ÷ 1 worker | CPU busy |")
+    print(f"| {'-' * 22} | ------:| --------:| -----:| ---------:| -------:|")
+    for kind, rate in [("raw", raw), *((kind, rate) for (kind, _), rate in rates.items())]:
+        one = rates.get((kind, 1), rate)
+        scaling = f"{rate.events_per_second / one.events_per_second:.2f}x" if kind != "raw" else ""
+        print(
+            f"| {rate.label:<22} | {rate.messages_per_second:>7,.0f} | "
+            f"{rate.events_per_second:>9,.0f} | "
+            f"{rate.events_per_second / raw.events_per_second:>6.3f} | {scaling:>10} | "
+            f"{rate.cpu_busy:>8.0%} |"
+        )
+
+    print(f"\nCPU per event (microseconds, user + system), by process:\n| {'path':<22} |", end="")
+    names = list(next(iter(rates.values())).cpu_per_event)
+    print("".join(f" {name:>14} |" for name in names), f"{'total':>6} |")
+    print(f"| {'-' * 22} |" + "".join(f" {'-' * 13}:|" for _ in names) + " -----:|")
+    for rate in rates.values():
+        parts = "".join(f" {rate.cpu_per_event[name]:>14.1f} |" for name in names)
+        print(f"| {rate.label:<22} |{parts} {sum(rate.cpu_per_event.values()):>6.1f} |")
+
+
+if __name__ == "__main__":
+    main()
