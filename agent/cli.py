@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 level=args.log_level.upper(),
                 format="%(asctime)s %(name)s %(levelname)s %(message)s",
             )
-            asyncio.run(run(settings))
+            asyncio.run(run(settings, config_file=args.config if args.config.exists() else None))
             return 0
         request: dict[str, Any] = {"command": args.command}
         if args.command in ("grant", "revoke"):

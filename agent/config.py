@@ -4,208 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from agent import config_values as v
 from agent.errors import ConfigError
 from agent.settings import LANGUAGES, Settings
 from agent.uci import MAX_TEXT_CHARS, UciItem, UciSection, ValueKind, parse_uci, show_value
 
 DEFAULT_PATH = Path("/etc/config/loopspot")
-
-MINUTE, HOUR, DAY = 60, 3600, 86400
-_UNITS = {"": 1, "s": 1, "m": MINUTE, "h": HOUR, "d": DAY}
-_SIZES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-_DURATION = re.compile(r"([0-9]{1,12})([smhd]?)")
-_SIZE = re.compile(r"([0-9]{1,15})([kmgKMG]?)")
-_INTEGER = re.compile(r"[0-9]{1,12}")
-_DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9}")
-_TEMPLATE = re.compile(r"[a-z0-9_-]{1,64}")
-_TEMPLATE_RULE = "up to 64 lower-case letters, digits, '_' or '-', e.g. default"
-_TERMS = re.compile(r"[A-Za-z0-9._-]{1,32}")
-_TERMS_RULE = "up to 32 letters, digits, '.', '_' or '-', e.g. 2026-11"
-_NFT_BACKENDS = ("auto", "libnftables", "nft")
-_LAN_ADDRESS_FIX = "use the router's LAN address, shown by 'uci get network.lan.ipaddr'."
-_DURATION_FIX = "use seconds or a whole number with s, m, h or d, e.g. 90s, 15m, 2h or 1d."
-_SIZE_FIX = "use bytes or a whole number with K, M or G (1024 multiples), e.g. 1536M."
 _WRONG_FILE_FIX = "check that this is the loopspot config file and not another file."
-_DECIMAL_FIX = "write digits with an optional decimal point, e.g. 2 or 2.5."
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_IFNAMSIZ = 16  # Linux: 15 characters and the terminating NUL
-_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
-
-# The router's own services: a portal on one of these ports breaks them or the gate.
-_TAKEN_PORTS = {
-    22: "dropbear (SSH) listens on it",
-    53: "dnsmasq answers DNS on it, and DNS must pass before login",
-    80: "the gate redirects clients' port 80 to the portal, and LuCI listens on it",
-    443: "the gate resets HTTPS before login, and LuCI listens on it",
-}
-
-
-class _Invalid(Exception):
-    """A value is wrong: args are (message, fix); the caller adds the option name and line."""
-
-
-def _duration(text: str, *, least: int = 0, most: int = 365 * DAY, zero: bool = False) -> int:
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise _Invalid(f"{show_value(text)} is not a duration.", _DURATION_FIX)
-    seconds = int(match[1]) * _UNITS[match[2]]
-    if zero and seconds == 0:
-        return 0
-    if not least <= seconds <= most:
-        allowed = "0 for no limit, or " if zero else ""
-        raise _Invalid(
-            f"{show_value(text)} is out of range.",
-            f"use {allowed}a duration from {least}s to {most // DAY}d.",
-        )
-    return seconds
-
-
-def _size(text: str) -> int:
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise _Invalid(f"{show_value(text)} is not a size.", _SIZE_FIX)
-    size = int(match[1]) * _SIZES[match[2].lower()]
-    if 0 < size < 1024**2:
-        raise _Invalid(f"{show_value(text)} is too small to load a page.", "use 0 or at least 1M.")
-    return size
-
-
-def _whole(text: str, *, least: int, most: int, what: str = "number") -> int:
-    digits = text.strip()
-    if not _INTEGER.fullmatch(digits) or not least <= int(digits) <= most:
-        raise _Invalid(
-            f"{show_value(text)} is not a {what}.", f"use a number from {least} to {most}."
-        )
-    return int(digits)
-
-
-def _port(text: str) -> int:
-    port = _whole(text, least=1, most=65535, what="port number")
-    if port in _TAKEN_PORTS:
-        raise _Invalid(
-            f"port {port} cannot be the portal port: {_TAKEN_PORTS[port]}.",
-            "use a free port above 1024, e.g. 2050 (the default).",
-        )
-    return port
-
-
-def _number(text: str, *, least: float, most: float) -> float:
-    number = text.strip()
-    if not _DECIMAL.fullmatch(number) or not least <= float(number) <= most:
-        raise _Invalid(
-            f"{show_value(text)} is not a number from {least:g} to {most:g}.", _DECIMAL_FIX
-        )
-    return float(number)
-
-
-def _choice(text: str, *, choices: tuple[str, ...]) -> str:
-    if text.strip() not in choices:
-        close = difflib.get_close_matches(text.strip().lower(), choices, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise _Invalid(
-            f"{show_value(text)} is not a choice.", f"{hint}Use one of: {', '.join(choices)}."
-        )
-    return text.strip()
-
-
-def _printable(text: str) -> bool:
-    return all(unicodedata.category(c) not in ("Cc", "Cs", "Zl", "Zp") for c in text)
-
-
-def _token(text: str, *, pattern: re.Pattern[str], rule: str) -> str:
-    if not pattern.fullmatch(text):
-        raise _Invalid(f"{show_value(text)} is not allowed here.", f"use {rule}.")
-    return text
-
-
-def _site_name(text: str) -> str:
-    name = text.strip()
-    if not name or len(name) > 80 or not _printable(name):
-        fix = "use one line of 1 to 80 characters, e.g. 'Café Lumière'."
-        raise _Invalid(f"{show_value(text)} is not a usable site name.", fix)
-    return name
-
-
-def _path(text: str, *, socket: bool = False) -> Path:
-    path = PurePosixPath(text)
-    if not path.is_absolute() or ".." in path.parts or not _printable(text):
-        fix = "use a full path that starts with / and has no '..', e.g. /tmp/loopspot."
-        raise _Invalid(f"{show_value(text)} is not an absolute path.", fix)
-    if path == PurePosixPath("/"):
-        raise _Invalid("the root directory cannot hold the agent's files.", "use a directory.")
-    if socket and len(str(path).encode()) > _SUN_PATH_MAX:
-        raise _Invalid(
-            f"{show_value(text)} is longer than a Unix socket path can be ({_SUN_PATH_MAX} bytes).",
-            "use a short path, e.g. /var/run/loopspot.sock.",
-        )
-    return Path(path)
-
-
-def _interface(text: str) -> str:
-    # Linux's dev_valid_name(), narrowed to printable ASCII so nft and shells quote it safely.
-    odd = any(c in "/:" or not "!" <= c <= "~" for c in text)
-    if odd or not 0 < len(text) < _IFNAMSIZ or text in (".", ".."):
-        fix = "use the name shown by 'ip link', 1 to 15 characters without spaces, '/' or ':'."
-        raise _Invalid(f"{show_value(text)} is not a network interface name.", fix)
-    if text == "lo":
-        raise _Invalid("clients never arrive on loopback.", "use the LAN bridge, e.g. br-lan.")
-    return text
-
-
-def _domain(text: str) -> str:
-    name = text.strip().lower().removesuffix(".")
-    if name.startswith("*."):
-        raise _Invalid(
-            f"{show_value(text)} is a wildcard.", f"write '{name[2:]}': subdomains count."
-        )
-    try:
-        name = name.encode("idna").decode("ascii") if not name.isascii() else name
-    except (UnicodeError, ValueError):
-        name = "\0"  # falls through to the error below
-    labels = name.split(".")
-    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        fix = "write only the host name, e.g. pay.example.com (no https:// and no /path)."
-        raise _Invalid(f"{show_value(text)} is not a domain name.", fix)
-    if labels[-1].isdigit():
-        raise _Invalid(f"{show_value(text)} is an address.", "put addresses in 'list address'.")
-    if len(labels) < 2:
-        fix = "name the site itself, e.g. alipay.com."
-        raise _Invalid(f"{show_value(text)} would open a whole top-level domain before login.", fix)
-    return name
-
-
-def _address(text: str) -> IPv4Network:
-    written = text.strip()
-    try:
-        network = IPv4Network(written, strict=False)
-    except ValueError:
-        fix = "use IPv4 (IPv6 is blocked before login), e.g. 203.0.113.7 or 203.0.113.0/24."
-        raise _Invalid(f"{show_value(text)} is not an IPv4 address or network.", fix) from None
-    if network.network_address != IPv4Address(written.split("/")[0]):
-        raise _Invalid(f"{show_value(text)} is an address inside a network.", f"write {network}.")
-    if network.prefixlen < 8:
-        fix = "list the payment or login service's own networks, /8 or narrower."
-        raise _Invalid(f"{network} would let everyone through without login.", fix)
-    return network
-
-
-def _portal_address(text: str) -> IPv4Address:
-    try:
-        address = IPv4Address(text.strip())
-    except ValueError:
-        raise _Invalid(f"{show_value(text)} is not an IPv4 address.", _LAN_ADDRESS_FIX) from None
-    if address.is_unspecified or address.is_loopback or address.is_multicast or address.is_reserved:
-        raise _Invalid(f"clients cannot reach {address}.", _LAN_ADDRESS_FIX)
-    return address
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,36 +28,69 @@ class _Spec:
 
 _SECTIONS: Mapping[str, Mapping[str, _Spec]] = {
     "agent": {
-        "lan_interface": _Spec("lan_interfaces", _interface, ValueKind.LIST),
-        "portal_address": _Spec("portal_address", _portal_address),
-        "portal_port": _Spec("portal_port", _port),
-        "state_dir": _Spec("state_dir", _path),
-        "flash_dir": _Spec("flash_dir", _path),
+        "lan_interface": _Spec("lan_interfaces", v.interface, ValueKind.LIST),
+        "portal_address": _Spec("portal_address", v.portal_address),
+        "portal_port": _Spec("portal_port", v.port),
+        "state_dir": _Spec("state_dir", v.path),
+        "flash_dir": _Spec("flash_dir", v.path),
         # Snapshots write flash: more often wears it, less often loses events in a power cut.
-        "snapshot_interval": _Spec("snapshot_interval", partial(_duration, least=MINUTE, most=DAY)),
-        "control_socket": _Spec("control_socket", partial(_path, socket=True)),
-        "nft_backend": _Spec("nft_backend", partial(_choice, choices=_NFT_BACKENDS)),
+        "snapshot_interval": _Spec(
+            "snapshot_interval", partial(v.duration, least=v.MINUTE, most=v.DAY)
+        ),
+        "control_socket": _Spec("control_socket", partial(v.path, socket=True)),
+        "nft_backend": _Spec("nft_backend", partial(v.choice, choices=v.NFT_BACKENDS)),
         "counter_poll_interval": _Spec(
-            "counter_poll_interval", partial(_number, least=0.5, most=60)
+            "counter_poll_interval", partial(v.number, least=0.5, most=60)
         ),
     },
     "session": {
-        "timeout": _Spec("session_timeout", partial(_duration, least=1, zero=True)),
-        "idle_timeout": _Spec("idle_timeout", partial(_duration, least=1, zero=True)),
-        "data_quota": _Spec("data_quota", _size),
+        "timeout": _Spec("session_timeout", partial(v.duration, least=1, zero=True)),
+        "idle_timeout": _Spec("idle_timeout", partial(v.duration, least=1, zero=True)),
+        "data_quota": _Spec("data_quota", v.size),
     },
     "portal": {
-        "template": _Spec("template", partial(_token, pattern=_TEMPLATE, rule=_TEMPLATE_RULE)),
-        "templates_dir": _Spec("templates_dir", _path),
-        "language": _Spec("language", partial(_choice, choices=("auto", *LANGUAGES))),
-        "terms_version": _Spec("terms_version", partial(_token, pattern=_TERMS, rule=_TERMS_RULE)),
-        "site_name": _Spec("site_name", _site_name),
-        "rate_limit": _Spec("rate_limit", partial(_number, least=0.1, most=1000)),
-        "rate_burst": _Spec("rate_burst", partial(_whole, least=1, most=10000, what="burst size")),
+        "template": _Spec("template", partial(v.token, pattern=v.TEMPLATE, rule=v.TEMPLATE_RULE)),
+        "templates_dir": _Spec("templates_dir", v.path),
+        "language": _Spec("language", partial(v.choice, choices=("auto", *LANGUAGES))),
+        "terms_version": _Spec(
+            "terms_version", partial(v.token, pattern=v.TERMS, rule=v.TERMS_RULE)
+        ),
+        "site_name": _Spec("site_name", v.site_name),
+        "rate_limit": _Spec("rate_limit", partial(v.number, least=0.1, most=1000)),
+        "rate_burst": _Spec("rate_burst", partial(v.whole, least=1, most=10000, what="burst size")),
     },
     "walled_garden": {
-        "domain": _Spec("walled_garden_domains", _domain, ValueKind.LIST),
-        "address": _Spec("walled_garden_addresses", _address, ValueKind.LIST),
+        "domain": _Spec("walled_garden_domains", v.domain, ValueKind.LIST),
+        "address": _Spec("walled_garden_addresses", v.address, ValueKind.LIST),
+    },
+    "cloud": {
+        "enabled": _Spec("cloud_enabled", v.boolean),
+        "router_id": _Spec("cloud_router_id", v.router_id),
+        "broker_host": _Spec("cloud_broker_host", v.host),
+        "broker_port": _Spec("cloud_broker_port", partial(v.whole, least=1, most=65535)),
+        "tls": _Spec("cloud_tls", v.boolean),
+        "credentials_dir": _Spec("cloud_credentials_dir", v.path),
+        "ca_file": _Spec("cloud_ca_file", v.path),
+        "cert_file": _Spec("cloud_cert_file", v.path),
+        "key_file": _Spec("cloud_key_file", v.path),
+        "username": _Spec("cloud_username", v.username),
+        "password_file": _Spec("cloud_password_file", v.path),
+        "alliance_key_file": _Spec("cloud_alliance_key_file", v.path),
+        # The broker declares the router offline after 1.5 keepalives without a packet.
+        "keepalive": _Spec("cloud_keepalive", partial(v.duration, least=5, most=20 * v.MINUTE)),
+        "status_interval": _Spec("cloud_status_interval", partial(v.duration, least=1, most=v.DAY)),
+        "spool_max_events": _Spec(
+            "spool_max_events", partial(v.whole, least=10, most=1_000_000, what="number of events")
+        ),
+        # Snapshots of the spool write flash: more often wears it, less often risks events.
+        "spool_flush_interval": _Spec(
+            "spool_flush_interval", partial(v.duration, least=10, most=v.DAY)
+        ),
+    },
+    "presence": {
+        "dhcp_leases": _Spec("presence_dhcp_leases", v.path),
+        "interval": _Spec("presence_interval", partial(v.duration, least=1, most=v.HOUR)),
+        "left_after": _Spec("presence_left_after", partial(v.duration, least=10, most=v.DAY)),
     },
 }
 _REPEATABLE = frozenset({"walled_garden"})  # their lists accumulate
@@ -294,7 +138,7 @@ def _check_section(section: UciSection, first_seen: dict[str, int]) -> Mapping[s
 def _parse_item(spec: _Spec, name: str, item: UciItem) -> object:
     try:
         return spec.parse(item.text)
-    except _Invalid as invalid:
+    except v.Invalid as invalid:
         message, fix = invalid.args
         raise ConfigError(message, option=name, line=item.line, fix=fix) from None
 
@@ -360,6 +204,50 @@ def _check_combinations(settings: Settings, where: Mapping[str, tuple[str, int]]
             line=line,
             fix="make counter_poll_interval shorter than session idle_timeout.",
         )
+    _check_cloud(settings, where)
+
+
+def _check_cloud(settings: Settings, where: Mapping[str, tuple[str, int]]) -> None:
+    if settings.presence_interval >= settings.presence_left_after:
+        option, line = _blame(where, "presence_interval", "presence_left_after")
+        raise ConfigError(
+            f"a device seen every {settings.presence_interval}s would leave and come back "
+            f"after {settings.presence_left_after}s.",
+            option=option,
+            line=line,
+            fix="make presence interval shorter than left_after.",
+        )
+    if (settings.cloud_cert_file is None) != (settings.cloud_key_file is None):
+        option, line = _blame(where, "cloud_cert_file", "cloud_key_file")
+        raise ConfigError(
+            "a client certificate needs its key, and a key its certificate.",
+            option=option,
+            line=line,
+            fix="set both cert_file and key_file in 'config cloud', or neither.",
+        )
+    if settings.cloud_password_file is not None and not settings.cloud_username:
+        option, line = _blame(where, "cloud_password_file")
+        raise ConfigError(
+            "a password without a user name.",
+            option=option,
+            line=line,
+            fix="add option username in 'config cloud', or remove password_file.",
+        )
+
+
+def check_value(section: str, option: str, text: str) -> object:
+    """The typed value of one option, checked as if written in the file; else ConfigError."""
+    try:
+        return _SECTIONS[section][option].parse(text)
+    except v.Invalid as invalid:
+        message, fix = invalid.args
+        raise ConfigError(message, option=option, fix=fix) from None
+
+
+def check_settings(settings: Settings) -> Settings:
+    """`settings` if its options agree with each other (as a file's would); else ConfigError."""
+    _check_combinations(settings, {})
+    return settings
 
 
 def parse_settings(text: str, source: str = "<config>") -> Settings:

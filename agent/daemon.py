@@ -8,20 +8,28 @@ import os
 import secrets
 import signal
 from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from agent.control import serve_control
+from agent.events import NO_EVENTS
 from agent.gate.gate import Gate
 from agent.gate.nft import open_nft
-from agent.portal.app import build_app
+from agent.portal.app import PORTAL, build_app
 from agent.ruleset import GateSpec
 from agent.service import AgentService
 from agent.settings import Settings
 from agent.store import SessionStore
+from agent.wire import RouterConfig
+
+if TYPE_CHECKING:
+    from agent.link.runtime import CloudLink
 
 log = logging.getLogger("loopspot.agent")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def csrf_key(flash_dir: Path) -> bytes:
@@ -50,12 +58,54 @@ async def _repeat(name: str, seconds: float, step: Callable[[], Awaitable[object
             log.exception("%s failed", name)
 
 
-async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
+def count_portal_views(service: AgentService) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Middleware reporting each portal page shown (the portal itself stays unaware)."""
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.method == "GET" and request.path == "/portal" and response.status == 200:
+            try:
+                address = ip_address(request.remote or "")
+            except ValueError:
+                return response
+            ip = address if isinstance(address, IPv4Address) else address.ipv4_mapped
+            if ip is not None:
+                await service.portal_viewed(ip)
+        return response
+
+    return count
+
+
+async def _open_cloud(
+    settings: Settings,
+) -> tuple[Settings, RouterConfig | None, CloudLink | None]:
+    """The settings with the cloud's stored config laid over, that config, the link's parts."""
+    from agent.link.local import load_applied, with_applied  # only with the cloud: aiomqtt
+    from agent.link.runtime import open_cloud
+
+    applied = await asyncio.to_thread(load_applied, settings.flash_dir)
+    effective = with_applied(settings, applied)
+    return effective, applied, await open_cloud(effective)
+
+
+async def run(
+    settings: Settings, ready: asyncio.Event | None = None, config_file: Path | None = None
+) -> None:
     """Run the agent until SIGTERM or SIGINT; leave the gate's table in place on exit."""
+    base = settings
+    cloud: CloudLink | None = None
+    applied: RouterConfig | None = None
+    if settings.cloud_enabled:
+        settings, applied, cloud = await _open_cloud(settings)
     store = SessionStore(settings.state_dir, settings.flash_dir)
     gate = Gate(open_nft(settings.nft_backend), GateSpec.from_settings(settings))
-    service = AgentService(settings, gate, store)
+    service = AgentService(
+        settings, gate, store, events=cloud.emitter if cloud is not None else NO_EVENTS
+    )
     app = build_app(settings, service, csrf_key(settings.flash_dir))
+    if cloud is not None:
+        app.middlewares.append(count_portal_views(service))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(
@@ -63,6 +113,19 @@ async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
     )
     await site.start()  # bind first: a portal that cannot listen must not hold phones captive
     await service.start()
+    if cloud is not None:
+        from agent.link.local import AgentRouter
+
+        portal = app[PORTAL]
+
+        def show_settings(new: Settings) -> None:
+            portal.settings = new  # site name and terms version, from the next page on
+
+        key = cloud.identity.alliance_key
+        local = AgentRouter(
+            service, base, applied, key, config_file=config_file, on_settings=show_settings
+        )
+        cloud.start(service, local)
     control = await serve_control(service, settings.control_socket)
     tasks = [
         asyncio.create_task(
@@ -94,6 +157,8 @@ async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         control.close()
         await runner.cleanup()
+        if cloud is not None:
+            await cloud.stop()
         await service.close()
         settings.control_socket.unlink(missing_ok=True)
         log.info("stopped; the gate's table stays so phones stay online")

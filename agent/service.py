@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.clients import Client
+from agent.errors import ClientUnknown
+from agent.events import NO_EVENTS, SessionEvents
 from agent.gate.gate import Gate, forget_connections
 from agent.gate.neighbours import ARP_TABLE, ip_of, mac_of
-from agent.ruleset import Grant
+from agent.ruleset import GateSpec, Grant
 from agent.sessions import (
     Ended,
     EndReason,
@@ -33,6 +35,7 @@ from agent.store import SessionStore
 
 log = logging.getLogger("loopspot.agent")
 T = TypeVar("T")
+STAFF = "staff"  # the terms version of a session staff granted: no terms were accepted
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -52,6 +55,7 @@ class AgentService:
         clock: Callable[[], float] = time.time,
         arp_table: Path = ARP_TABLE,
         flush_conntrack: bool = True,
+        events: SessionEvents = NO_EVENTS,
     ) -> None:
         self.settings = settings
         self.gate = gate
@@ -59,6 +63,7 @@ class AgentService:
         self.clock = clock
         self.arp_table = arp_table
         self.flush_conntrack = flush_conntrack
+        self.events = events
         self.book = SessionBook(limits_of(settings))
         self.started_at = clock()
         self._nft = ThreadPoolExecutor(1, thread_name_prefix="nft")
@@ -84,6 +89,10 @@ class AgentService:
         self.book = SessionBook(self.book.limits, plan.sessions)
         await self._on(self._db, self.store.replace_all, plan.sessions)
         await self._on(self._db, self.store.record_ended, plan.ended)
+        for ended in plan.ended:
+            self.events.session_ended(ended)
+        for adopted in plan.adopted:
+            self.events.session_started(adopted, now)
         log.info(
             "reconciled: %d sessions kept, %d ended, %d adopted from the kernel",
             len(plan.sessions),
@@ -104,6 +113,7 @@ class AgentService:
     async def accept(self, client: Client, terms_version: str) -> Session:
         """The shopper accepted the terms: start the session and open the gate."""
         now = self.clock()
+        previous = self.book.of_mac(client.mac)
         session, moved = self.book.start(client, now, terms_version)
         if moved is not None:
             await self._close_in_kernel(moved.session.client)
@@ -111,13 +121,26 @@ class AgentService:
         await self._on(self._db, self.store.record_acceptance, session, now)
         if moved is not None:
             await self._on(self._db, self.store.record_ended, [moved])
+        self._report_start(previous, session, now, terms_version)
         return session
+
+    def _report_start(
+        self, previous: Session | None, session: Session, now: float, terms_version: str
+    ) -> None:
+        # A device that moved to another IP keeps its session: the cloud sees no change.
+        if previous is None or previous.started_at != session.started_at:
+            if previous is not None:  # it had run out, unnoticed until now
+                reason = previous.end_reason(now) or EndReason.TIMEOUT
+                self.events.session_ended(Ended(previous, reason, now))
+            self.events.session_started(session, now)
+        if terms_version != STAFF:
+            self.events.terms_accepted(session, now)
 
     async def grant_mac(self, mac: str, ip: IPv4Address | None = None) -> Session:
         """Staff let a device through without the portal."""
         if ip is None:
             ip = await self._on(None, ip_of, mac, self.arp_table)
-        return await self.accept(Client(mac, ip), "staff")
+        return await self.accept(Client(mac, ip), STAFF)
 
     async def revoke(self, mac: str, reason: EndReason = EndReason.REVOKED) -> Ended | None:
         """End a device's session now and cut its open connections."""
@@ -125,6 +148,7 @@ class AgentService:
         if ended is not None:
             await self._close_in_kernel(ended.session.client)
             await self._on(self._db, self.store.record_ended, [ended])
+            self.events.session_ended(ended)
         return ended
 
     async def _close_in_kernel(self, client: Client) -> None:
@@ -141,6 +165,7 @@ class AgentService:
         for ended in observed.ended:
             log.info("session of %s ended: %s", ended.session.client.ip, ended.reason.value)
             await self._close_in_kernel(ended.session.client)
+            self.events.session_ended(ended)
         for lost in observed.lost:
             log.warning("element of %s vanished from the kernel; restoring it", lost.client.ip)
             await self._on(self._nft, self.gate.grant, Grant(lost.client, lost.kernel_timeout(now)))
@@ -148,6 +173,23 @@ class AgentService:
         await self._on(self._db, self.store.save, changed)
         await self._on(self._db, self.store.record_ended, observed.ended)
         return observed
+
+    async def portal_viewed(self, ip: IPv4Address) -> None:
+        """The device behind `ip` was shown the portal page (unknown devices are not counted)."""
+        try:
+            client = await self.identify(ip)
+        except (ClientUnknown, OSError):
+            return
+        self.events.portal_viewed(client.mac, self.clock())
+
+    async def reconfigure(self, settings: Settings) -> None:
+        """Apply settings live: the walled garden at once, limits to sessions that start next."""
+        if settings.walled_garden_addresses != self.settings.walled_garden_addresses:
+            addresses = settings.walled_garden_addresses
+            await self._on(self._nft, self.gate.set_walled_garden, addresses)
+            self.gate.spec = GateSpec.from_settings(settings)  # a later install keeps them
+        self.settings = settings
+        self.book.limits = limits_of(settings)
 
     async def snapshot(self) -> None:
         """Write the session database to flash."""

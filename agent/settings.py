@@ -38,6 +38,27 @@ class Settings:
     # walled garden: reachable before a client is authorized
     walled_garden_domains: tuple[str, ...] = ()
     walled_garden_addresses: tuple[IPv4Network, ...] = field(default_factory=tuple)
+    # cloud: the MQTT link; off until enrolled (or configured by hand)
+    cloud_enabled: bool = False
+    cloud_router_id: str = ""  # "" = from credentials_dir/identity.json
+    cloud_broker_host: str = ""  # "" = from credentials_dir/identity.json
+    cloud_broker_port: int = 0  # 0 = identity.json's, else 8883 with TLS and 1883 without
+    cloud_tls: bool = True
+    cloud_credentials_dir: Path = Path("/etc/loopspot/credentials")
+    cloud_ca_file: Path | None = None  # None = credentials_dir/ca.crt
+    cloud_cert_file: Path | None = None  # None = credentials_dir/router.crt
+    cloud_key_file: Path | None = None  # None = credentials_dir/router.key
+    cloud_username: str = ""
+    cloud_password_file: Path | None = None
+    cloud_alliance_key_file: Path | None = None  # None = identity.json's alliance_key
+    cloud_keepalive: int = 60
+    cloud_status_interval: int = 300
+    spool_max_events: int = 10000
+    spool_flush_interval: int = 300
+    # presence: who is in the shop, for visits and dwell time (reported only with the cloud)
+    presence_dhcp_leases: Path = Path("/tmp/dhcp.leases")
+    presence_interval: int = 15
+    presence_left_after: int = 300
 
     @property
     def portal_url(self) -> str:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,39 @@ from lab.errors import LabError
 from lab.topology import Lab
 
 START_TIMEOUT = 20.0
+LAB_ROUTER_ID = "lab-router"
+LAB_ALLIANCE_KEY = bytes(range(32))  # the lab alliance's key: tests compute device ids with it
+MQTT_PORT = 1883  # where the lab's uplink relays the broker, on the wan address
 
 
-def agent_config(workdir: Path, **overrides: str | list[str]) -> str:
-    """A UCI config for the agent in the lab; keyword arguments override `option`s by name."""
+def cloud_section(workdir: Path, **overrides: str) -> dict[str, str]:
+    """`config cloud` for a lab broker at the wan address (plain MQTT); writes the alliance key."""
+    key_file = workdir / "alliance.key"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(LAB_ALLIANCE_KEY.hex() + "\n")
+    options = {
+        "enabled": "1",
+        "router_id": LAB_ROUTER_ID,
+        "broker_host": A.WAN_IP,
+        "broker_port": str(MQTT_PORT),
+        "tls": "0",
+        "alliance_key_file": str(key_file),
+        "keepalive": "5",
+        "status_interval": "30",
+        "spool_flush_interval": "10",
+    }
+    return options | overrides
+
+
+def agent_config(
+    workdir: Path,
+    sections: Mapping[str, Mapping[str, str | list[str]]] | None = None,
+    **overrides: str | list[str],
+) -> str:
+    """A UCI config for the agent in the lab; keyword arguments override `option`s by name.
+
+    `sections` adds whole sections (e.g. {"cloud": cloud_section(...)}) after the lab's own.
+    """
     options: dict[str, dict[str, str | list[str]]] = {
         "agent": {
             "lan_interface": [A.LAN_BRIDGE],
@@ -47,6 +77,8 @@ def agent_config(workdir: Path, **overrides: str | list[str]) -> str:
         if section is None:
             raise LabError(f"no agent option {key!r} in the lab config")
         options[section][key] = value
+    for name, extra in (sections or {}).items():
+        options[name] = dict(extra)
     lines: list[str] = []
     for section, opts in options.items():
         lines.append(f"config {section} '{section}'")
@@ -61,12 +93,17 @@ def agent_config(workdir: Path, **overrides: str | list[str]) -> str:
 class RouterAgent:
     """`loopspot-agent run` in the router namespace, with its config, socket and log."""
 
-    def __init__(self, lab: Lab, **options: str | list[str]) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        sections: Mapping[str, Mapping[str, str | list[str]]] | None = None,
+        **options: str | list[str],
+    ) -> None:
         self.lab = lab
         self.workdir = lab.workdir / "agent"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = self.workdir / "loopspot.uci"
-        self.config.write_text(agent_config(self.workdir, **options))
+        self.config.write_text(agent_config(self.workdir, sections, **options))
         self.log = self.workdir / "agent.log"
         self.socket = self.workdir / "loopspot.sock"
         self.process: subprocess.Popen[bytes] | None = None
@@ -80,8 +117,17 @@ class RouterAgent:
         """Start the agent and return once its control socket answers."""
         log = self.log.open("ab")
         self.process = self.lab.popen(
-            self.lab.router, sys.executable, "-m", "agent.cli", "--config", str(self.config),
-            "run", "--log-level", "DEBUG", stdout=log, stderr=log,
+            self.lab.router,
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "--config",
+            str(self.config),
+            "run",
+            "--log-level",
+            "DEBUG",
+            stdout=log,
+            stderr=log,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -107,8 +153,15 @@ class RouterAgent:
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `loopspot-agent --config ... ARGS` in the router namespace."""
         return netns.run(
-            self.lab.router, sys.executable, "-m", "agent.cli", "--config", str(self.config),
-            *args, check=False, timeout=30,
+            self.lab.router,
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "--config",
+            str(self.config),
+            *args,
+            check=False,
+            timeout=30,
         )
 
     def ctl_json(self, *args: str) -> dict[str, Any]:

@@ -1,0 +1,120 @@
+"""The cloud side of a running agent: identity, spool, events, the link and the presence watch.
+
+`open_cloud` comes before the service starts, because the service reports through the
+emitter it makes; `CloudLink.start` comes after, because the link acts on the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+
+from agent.dhcp_leases import LeaseWatch, read_leases
+from agent.events import Emitter
+from agent.link.errors import IdentityError
+from agent.link.identity import Identity, resolve_identity
+from agent.link.link import Link
+from agent.link.local import AgentRouter
+from agent.link.spool_db import SpoolDB
+from agent.link.spooler import Spooler
+from agent.presence import Arrived, NeighbourReader, Presence, latest
+from agent.service import AgentService
+from agent.settings import Settings
+
+log = logging.getLogger("loopspot.link")
+
+
+async def watch_presence(
+    settings: Settings,
+    service: AgentService,
+    emitter: Emitter,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Report devices arriving and leaving, looking every presence_interval; until cancelled."""
+    presence = Presence(settings.presence_left_after)
+    leases = LeaseWatch()
+    reader = NeighbourReader(settings.lan_interfaces)
+    while True:
+        now = clock()
+        try:
+            neighbours = await asyncio.to_thread(reader.read, now)
+            renewed = leases.renewed(
+                await asyncio.to_thread(read_leases, settings.presence_dhcp_leases)
+            )
+        except OSError as error:
+            log.warning("presence: cannot read the neighbour table or leases: %s", error)
+        else:
+            active = {s.client.mac: s.last_activity_at for s in service.book.all()}
+            sightings = latest(neighbours, dict.fromkeys(renewed, now), active)
+            for change in presence.observe(sightings, now):
+                if isinstance(change, Arrived):
+                    emitter.device_seen(change.mac, change.at)
+                else:
+                    emitter.device_left(change.mac, change.at, change.dwell)
+        await asyncio.sleep(settings.presence_interval)
+
+
+class CloudLink:
+    """The link's parts and tasks, started and stopped together."""
+
+    def __init__(self, settings: Settings, identity: Identity, spooler: Spooler) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.spooler = spooler
+        self.emitter = Emitter(identity.router_id, identity.alliance_key, spooler.put)
+        self.link: Link | None = None
+        self._link_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, service: AgentService, local: AgentRouter) -> None:
+        """Start the link, the spool's writer and flusher, and the presence watch."""
+        settings = self.settings
+        self.link = Link(
+            self.identity,
+            self.spooler,
+            local,
+            keepalive=settings.cloud_keepalive,
+            status_interval=settings.cloud_status_interval,
+        )
+        self._link_task = asyncio.create_task(self.link.run(), name="cloud-link")
+        self._tasks = [
+            asyncio.create_task(self.spooler.run_writer(), name="spool-writer"),
+            asyncio.create_task(self.spooler.run_flusher(), name="spool-flusher"),
+            asyncio.create_task(
+                watch_presence(settings, service, self.emitter), name="presence-watch"
+            ),
+        ]
+
+    async def stop(self) -> None:
+        """Say offline, disconnect, store what is queued and snapshot the spool to flash."""
+        if self.link is not None and self._link_task is not None:
+            await self.link.stop(self._link_task)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.spooler.close()
+
+
+async def open_cloud(settings: Settings) -> CloudLink | None:
+    """The identity and the spool, ready for events; None (logged) if the router has no identity."""
+    try:
+        identity = await asyncio.to_thread(resolve_identity, settings)
+    except IdentityError as error:
+        log.error("cloud link off: %s", error)
+        return None
+    spooler = Spooler(
+        partial(
+            SpoolDB,
+            settings.state_dir,
+            settings.flash_dir,
+            identity.router_id,
+            settings.spool_max_events,
+            settings.spool_flush_interval,
+        )
+    )
+    await spooler.open()
+    log.info("cloud link: router %s, boot %s", identity.router_id, spooler.boot_id)
+    return CloudLink(settings, identity, spooler)

@@ -1,0 +1,273 @@
+"""The spool on disk: sqlite3 on tmpfs takes every write, flash gets batched snapshots.
+
+Not thread-safe: the link calls it from one worker thread. Each change is one transaction,
+so a kill -9 loses nothing that was stored; a power cut loses what came after the last
+snapshot (and re-sends what was acknowledged after it, which the cloud deduplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from agent.link.spool import Batch, FlushPolicy, Range, SpoolBook
+from agent.wire import Event, EventBatch, EventKind, decode
+
+log = logging.getLogger("loopspot.link")
+
+DB_NAME = "spool.db"
+KEPT_BOOTS = 50
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    report INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS boots (
+    boot_id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    next_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# Runs of consecutive ids ("gaps and islands"): the book's ranges, read in one query.
+_RANGES = """
+SELECT MIN(id), MAX(id) FROM (SELECT id, id - ROW_NUMBER() OVER (ORDER BY id) AS run FROM events)
+GROUP BY run ORDER BY 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """What the status message says about the spool."""
+
+    depth: int
+    dropped_total: int
+    in_flight: int
+
+
+def _copy(source: Path, target: Path) -> None:
+    src = sqlite3.connect(source)
+    try:
+        dst = sqlite3.connect(target)
+        with dst:
+            src.backup(dst)
+        dst.close()
+    finally:
+        src.close()
+
+
+class SpoolDB:
+    """Events waiting for the broker, stamped with (boot_id, seq) as they are stored."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        flash_dir: Path,
+        router_id: str,
+        capacity: int,
+        flush_interval: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = state_dir / DB_NAME
+        self.snapshot_path = flash_dir / DB_NAME
+        self.router_id = router_id
+        self.clock = clock
+        self.monotonic = monotonic
+        self.policy = FlushPolicy(flush_interval)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() and self.snapshot_path.exists():
+            _copy(self.snapshot_path, self.path)  # the router rebooted: tmpfs is empty
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self.boot_id = secrets.token_hex(8)
+        self._next_seq = 1
+        self.book = self._load(capacity)
+        self._changes = 1  # the new boot is a change worth a snapshot
+        self._snapshot_at = monotonic()
+
+    def _counter(self, name: str, default: str = "0") -> str:
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else default
+
+    def _set_counters(self, **values: object) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)",
+            [(name, str(value)) for name, value in values.items()],
+        )
+
+    def _load(self, capacity: int) -> SpoolBook:
+        with self._db:
+            self._db.execute("BEGIN")
+            owner = self._counter("router_id", self.router_id)
+            if owner != self.router_id:  # re-enrolled under another name: not ours to send
+                gone = self._db.execute("DELETE FROM events").rowcount
+                log.warning("spool: dropped %d events of former router id %s", gone, owner)
+            self._db.execute(
+                "INSERT INTO boots (boot_id, started_at, next_seq) VALUES (?, ?, 1)",
+                (self.boot_id, self.clock()),
+            )
+            self._db.execute(
+                "DELETE FROM boots WHERE boot_id NOT IN "
+                "(SELECT boot_id FROM boots ORDER BY started_at DESC LIMIT ?)",
+                (KEPT_BOOTS,),
+            )
+            self._set_counters(router_id=self.router_id)
+            ranges: list[Range] = [(int(a), int(b)) for a, b in self._db.execute(_RANGES)]
+            reports = dict(self._db.execute("SELECT id, report FROM events WHERE report > 0"))
+            next_id = int(self._counter("next_id", "1"))
+            return SpoolBook(
+                capacity,
+                ranges,
+                next_id=next_id,
+                reports=reports,
+                dropped_total=int(self._counter("dropped_total")),
+                dropped_unreported=int(self._counter("dropped_unreported")),
+            )
+
+    def _resync(self, dropped: tuple[int, int], lost: int) -> None:
+        """Rebuild the book from the rows after a failed write; `lost` events count as dropped."""
+        old = self.book
+        total, unreported = dropped
+        ranges = [(int(a), int(b)) for a, b in self._db.execute(_RANGES)]
+        reports = dict(self._db.execute("SELECT id, report FROM events WHERE report > 0"))
+        self.book = SpoolBook(
+            old.capacity,
+            ranges,
+            next_id=old.next_id,
+            reports=reports,
+            dropped_total=total + lost,
+            dropped_unreported=unreported + lost,
+        )
+
+    def _delete(self, ranges: Sequence[Range]) -> None:
+        self._db.executemany("DELETE FROM events WHERE id BETWEEN ? AND ?", ranges)
+
+    def _stamp(self, event: Event) -> Event:
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        return replace(event, router_id=self.router_id, boot_id=self.boot_id, seq=seq)
+
+    def _save_book(self) -> None:
+        book = self.book
+        self._db.execute(
+            "UPDATE boots SET next_seq = ? WHERE boot_id = ?", (self._next_seq, self.boot_id)
+        )
+        self._set_counters(
+            next_id=book.next_id,
+            dropped_total=book.dropped_total,
+            dropped_unreported=book.dropped_unreported,
+        )
+
+    def append(self, events: Sequence[Event], lost: int = 0) -> int:
+        """Store events (stamping boot_id and seq), dropping the oldest if full; count dropped.
+
+        `lost` counts events that never reached the spool; they are reported as dropped too.
+        """
+        self.book.dropped_total += lost
+        self.book.dropped_unreported += lost
+        if not events:
+            if lost:
+                with self._db:
+                    self._db.execute("BEGIN")
+                    self._save_book()
+            return lost
+        before = (self.book.dropped_total, self.book.dropped_unreported)
+        admitted = self.book.admit(len(events))
+        newest = events[len(events) - len(admitted.ids) :]
+        rows = [(i, self._stamp(e).encode()) for i, e in zip(admitted.ids, newest, strict=True)]
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._delete(admitted.dropped)
+                self._db.executemany("INSERT INTO events (id, body) VALUES (?, ?)", rows)
+                self._save_book()
+        except sqlite3.Error as error:  # e.g. tmpfs full: count the loss, keep the book true
+            log.error("spool: cannot store %d events: %s", len(rows), error)
+            self._resync(before, lost=len(rows))
+            return len(rows)
+        self._changes += len(rows)
+        if admitted.dropped_count:
+            log.warning("spool full: dropped the %d oldest events", admitted.dropped_count)
+        return admitted.dropped_count
+
+    def take(self) -> tuple[Batch, bytes] | None:
+        """The next batch and its EventBatch payload, or None when there is nothing to send."""
+        batch = self.book.take()
+        if batch is None:
+            return None
+        if batch.report_id is not None:
+            report = self._stamp(Event(at=round(self.clock(), 3), kind=EventKind.EVENTS_DROPPED))
+            report = replace(report, count=batch.report_count)
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "INSERT INTO events (id, body, report) VALUES (?, ?, ?)",
+                    (batch.report_id, report.encode(), batch.report_count),
+                )
+                self._save_book()
+            self._changes += 1
+        events: list[Event] = []
+        for first, last in batch.ranges:
+            rows = self._db.execute(
+                "SELECT body FROM events WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
+            )
+            events.extend(decode(bytes(body), Event) for (body,) in rows)
+        return batch, EventBatch(router_id=self.router_id, events=tuple(events)).encode()
+
+    def acked(self, number: int) -> None:
+        """The broker acknowledged batch `number`: delete its rows."""
+        batch = self.book.acked(number)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._delete(batch.ranges)
+        self._changes += batch.size
+
+    def requeue(self) -> None:
+        """The connection dropped: batches in flight will be sent again."""
+        self.book.requeue()
+
+    def stats(self) -> SpoolStats:
+        """Depth, events dropped since the spool was created, batches in flight."""
+        book = self.book
+        return SpoolStats(book.depth, book.dropped_total, len(book.in_flight))
+
+    def maybe_snapshot(self) -> bool:
+        """Snapshot to flash if the flush policy says it is time; True if it did."""
+        if not self.policy.due(self._changes, self.monotonic() - self._snapshot_at):
+            return False
+        self.snapshot()
+        return True
+
+    def snapshot(self) -> None:
+        """Copy the spool to flash atomically (write a temporary file, then rename)."""
+        self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.snapshot_path.with_suffix(".tmp")
+        temporary.unlink(missing_ok=True)
+        target = sqlite3.connect(temporary)
+        try:
+            with target:
+                self._db.backup(target)
+        finally:
+            target.close()
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.snapshot_path)
+        self._changes = 0
+        self._snapshot_at = self.monotonic()
+
+    def close(self) -> None:
+        """Close the database (snapshot first if anything changed)."""
+        if self._changes:
+            self.snapshot()
+        self._db.close()

@@ -1,0 +1,129 @@
+"""The spool on disk: every write to tmpfs, a restart (kill -9 included) keeps it all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.link.spool_db import DB_NAME, SpoolDB
+from agent.wire import Event, EventBatch, EventKind, decode
+
+ROUTER = "shop-1"
+
+
+def open_spool(tmp_path: Path, capacity: int = 100, router_id: str = ROUTER) -> SpoolDB:
+    return SpoolDB(tmp_path / "tmpfs", tmp_path / "flash", router_id, capacity, 300)
+
+
+def seen(n: int) -> list[Event]:
+    return [Event(router_id=ROUTER, at=float(i), kind=EventKind.PORTAL_VIEWED) for i in range(n)]
+
+
+def sent(spool: SpoolDB) -> tuple[int, list[Event]]:
+    taken = spool.take()
+    assert taken is not None
+    batch, payload = taken
+    return batch.number, list(decode(payload, EventBatch).events)
+
+
+def test_stored_events_are_stamped_with_the_boot_and_a_rising_seq(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    spool.append(seen(3))
+    _, events = sent(spool)
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert {e.boot_id for e in events} == {spool.boot_id}
+    assert all(e.router_id == ROUTER for e in events)
+
+
+def test_an_acked_batch_is_gone_and_an_unacked_one_comes_back(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, capacity=1000)
+    spool.append(seen(150))
+    first, _ = sent(spool)
+    _, events = sent(spool)
+    assert len(events) == 50
+    spool.acked(first)
+    spool.requeue()  # the connection dropped before the second PUBACK
+    _, again = sent(spool)
+    assert again == events
+    assert spool.stats().depth == 50
+
+
+def test_a_restart_after_kill_9_keeps_unacked_events_and_never_reuses_boot_and_seq(
+    tmp_path: Path,
+) -> None:
+    spool = open_spool(tmp_path)
+    spool.append(seen(5))
+    _, before = sent(spool)  # in flight when the agent dies: no clean close
+    restarted = open_spool(tmp_path)
+    assert restarted.boot_id != spool.boot_id
+    restarted.append(seen(2))
+    _, after = sent(restarted)
+    assert after[:5] == before
+    keys = [(e.boot_id, e.seq) for e in after]
+    assert len(set(keys)) == 7
+    assert [e.seq for e in after[5:]] == [1, 2]
+
+
+def test_a_full_spool_drops_the_oldest_and_the_next_batch_says_how_many(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, capacity=10)
+    assert spool.append(seen(25)) == 15
+    _, events = sent(spool)
+    report = [e for e in events if e.kind is EventKind.EVENTS_DROPPED]
+    assert len(report) == 1 and report[0].count == 15
+    assert [e.at for e in events if e.kind is EventKind.PORTAL_VIEWED] == [
+        float(i) for i in range(15, 25)
+    ]
+    assert spool.stats().dropped_total == 15
+
+
+def test_the_drop_count_survives_a_restart_until_reported(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, capacity=10)
+    spool.append(seen(12))
+    restarted = open_spool(tmp_path, capacity=10)
+    _, events = sent(restarted)
+    assert [e.count for e in events if e.kind is EventKind.EVENTS_DROPPED] == [2]
+
+
+def test_a_rebooted_router_restores_the_spool_from_flash(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    spool.append(seen(4))
+    spool.snapshot()
+    spool.close()
+    (tmp_path / "tmpfs" / DB_NAME).unlink()  # tmpfs is empty after a reboot
+    for leftover in (tmp_path / "tmpfs").glob(DB_NAME + "-*"):
+        leftover.unlink()
+    _, events = sent(open_spool(tmp_path))
+    assert len(events) == 4
+
+
+def test_flash_is_written_only_when_the_policy_says(tmp_path: Path) -> None:
+    now = [0.0]
+    spool = SpoolDB(
+        tmp_path / "tmpfs", tmp_path / "flash", ROUTER, 100, 300, monotonic=lambda: now[0]
+    )
+    spool.append(seen(1))
+    assert not spool.maybe_snapshot()
+    assert not (tmp_path / "flash" / DB_NAME).exists()
+    now[0] = 300.0
+    assert spool.maybe_snapshot()
+    assert (tmp_path / "flash" / DB_NAME).exists()
+    now[0] = 900.0
+    assert not spool.maybe_snapshot()  # nothing changed since
+
+
+def test_events_of_a_former_router_id_are_not_sent_under_the_new_one(tmp_path: Path) -> None:
+    open_spool(tmp_path, router_id="old-name").append(seen(3))
+    assert open_spool(tmp_path, router_id="new-name").take() is None
+
+
+@pytest.mark.parametrize("count", [0, 1, 100, 101])
+def test_every_batch_is_a_valid_wire_message(tmp_path: Path, count: int) -> None:
+    spool = open_spool(tmp_path, capacity=1000)
+    spool.append(seen(count))
+    total = 0
+    while (taken := spool.take()) is not None:
+        batch, payload = taken
+        total += len(decode(payload, EventBatch).events)
+        spool.acked(batch.number)
+    assert total == count and spool.stats().depth == 0
