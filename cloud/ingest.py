@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiomqtt
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 from agent.wire import INGEST_SHARE
+from cloud.broker_config import MAX_INFLIGHT
 from cloud.db import make_engine
 from cloud.errors import CloudError
 from cloud.ingest_core import Batcher, Inbound, read_message, weight
@@ -32,7 +33,7 @@ RECONNECT_FIRST = 0.5  # seconds before the first reconnect attempt
 RECONNECT_MAX = 30.0  # reconnect backoff stops doubling here
 RETRY_FIRST = 0.2  # seconds before writing again after a database outage
 RETRY_MAX = 10.0
-BROKER_IN_FLIGHT = 20  # mosquitto's max_inflight_messages default: unacked messages per client
+BROKER_IN_FLIGHT = MAX_INFLIGHT  # the broker's max_inflight_messages, as cloud.broker_config sets
 KEEPALIVE = 30
 
 
@@ -279,12 +280,16 @@ async def _serve_until_signalled(settings: CloudSettings, worker_name: str | Non
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
     await worker.start(ready_timeout=None)
-    log.info("%s: ingesting %s into %s", worker.worker_name, INGEST_SHARE, settings.database_url)
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    log.info("%s: ingesting %s into %s", worker.worker_name, INGEST_SHARE, database)
     stopped = asyncio.create_task(stop.wait(), name="ingest:signal")
     ended = asyncio.create_task(worker.wait(), name="ingest:ended")
     await asyncio.wait({stopped, ended}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
-    await worker.stop()
+    try:
+        await worker.stop()  # raises what ended the worker, if something did
+    finally:
+        await asyncio.gather(stopped, ended, return_exceptions=True)
 
 
 def run_ingest(settings: CloudSettings, worker_name: str | None = None) -> None:

@@ -214,6 +214,7 @@ class Plan:
     received_at: datetime
     events: list[dict[str, Any]] = field(default_factory=list)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # newest per router
+    wills: dict[str, str | None] = field(default_factory=dict)  # router: boot_id of its will
     heard: set[str] = field(default_factory=set)  # routers whose events bump last_seen
     config_acks: list[dict[str, Any]] = field(default_factory=list)
     command_acks: list[dict[str, Any]] = field(default_factory=list)
@@ -241,12 +242,21 @@ def _plan_events(plan: Plan, item: Accepted, batch: wire.EventBatch) -> None:
     plan.heard.add(item.router_id)
 
 
+def is_timeless_will(status: wire.Status) -> bool:
+    """An offline status without a time: a Last Will composed at connect (as agent.link does)."""
+    return status.state is wire.RouterState.OFFLINE and status.at == 0
+
+
 def _plan_status(plan: Plan, item: Accepted, status: wire.Status) -> None:
     values = status_values(status, plan.received_at)
     problem = misfit(ROUTERS, values)
     if problem is not None:
         plan.refuse(item.topic, item.payload, problem)
         return
+    if is_timeless_will(status):
+        plan.wills[item.router_id] = values["boot_id"]
+        return
+    plan.wills.pop(item.router_id, None)  # it spoke after its will: it is back
     held = plan.statuses.get(item.router_id)
     if held is None or held["status_at"] <= status.at:
         plan.statuses[item.router_id] = values

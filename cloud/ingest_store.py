@@ -167,7 +167,7 @@ class IngestStore:
     def _execute(self, connection: Connection, plan: Plan) -> None:
         if plan.events:
             self._insert_events(connection, plan.events)
-        status.apply_statuses(connection, plan.statuses)
+        status.apply_statuses(connection, plan.statuses, plan.wills)
         status.mark_acks(connection, plan.config_acks, plan.command_acks, plan.received_at)
         if plan.dead_letters:
             connection.execute(insert(DEAD_LETTERS), plan.dead_letters)

@@ -52,6 +52,19 @@ _APPLY_STATUS = (
         spool_dropped=bindparam("b_spool_dropped"),
     )
 )
+# A will has no time to compare; it stands unless the router has rebooted since.
+_APPLY_WILL = (
+    update(ROUTERS)
+    .where(
+        _r.id == bindparam("b_id"),
+        or_(
+            bindparam("b_boot_id", type_=String()).is_(None),
+            _r.boot_id.is_(None),
+            _r.boot_id == bindparam("b_boot_id", type_=String()),
+        ),
+    )
+    .values(state="offline")
+)
 _c = CONFIGS.c
 _ACK_CONFIG = (
     update(CONFIGS)
@@ -86,14 +99,26 @@ def enrolled(connection: Connection, router_ids: Collection[str]) -> set[str]:
     return {row[0] for row in found}
 
 
-def apply_statuses(connection: Connection, statuses: Mapping[str, dict[str, Any]]) -> None:
-    """Store each router's status unless the stored one is newer (by the router's `at`)."""
+def apply_statuses(
+    connection: Connection,
+    statuses: Mapping[str, dict[str, Any]],
+    wills: Mapping[str, str | None] | None = None,
+) -> None:
+    """Store each router's status unless the stored one is newer (by the router's `at`).
+
+    `wills` (router: boot_id) are Last Wills without a time: the router goes offline
+    unless the stored status comes from another boot. They apply after `statuses`.
+    """
     if statuses:
         rows = [
             {"b_id": router_id, **{f"b_{key}": value for key, value in values.items()}}
             for router_id, values in sorted(statuses.items())
         ]
         connection.execute(_APPLY_STATUS, rows)
+    if wills:
+        connection.execute(
+            _APPLY_WILL, [{"b_id": r, "b_boot_id": boot} for r, boot in sorted(wills.items())]
+        )
 
 
 def mark_heard(connection: Connection, router_ids: Collection[str], now: datetime) -> None:

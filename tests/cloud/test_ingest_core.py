@@ -235,6 +235,26 @@ def test_an_offline_status_is_not_the_router_being_seen() -> None:
     assert plan.statuses["r1"]["boot_id"] is None  # an empty field keeps what is stored
 
 
+def test_a_last_will_without_a_time_is_planned_apart_from_timed_statuses() -> None:
+    items = [
+        read_message(status_topic(), status(at=100.0)),
+        read_message(status_topic(), status(at=0.0, state=wire.RouterState.OFFLINE, boot_id="b")),
+    ]
+    plan = plan_batch(items, {"r1"}, NOW)
+    assert plan.wills == {"r1": "b"}
+    assert plan.statuses["r1"]["status_at"] == 100.0
+
+
+def test_a_status_after_its_routers_will_in_one_batch_cancels_the_will() -> None:
+    items = [
+        read_message(status_topic(), status(at=0.0, state=wire.RouterState.OFFLINE)),
+        read_message(status_topic(), status(at=100.0)),
+    ]
+    plan = plan_batch(items, {"r1"}, NOW)
+    assert plan.wills == {}
+    assert plan.statuses["r1"]["state"] == "online"
+
+
 def test_acks_for_configs_and_commands_are_planned() -> None:
     items = [
         read_message(ack_topic(), wire.Ack(router_id="r1", ref="config", id="4", ok=True).encode()),

@@ -69,11 +69,11 @@ async def test_a_router_goes_online_then_offline(
     assert (online.boot_id, online.agent_version, online.clients) == ("boot-a", "0.3.1", 12)
     assert (online.config_version, online.spool_depth, online.spool_dropped) == (4, 7, 2)
     assert online.last_seen is not None and online.status_at == 1000.0
-    # The Last Will, composed when the router connected, carries the same `at`.
-    await publisher.publish(*status("r1", OFFLINE, 1000.0, boot_id="boot-a"))
+    # The agent says offline itself when it stops, with the time it stopped.
+    await publisher.publish(*status("r1", OFFLINE, 1060.0, boot_id="boot-a"))
     await eventually(lambda: router(engine, "r1").state == "offline")
     offline = router(engine, "r1")
-    assert offline.last_seen == online.last_seen  # a Last Will is not the router being seen
+    assert offline.last_seen == online.last_seen  # saying goodbye is not being seen
     assert (offline.boot_id, offline.agent_version) == ("boot-a", "0.3.1")
 
 
@@ -134,7 +134,7 @@ async def test_the_brokers_last_will_marks_a_vanished_router_offline(
 ) -> None:
     enrol("r1")
     await make_worker()
-    topic, will = status("r1", OFFLINE, 3000.0, boot_id="boot-a")
+    topic, will = status("r1", OFFLINE, 0.0, boot_id="boot-a")  # no time, as agent.link does
     link = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"r1-{uuid.uuid4().hex[:6]}")
     link.will_set(topic, will, qos=1, retain=True)
     connected = threading.Event()
@@ -151,6 +151,23 @@ async def test_the_brokers_last_will_marks_a_vanished_router_offline(
     sock.shutdown(socket.SHUT_RDWR)  # the router vanishes without saying goodbye
     link.loop_stop()
     await eventually(lambda: router(engine, "r1").state == "offline")
+
+
+async def test_a_last_will_from_an_earlier_boot_is_ignored(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1")
+    await make_worker()
+    await publisher.publish(*status("r1", ONLINE, 4000.0, boot_id="boot-b"))
+    await eventually(lambda: router(engine, "r1").state == "online")
+    await publisher.publish(*status("r1", OFFLINE, 0.0, boot_id="boot-a"))  # delivered late
+    await publisher.publish(*status("r1", ONLINE, 4001.0, boot_id="boot-b", clients=3))
+    await eventually(lambda: router(engine, "r1").clients == 3)
+    assert router(engine, "r1").state == "online"
 
 
 def configs_and_commands(engine: Engine) -> tuple[list[Any], list[Any]]:
