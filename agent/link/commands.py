@@ -80,8 +80,9 @@ def settings_with(settings: Settings, config: RouterConfig) -> Settings:
     candidate = dataclasses.replace(settings, **changes)
     try:
         return check_settings(candidate)
-    except ConfigError as error:
-        raise ConfigRefused(f"{error.option or 'config'}: {error}"[:MAX_ERROR]) from None
+    except ConfigError as error:  # pushed values that clash with the router's own options
+        fields = ", ".join(live_changes(settings, candidate)) or "config"
+        raise ConfigRefused(f"{fields}: {error}"[:MAX_ERROR]) from None
 
 
 def live_changes(before: Settings, after: Settings) -> tuple[str, ...]:

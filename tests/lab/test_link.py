@@ -288,7 +288,7 @@ def test_a_pushed_walled_garden_address_is_applied_and_acked_within_2s(
     assert wait_for(lambda: online(cloud) and online(cloud).config_version == 7, timeout=5)  # type: ignore[union-attr]
     assert (agent.workdir / "flash" / "cloud-config.json").exists()
 
-    cloud.send(Channel.CONFIG, RouterConfig(version=8, walled_garden_addresses=("10.0.0.0/4",)))
+    cloud.send(Channel.CONFIG, RouterConfig(version=8, walled_garden_addresses=("0.0.0.0/4",)))
     refused = wait_for(lambda: [a for a in cloud.on(Channel.ACK, Ack) if a.id == "8"], timeout=2)
     assert not refused[0].ok and "walled_garden_addresses" in refused[0].error
     assert reaches_wan(phone), "a refused config changed something"

@@ -1,0 +1,91 @@
+"""The pushed config on flash: kept atomically, laid over the UCI settings on the next start."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from agent.link.local import (
+    APPLIED_FILE,
+    garden_domains_conf,
+    load_applied,
+    save_applied,
+    with_applied,
+)
+from agent.settings import Settings
+from agent.wire import RouterConfig
+
+
+def test_the_applied_config_survives_a_restart(tmp_path: Path) -> None:
+    config = RouterConfig(version=12, site_name="Spa", walled_garden_addresses=("203.0.113.7/32",))
+    save_applied(tmp_path, config)
+    assert load_applied(tmp_path) == config
+    settings = with_applied(Settings(), load_applied(tmp_path))
+    assert settings.site_name == "Spa"
+    assert settings.walled_garden_addresses == (IPv4Network("203.0.113.7/32"),)
+
+
+def test_no_or_a_damaged_file_means_the_uci_settings_alone(tmp_path: Path) -> None:
+    assert load_applied(tmp_path) is None
+    (tmp_path / APPLIED_FILE).write_text("{not json")
+    assert load_applied(tmp_path) is None
+    assert with_applied(Settings(), None) == Settings()
+
+
+def test_a_stored_config_that_no_longer_fits_is_left_out(tmp_path: Path) -> None:
+    stored = RouterConfig(version=3, idle_timeout=1)  # clashes with a 2 s counter poll
+    assert with_applied(Settings(), stored) == Settings()
+
+
+def test_walled_garden_domains_become_one_dnsmasq_nftset_line() -> None:
+    assert garden_domains_conf(["pay.example", "login.example"]) == (
+        "nftset=/pay.example/login.example/4#inet#loopspot#walled_garden\n"
+    )
+    assert garden_domains_conf([]) == ""
+
+
+async def test_a_pushed_config_is_applied_live_kept_on_flash_and_revokes_by_device_id(
+    tmp_path: Path,
+) -> None:
+    from agent.clients import Client
+    from agent.gate.gate import Gate
+    from agent.link.local import AgentRouter
+    from agent.ruleset import GateSpec
+    from agent.service import AgentService
+    from agent.store import SessionStore
+    from agent.wire import device_id
+    from tests.agent.test_events import FakeNft
+
+    settings = Settings(state_dir=tmp_path / "tmpfs", flash_dir=tmp_path / "flash")
+    nft = FakeNft()
+    service = AgentService(
+        settings,
+        Gate(nft, GateSpec.from_settings(settings)),
+        SessionStore(settings.state_dir, settings.flash_dir),
+        flush_conntrack=False,
+    )
+    shown: list[Settings] = []
+    key = b"k" * 16
+    router = AgentRouter(service, settings, None, key, on_settings=shown.append)
+    config = RouterConfig(
+        version=2,
+        session_timeout=600,
+        site_name="Spa",
+        walled_garden_addresses=("203.0.113.7/32",),
+        walled_garden_domains=("pay.example",),
+    )
+    assert await router.apply_config(config) == ""
+    assert router.config_version == 2 and load_applied(settings.flash_dir) == config
+    assert "add element inet loopspot walled_garden { 203.0.113.7/32 }" in nft.scripts[-1]
+    assert service.book.limits.session_timeout == 600
+    assert shown[-1].site_name == "Spa"
+    assert "pay.example" in (settings.state_dir / "walled-garden.dnsmasq").read_text()
+
+    refused = await router.apply_config(RouterConfig(version=3, data_quota=5))
+    assert refused.startswith("data_quota: ") and router.config_version == 2
+
+    mac = "02:00:00:00:00:07"
+    await service.accept(Client.of(mac, "192.168.1.7"), "1")
+    assert await router.revoke_device(device_id(key, "02:00:00:00:00:08")) != ""
+    assert await router.revoke_device(device_id(key, mac)) == ""
+    assert len(service.book) == 0
