@@ -72,6 +72,21 @@ def _parser() -> argparse.ArgumentParser:
     create = add("create", "add a router to a site and print its one-time claim code", claim)
     create.add_argument("--site", type=int, required=True, help="the site's id")
     create.add_argument("--ttl", type=duration, help="validity, e.g. 24h (default: settings)")
+    config = add("config", "router configs").add_subparsers(dest="action", required=True)
+    push = add("push", "send a router its next config version (retained)", config)
+    push.add_argument("router_id")
+    push.add_argument(
+        "--set",
+        dest="changes",
+        action="append",
+        required=True,
+        metavar="FIELD=JSON",
+        help="e.g. session_timeout=1800 (repeatable)",
+    )
+    command = add("command", "send a router one allow-listed command")
+    command.add_argument("router_id")
+    command.add_argument("do", choices=["revoke_device", "reload_config", "send_status"])
+    command.add_argument("--device", default="", help="device_id, for revoke_device")
     add("sites", "list merchants' sites with their ids")
     add("routers", "list routers and their state")
     add("ingest", "run an ingest worker (MQTT to database)")
@@ -185,6 +200,51 @@ def _routers(settings: CloudSettings, _args: argparse.Namespace) -> dict[str, An
     }
 
 
+def _changes(items: list[str]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise CloudConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. session_timeout=1800")
+        try:
+            changes[name.strip()] = json.loads(text)
+        except ValueError:
+            changes[name.strip()] = text  # a bare word is a string
+    return changes
+
+
+def _config_push(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
+    from cloud.fleet_push import broker_publisher, push_config
+
+    engine = make_engine(settings.database_url)
+    try:
+        config = push_config(
+            sessions(engine), broker_publisher(settings), args.router_id, _changes(args.changes)
+        )
+    finally:
+        engine.dispose()
+    return {"router_id": args.router_id, "version": config.version}
+
+
+def _command(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
+    from agent.wire import CommandAction
+    from cloud.fleet_push import broker_publisher, send_command
+
+    engine = make_engine(settings.database_url)
+    try:
+        command = send_command(
+            sessions(engine),
+            broker_publisher(settings),
+            args.router_id,
+            CommandAction(args.do),
+            args.device,
+            datetime.now(UTC).timestamp(),
+        )
+    finally:
+        engine.dispose()
+    return {"router_id": args.router_id, "command_id": command.id, "action": args.do}
+
+
 def _ingest(settings: CloudSettings, _args: argparse.Namespace) -> dict[str, Any]:
     from cloud.broker_config import service_password
 
@@ -215,6 +275,8 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[CloudSettings, Any], dict[str,
     ("merchant", "create"): _merchant_create,
     ("site", "create"): _site_create,
     ("claim", "create"): _claim_create,
+    ("config", "push"): _config_push,
+    ("command", None): _command,
     ("sites", None): _sites,
     ("routers", None): _routers,
     ("ingest", None): _ingest,
