@@ -1,11 +1,10 @@
 """Ingest rate: events/s into SQLite and PostgreSQL with one and two workers, and the raw rate.
 
-`python -m bench.ingest_rate [--events 200000] [--per-message 100] [--batch 2000]`
+`python -m bench.ingest_rate [--events 200000] [--per-message 100] [--batch 2000] [--rounds 3]`
 
-Each run drains the same backlog: the messages are published while the workers' persistent
-sessions are away, then the workers (one process each, as in production) come back and the
-clock runs until every event is committed. The raw rate is a bare paho subscriber draining
-the same backlog from the same shared subscription, acknowledging as it receives.
+Each run drains one backlog, published while the workers' persistent sessions are away: the
+workers (a process each, as in production) come back and the clock runs until every event is
+committed. The raw rate: a bare paho subscriber drains the same backlog the same way.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from multiprocessing.sharedctypes import Synchronized
@@ -31,8 +29,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import create_engine, func, insert, select, text
 
 from agent import wire
 from cloud.db import make_engine, migrate
@@ -44,7 +41,6 @@ from lab.postgres import Postgres
 
 BROKER_IN_FLIGHT = 100  # lab.broker's max_inflight_messages
 ROUTERS = 20
-DEVICE = "0123456789abcdef0123456789abcdef"
 _SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -91,7 +87,7 @@ def postgres_processes(cluster: Postgres) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """One drained backlog: how long it took, what went through, how busy the CPUs were."""
+    """One drained backlog: its time, what went through, how busy the CPUs were."""
 
     label: str
     seconds: float
@@ -111,8 +107,21 @@ class Rate:
         return self.messages / self.seconds
 
 
-def backlog(total_events: int, per_message: int) -> list[tuple[str, bytes]]:
-    """(topic, payload) of EventBatch messages from ROUTERS routers, `per_message` events each."""
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """(topic, payload) of EventBatch messages, `per_message` events each."""
+
+    messages: list[tuple[str, bytes]]
+    per_message: int
+
+    @property
+    def events(self) -> int:
+        """Events in all the messages."""
+        return len(self.messages) * self.per_message
+
+
+def backlog(total_events: int, per_message: int) -> Backlog:
+    """EventBatch messages from ROUTERS routers, `per_message` events each."""
     messages: list[tuple[str, bytes]] = []
     for number in range(total_events // per_message):
         router_id = f"bench-{number % ROUTERS}"
@@ -124,14 +133,14 @@ def backlog(total_events: int, per_message: int) -> list[tuple[str, bytes]]:
                 seq=seq,
                 at=1_800_000_000.0 + seq,
                 kind=wire.EventKind.DEVICE_SEEN,
-                device_id=DEVICE,
+                device_id="0123456789abcdef0123456789abcdef",
                 randomized=True,
             )
             for seq in range(first, first + per_message)
         )
         body = wire.EventBatch(router_id=router_id, events=events).encode()
         messages.append((str(wire.Topic(router_id, wire.Channel.EVENTS)), body))
-    return messages
+    return Backlog(messages, per_message)
 
 
 def publish(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
@@ -148,32 +157,24 @@ def publish(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
         client.loop_stop()
 
 
-def subscriber_session(broker: Broker, client_id: str) -> paho.Client:
-    """A bare paho client with a persistent session on the shared subscription."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-    subscribed = threading.Event()
-    client.on_subscribe = lambda *_: subscribed.set()
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    client.subscribe(wire.INGEST_SHARE, qos=1)
-    if not subscribed.wait(10):
-        raise TimeoutError("the bare subscriber could not subscribe")
-    client.disconnect()
-    client.loop_stop()
-    return client
-
-
-def raw_rate(messages: list[tuple[str, bytes]], per_message: int) -> Rate:
+def raw_rate(work: Backlog) -> Rate:
     """How fast the broker hands the backlog to a bare paho subscriber that only counts."""
     with Broker() as broker:
-        client = subscriber_session(broker, "bench-raw")
-        publish(broker, messages)
-        received = [0]
-        drained = threading.Event()
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id="raw", clean_session=False)
+        subscribed, drained, received = threading.Event(), threading.Event(), [0]
+        client.on_subscribe = lambda *_: subscribed.set()
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        client.subscribe(wire.INGEST_SHARE, qos=1)
+        if not subscribed.wait(10):
+            raise TimeoutError("the bare subscriber could not subscribe")
+        client.disconnect()  # its session keeps what is published meanwhile
+        client.loop_stop()
+        publish(broker, work.messages)
 
         def count(*_: Any) -> None:
             received[0] += 1
-            if received[0] == len(messages):
+            if received[0] == len(work.messages):
                 drained.set()
 
         client.on_message = count
@@ -182,37 +183,41 @@ def raw_rate(messages: list[tuple[str, bytes]], per_message: int) -> Rate:
         client.reconnect()
         client.loop_start()
         if not drained.wait(300):
-            raise TimeoutError(f"raw subscriber got {received[0]} of {len(messages)}")
+            raise TimeoutError(f"raw subscriber got {received[0]} of {len(work.messages)}")
         seconds = time.perf_counter() - started
         busy = busy_since(ticks)
         client.disconnect()
         client.loop_stop()
-    return Rate("bare paho subscriber", seconds, len(messages), len(messages) * per_message, busy)
+    return Rate("bare paho subscriber", seconds, len(work.messages), work.events, busy)
 
 
-async def _serve(
-    settings: CloudSettings,
-    name: str,
-    armed: ProcessEvent,
-    go: ProcessEvent,
-    ready: ProcessEvent,
-    done: ProcessEvent,
-    written: Synchronized[int],
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What one worker process and the bench tell each other."""
+
+    armed: ProcessEvent
+    go: ProcessEvent
+    ready: ProcessEvent
+    done: ProcessEvent
+    written: Synchronized[int]
+
+
+async def _serve(settings: CloudSettings, name: str, signals: Signals) -> None:
+    armed, go, ready, done = signals.armed, signals.go, signals.ready, signals.done
     armed.set()
     await asyncio.to_thread(go.wait)
     worker = IngestWorker(settings, name, in_flight=BROKER_IN_FLIGHT)
     await worker.start()
     ready.set()
     while not done.is_set():
-        written.value = worker.stats.events
+        signals.written.value = worker.stats.events
         await asyncio.sleep(0.02)
     await worker.stop()
 
 
-def worker_process(settings: CloudSettings, name: str, *events: Any) -> None:
+def worker_process(settings: CloudSettings, name: str, signals: Signals) -> None:
     """A child process running one ingest worker until `done` is set."""
-    asyncio.run(_serve(settings, name, *events))
+    asyncio.run(_serve(settings, name, signals))
 
 
 class Workers:
@@ -220,32 +225,25 @@ class Workers:
 
     def __init__(self, settings: CloudSettings, count: int) -> None:
         self.go, self.done = _SPAWN.Event(), _SPAWN.Event()
-        self.counters: list[Synchronized[int]] = [_SPAWN.Value("q", 0) for _ in range(count)]
-        self.armed = [_SPAWN.Event() for _ in range(count)]
-        self.ready = [_SPAWN.Event() for _ in range(count)]
-        self.processes: list[SpawnProcess] = [
-            _SPAWN.Process(
-                target=worker_process,
-                args=(settings, f"bench-ingest-{i}", *self.events(i)),
-                name=f"bench-ingest-{i}",
-            )
-            for i in range(count)
+        self.signals = [
+            Signals(_SPAWN.Event(), self.go, _SPAWN.Event(), self.done, _SPAWN.Value("q", 0))
+            for _ in range(count)
         ]
-
-    def events(self, i: int) -> tuple[Any, ...]:
-        return (self.armed[i], self.go, self.ready[i], self.done, self.counters[i])
+        self.processes: list[SpawnProcess] = [
+            _SPAWN.Process(target=worker_process, args=(settings, f"bench-ingest-{i}", signals))
+            for i, signals in enumerate(self.signals)
+        ]
 
     def arm(self) -> None:
         """Start the processes and wait until each has imported everything and waits for go."""
         for process in self.processes:
             process.start()
-        for armed in self.armed:
-            if not armed.wait(60):
-                raise TimeoutError("an ingest worker process did not start")
+        if not all(signals.armed.wait(60) for signals in self.signals):
+            raise TimeoutError("an ingest worker process did not start")
 
     def written(self) -> int:
         """Events the workers have committed so far."""
-        return sum(counter.value for counter in self.counters)
+        return sum(signals.written.value for signals in self.signals)
 
     def stop(self) -> None:
         """Tell the workers to stop and wait for them."""
@@ -259,37 +257,26 @@ class Workers:
 def enrol_routers(url: str) -> None:
     """Give the bench routers their rows."""
     engine = make_engine(url)
-    with Session(engine) as session, session.begin():
-        merchant = Merchant(name="bench")
-        session.add(merchant)
-        session.flush()
-        site = Site(merchant_id=merchant.id, name="bench")
-        session.add(site)
-        session.flush()
-        session.add_all(Router(id=f"bench-{i}", site_id=site.id) for i in range(ROUTERS))
+    with engine.begin() as connection:
+        connection.execute(insert(Merchant), [{"id": 1, "name": "bench"}])
+        connection.execute(insert(Site), [{"id": 1, "merchant_id": 1, "name": "bench"}])
+        connection.execute(
+            insert(Router), [{"id": f"bench-{i}", "site_id": 1} for i in range(ROUTERS)]
+        )
     engine.dispose()
 
 
 def stored_events(url: str) -> int:
     """Rows in events."""
-    engine = make_engine(url)
-    with engine.connect() as connection:
-        found = int(connection.scalar(select(func.count()).select_from(Event)) or 0)
-    engine.dispose()
-    return found
+    with make_engine(url).connect() as connection:
+        return int(connection.scalar(select(func.count()).select_from(Event)) or 0)
 
 
 def ingest_rate(
-    label: str,
-    url: str,
-    workers: int,
-    messages: list[tuple[str, bytes]],
-    per_message: int,
-    batch: int,
-    database_processes: Callable[[], list[int]],
+    label: str, url: str, workers: int, work: Backlog, batch: int, db: Callable[[], list[int]]
 ) -> Rate:
     """Drain the backlog into `url` with `workers` worker processes; time until all committed."""
-    total = len(messages) * per_message
+    total = work.events
     with Broker() as broker:
         settings = CloudSettings(
             database_url=url,
@@ -301,15 +288,15 @@ def ingest_rate(
         first = Workers(settings, workers)  # creates the persistent sessions, then leaves
         first.arm()
         first.go.set()
-        for ready in first.ready:
-            ready.wait(30)
+        if not all(signals.ready.wait(30) for signals in first.signals):
+            raise TimeoutError(f"{label}: a worker did not subscribe")
         first.stop()
-        publish(broker, messages)
+        publish(broker, work.messages)
         second = Workers(settings, workers)
         second.arm()
         parts: dict[str, Callable[[], list[int]]] = {
             "ingest workers": lambda: [p.pid for p in second.processes if p.pid is not None],
-            "database": database_processes,
+            "database": db,
             "broker": lambda: [broker.process.pid] if broker.process else [],
         }
         spent = {part: cpu_seconds(pids()) for part, pids in parts.items()}
@@ -329,19 +316,7 @@ def ingest_rate(
         second.stop()
     if stored_events(url) != total:
         raise RuntimeError(f"{label}: {stored_events(url)} rows, expected {total}")
-    return Rate(label, seconds, len(messages), total, busy, per_event)
-
-
-@contextmanager
-def databases() -> Iterator[tuple[Any, Postgres]]:
-    """A temporary folder for SQLite files and a PostgreSQL cluster; both removed after."""
-    folder = tempfile.mkdtemp(prefix="loopspot-bench-")
-    cluster = Postgres().start()
-    try:
-        yield folder, cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    return Rate(label, seconds, len(work.messages), total, busy, per_event)
 
 
 def fresh_database(kind: str, folder: str, cluster: Postgres) -> str:
@@ -360,56 +335,64 @@ def fresh_database(kind: str, folder: str, cluster: Postgres) -> str:
     return url
 
 
+SCENARIOS = [(kind, workers) for kind in ("sqlite", "postgresql") for workers in (1, 2)]
+
+
+def median_rate(rates: list[Rate]) -> Rate:
+    """The round with the median events/s (the lower middle one for an even count)."""
+    return sorted(rates, key=lambda rate: rate.events_per_second)[(len(rates) - 1) // 2]
+
+
 def main() -> None:
-    """Measure and print the table."""
+    """Measure every path over a few rounds and print the medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--per-message", type=int, default=100)
     parser.add_argument("--batch", type=int, default=2000, help="ingest_batch: events per commit")
+    parser.add_argument("--rounds", type=int, default=3, help="figures are medians over rounds")
     args = parser.parse_args()
-    messages = backlog(args.events, args.per_message)
-    size = sum(len(body) for _, body in messages) / len(messages)
+    work = backlog(args.events, args.per_message)
+    size = sum(len(body) for _, body in work.messages) / len(work.messages)
     print(
-        f"{len(messages)} messages x {args.per_message} events ({size / 1024:.1f} KiB each), "
-        f"ingest_batch {args.batch}, {os.cpu_count()} CPUs"
+        f"{len(work.messages)} messages x {args.per_message} events ({size / 1024:.1f} KiB each), "
+        f"ingest_batch {args.batch}, {os.cpu_count()} CPUs, median of {args.rounds} rounds"
     )
-    raw = raw_rate(messages, args.per_message)
-    rates: dict[tuple[str, int], Rate] = {}
-    with databases() as (folder, cluster):
-        for kind in ("sqlite", "postgresql"):
-            for workers in (1, 2):
+    raws: list[Rate] = []
+    measured: dict[tuple[str, int], list[Rate]] = {scenario: [] for scenario in SCENARIOS}
+    folder, cluster = tempfile.mkdtemp(prefix="loopspot-bench-"), Postgres().start()
+    try:
+        for number in range(args.rounds):
+            raws.append(raw_rate(work))
+            # Each round starts elsewhere, so a slow spell of a shared machine hits all paths.
+            for kind, workers in SCENARIOS[number:] + SCENARIOS[:number]:
                 url = fresh_database(kind, folder, cluster)
                 label = f"{kind}, {workers} worker{'s' if workers > 1 else ''}"
-                pg_processes = functools.partial(postgres_processes, cluster)
-                rates[kind, workers] = ingest_rate(
-                    label,
-                    url,
-                    workers,
-                    messages,
-                    args.per_message,
-                    args.batch,
-                    pg_processes if kind == "postgresql" else list,
+                db = (
+                    functools.partial(postgres_processes, cluster) if kind == "postgresql" else list
                 )
-                print(f"  measured {label}: {rates[kind, workers].events_per_second:,.0f} events/s")
-    print(f"\n| {'path':<22} |   msg/s |  events/s |  ÷ raw | ÷ 1 worker | CPU busy |")
-    print(f"| {'-' * 22} | ------:| --------:| -----:| ---------:| -------:|")
+                rate = ingest_rate(label, url, workers, work, args.batch, db)
+                measured[kind, workers].append(rate)
+                print(f"  round {number + 1}: {label}: {rate.events_per_second:,.0f} events/s")
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    raw = median_rate(raws)
+    rates = {scenario: median_rate(found) for scenario, found in measured.items()}
+    print(
+        f"\n| {'path':<22} |   msg/s |  events/s |  ÷ raw | ÷ 1 worker | CPU busy "
+        "| CPU µs/event: workers + database + broker |"
+    )
+    print(f"| {'-' * 22} | ------:| --------:| -----:| ---------:| -------:| ---------------- |")
     for kind, rate in [("raw", raw), *((kind, rate) for (kind, _), rate in rates.items())]:
         one = rates.get((kind, 1), rate)
         scaling = f"{rate.events_per_second / one.events_per_second:.2f}x" if kind != "raw" else ""
+        cpu = " + ".join(f"{us:.1f}" for us in rate.cpu_per_event.values())
         print(
             f"| {rate.label:<22} | {rate.messages_per_second:>7,.0f} | "
             f"{rate.events_per_second:>9,.0f} | "
             f"{rate.events_per_second / raw.events_per_second:>6.3f} | {scaling:>10} | "
-            f"{rate.cpu_busy:>8.0%} |"
+            f"{rate.cpu_busy:>8.0%} | {cpu} |"
         )
-
-    print(f"\nCPU per event (microseconds, user + system), by process:\n| {'path':<22} |", end="")
-    names = list(next(iter(rates.values())).cpu_per_event)
-    print("".join(f" {name:>14} |" for name in names), f"{'total':>6} |")
-    print(f"| {'-' * 22} |" + "".join(f" {'-' * 13}:|" for _ in names) + " -----:|")
-    for rate in rates.values():
-        parts = "".join(f" {rate.cpu_per_event[name]:>14.1f} |" for name in names)
-        print(f"| {rate.label:<22} |{parts} {sum(rate.cpu_per_event.values()):>6.1f} |")
 
 
 if __name__ == "__main__":
