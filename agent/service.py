@@ -64,6 +64,7 @@ class AgentService:
         self.arp_table = arp_table
         self.flush_conntrack = flush_conntrack
         self.events = events
+        self.status_parts: list[Callable[[], dict[str, Any]]] = []  # e.g. the cloud link's
         self.book = SessionBook(limits_of(settings))
         self.started_at = clock()
         self._nft = ThreadPoolExecutor(1, thread_name_prefix="nft")
@@ -205,7 +206,7 @@ class AgentService:
             "session_timeout": self.settings.session_timeout,
             "idle_timeout": self.settings.idle_timeout,
             "data_quota": self.settings.data_quota,
-        }
+        } | {key: value for part in self.status_parts for key, value in part().items()}
 
     def describe(self, session: Session) -> dict[str, Any]:
         """One session as plain data."""

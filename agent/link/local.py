@@ -111,8 +111,11 @@ class AgentRouter:
         """Authorized clients now."""
         return len(self.service.book)
 
-    async def _apply(self, settings: Settings) -> None:
+    async def _apply(self, wanted: Settings) -> Settings:
+        """Put the live fields of `wanted` in force; the running settings after."""
         before = self.service.settings
+        changes = {name: getattr(wanted, name) for name in LIVE_FIELDS}
+        settings = dataclasses.replace(before, **changes)
         await self.service.reconfigure(settings)
         self.on_settings(settings)
         if settings.walled_garden_domains != before.walled_garden_domains:
@@ -120,6 +123,7 @@ class AgentRouter:
             conf = garden_domains_conf(settings.walled_garden_domains)
             await asyncio.to_thread(_write_text, path, conf)
         log.info("applied live: %s", ", ".join(live_changes(before, settings)) or "no change")
+        return settings
 
     async def apply_config(self, config: RouterConfig) -> str:
         """Check, apply live and keep a pushed config; nothing changes if a check fails."""
@@ -154,10 +158,8 @@ class AgentRouter:
         except LoopspotError as error:
             return str(error)
         wanted = with_applied(base, self.applied)
-        before = self.service.settings
-        live = dataclasses.replace(before, **{name: getattr(wanted, name) for name in LIVE_FIELDS})
         try:
-            await self._apply(live)
+            live = await self._apply(wanted)
         except LoopspotError as error:
             return str(error)
         self.base = base

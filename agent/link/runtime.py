@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from agent.dhcp_leases import LeaseWatch, read_leases
 from agent.events import Emitter
@@ -80,6 +81,7 @@ class CloudLink:
             status_interval=settings.cloud_status_interval,
         )
         self._link_task = asyncio.create_task(self.link.run(), name="cloud-link")
+        service.status_parts.append(self.status)
         self._tasks = [
             asyncio.create_task(self.spooler.run_writer(), name="spool-writer"),
             asyncio.create_task(self.spooler.run_flusher(), name="spool-flusher"),
@@ -87,6 +89,17 @@ class CloudLink:
                 watch_presence(settings, service, self.emitter), name="presence-watch"
             ),
         ]
+
+    def status(self) -> dict[str, Any]:
+        """The link's part of `loopspot-agent status`."""
+        stats = self.spooler.stats
+        return {
+            "cloud": self.link.reconnect.state.value if self.link else "off",
+            "router_id": self.identity.router_id,
+            "boot_id": self.spooler.boot_id,
+            "spool_depth": stats.depth,
+            "spool_dropped": stats.dropped_total,
+        }
 
     async def stop(self) -> None:
         """Say offline, disconnect, store what is queued and snapshot the spool to flash."""

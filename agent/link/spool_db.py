@@ -23,6 +23,7 @@ log = logging.getLogger("loopspot.link")
 
 DB_NAME = "spool.db"
 KEPT_BOOTS = 50
+CACHE_KIB = 256  # events are read once, in order: sqlite's default 2 MiB page cache buys nothing
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -90,6 +91,7 @@ class SpoolDB:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._db.executescript(_SCHEMA)
         self.boot_id = secrets.token_hex(8)
         self._next_seq = 1

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
@@ -64,7 +65,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, step: float = 0.05) -
 class CloudSide:
     """What the cloud sees of the lab router: every message under its prefix, as received."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls: tuple[Path, Path, Path] | None = None) -> None:
         self.received: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4()}")
@@ -74,6 +75,9 @@ class CloudSide:
         self.client.on_disconnect = lambda *_: self.subscribed.clear()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 1)
+        if tls is not None:
+            ca, cert, key = tls
+            self.client.tls_set(str(ca), str(cert), str(key))
         self.client.connect_async("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
 
@@ -196,6 +200,12 @@ def test_router_is_online_on_connect_and_offline_by_last_will_after_kill_9(
     agent = start_linked(make_agent, lab, keepalive="5")
     status = wait_for(lambda: online(cloud), timeout=10)
     assert status.router_id == LAB_ROUTER_ID and status.boot_id and status.agent_version
+    local = agent.ctl_json("status")["status"]
+    assert (local["cloud"], local["boot_id"], local["spool_depth"]) == (
+        "connected",
+        status.boot_id,
+        0,
+    )
     late = CloudSide(broker.port)  # a subscriber arriving later still gets it: retained
     try:
         assert wait_for(lambda: late.on(Channel.STATUS, Status), timeout=5)[-1].state is (

@@ -89,3 +89,39 @@ async def test_a_pushed_config_is_applied_live_kept_on_flash_and_revokes_by_devi
     assert await router.revoke_device(device_id(key, "02:00:00:00:00:08")) != ""
     assert await router.revoke_device(device_id(key, mac)) == ""
     assert len(service.book) == 0
+
+
+async def test_reload_config_applies_live_fields_and_names_what_needs_a_restart(
+    tmp_path: Path,
+) -> None:
+    from agent.gate.gate import Gate
+    from agent.link.local import AgentRouter
+    from agent.ruleset import GateSpec
+    from agent.service import AgentService
+    from agent.store import SessionStore
+    from tests.agent.test_events import FakeNft
+
+    uci = tmp_path / "loopspot"
+    dirs = f"\toption state_dir '{tmp_path}/tmpfs'\n\toption flash_dir '{tmp_path}/flash'\n"
+    uci.write_text(f"config agent\n{dirs}")
+    settings = Settings(state_dir=tmp_path / "tmpfs", flash_dir=tmp_path / "flash")
+    service = AgentService(
+        settings,
+        Gate(FakeNft(), GateSpec.from_settings(settings)),
+        SessionStore(settings.state_dir, settings.flash_dir),
+        flush_conntrack=False,
+    )
+    pushed = RouterConfig(version=4, site_name="From the cloud")
+    router = AgentRouter(service, settings, pushed, b"k" * 16, config_file=uci)
+    uci.write_text(
+        f"config agent\n{dirs}\toption portal_port '8080'\n"
+        "config session\n\toption timeout '2h'\n"
+        "config portal\n\toption site_name 'From the file'\n"
+    )
+    note = await router.reload_config()
+    assert note == "applied; restart to change portal_port"
+    assert service.settings.session_timeout == 7200
+    assert service.settings.site_name == "From the cloud"  # the cloud's config stays on top
+    assert service.settings.portal_port == settings.portal_port
+    uci.write_text("config agent\n\toption portal_port '80'\n")
+    assert "port 80" in await router.reload_config()
