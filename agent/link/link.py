@@ -30,6 +30,7 @@ from agent.link.commands import (
     config_ack,
     judge,
 )
+from agent.link.errors import IdentityError
 from agent.link.identity import Identity
 from agent.link.spooler import Spooler
 from agent.wire import (
@@ -127,7 +128,11 @@ class Link:
     async def run(self) -> None:
         """Connect and stay connected, backing off between attempts, until stop()."""
         if self.identity.tls is not None:
-            self._tls = await asyncio.to_thread(self.identity.tls.context)
+            try:
+                self._tls = await asyncio.to_thread(self.identity.tls.context)
+            except IdentityError as error:
+                log.error("cloud link off: %s", error)
+                return
         while not self._stopped.is_set():
             self.reconnect.attempt()
             try:

@@ -97,6 +97,7 @@ class SpoolDB:
         self._next_seq = 1
         self.book = self._load(capacity)
         self._changes = 1  # the new boot is a change worth a snapshot
+        self._on_flash: tuple[int, int, int] = (-1, 0, 0)  # unknown until the first snapshot
         self._snapshot_at = monotonic()
 
     def _counter(self, name: str, default: str = "0") -> str:
@@ -244,9 +245,21 @@ class SpoolDB:
         book = self.book
         return SpoolStats(book.depth, book.dropped_total, len(book.in_flight))
 
+    def _worth_keeping(self) -> tuple[int, int, int]:
+        book = self.book
+        return book.depth, book.dropped_total, book.dropped_unreported
+
     def maybe_snapshot(self) -> bool:
-        """Snapshot to flash if the flush policy says it is time; True if it did."""
+        """Snapshot to flash if the flush policy says it is time; True if it did.
+
+        While the link keeps up, events come and go between snapshots and flash holds an
+        empty spool already: then nothing is written at all.
+        """
         if not self.policy.due(self._changes, self.monotonic() - self._snapshot_at):
+            return False
+        if self._worth_keeping() == self._on_flash and self._on_flash[0] == 0:
+            self._changes = 0
+            self._snapshot_at = self.monotonic()
             return False
         self.snapshot()
         return True
@@ -265,6 +278,7 @@ class SpoolDB:
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, self.snapshot_path)
+        self._on_flash = self._worth_keeping()
         self._changes = 0
         self._snapshot_at = self.monotonic()
 

@@ -127,3 +127,21 @@ def test_every_batch_is_a_valid_wire_message(tmp_path: Path, count: int) -> None
         total += len(decode(payload, EventBatch).events)
         spool.acked(batch.number)
     assert total == count and spool.stats().depth == 0
+
+
+def test_a_link_that_keeps_up_never_writes_flash(tmp_path: Path) -> None:
+    now = [0.0]
+    spool = SpoolDB(
+        tmp_path / "tmpfs", tmp_path / "flash", ROUTER, 100, 300, monotonic=lambda: now[0]
+    )
+    now[0] = 300.0
+    assert spool.maybe_snapshot()  # the first one: flash learns the spool is empty
+    written = (tmp_path / "flash" / DB_NAME).stat().st_mtime_ns
+    for minute in range(2, 12):
+        spool.append(seen(3))
+        taken = spool.take()
+        assert taken is not None
+        spool.acked(taken[0].number)
+        now[0] = 300.0 * minute
+        assert not spool.maybe_snapshot()
+    assert (tmp_path / "flash" / DB_NAME).stat().st_mtime_ns == written
