@@ -137,8 +137,10 @@ def enrol(engine: Engine) -> Enrol:
 class Publisher:
     """A bare paho client that publishes as routers would and returns after each PUBACK."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, username: str = "", password: str = "") -> None:
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex}")
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self._connected = threading.Event()

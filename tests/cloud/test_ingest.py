@@ -7,12 +7,17 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from sqlalchemy import Connection, Engine, func, inspect, select
 from sqlalchemy import exc as sa_exc
 
 from agent import wire
+from cloud.broker_config import password_hash
+from cloud.ingest import IngestError, IngestWorker
 from cloud.ingest_core import Accepted, Inbound, read_message
 from cloud.ingest_store import IngestStore, Written
 from cloud.models import DeadLetter, Event
@@ -329,3 +334,25 @@ async def test_run_ingest_serves_until_sigterm(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_the_worker_logs_in_with_the_service_password_and_waits_on_a_wrong_one(
+    engine: Engine, enrol: Enrol, settings: CloudSettings, tmp_path: Path, eventually: Eventually
+) -> None:
+    enrol("r1")
+    (tmp_path / "passwd").write_text(f"loopspot-cloud:{password_hash('s3cret')}\n")
+    with Broker(listener_config=f"password_file {tmp_path / 'passwd'}") as broker:
+        at_broker = replace(settings, broker_port=broker.port, broker_password="s3cret")
+        refused = IngestWorker(replace(at_broker, broker_password="wrong"), "ingest-wrong")
+        with pytest.raises(IngestError, match="did not subscribe"):
+            await refused.start(ready_timeout=1.0)
+        await refused.stop()
+        worker = IngestWorker(at_broker, "ingest-right")
+        await worker.start()
+        try:
+            publisher = Publisher(broker, username="loopspot-cloud", password="s3cret")
+            await publisher.publish_all(batches("r1", 2, 5))
+            publisher.close()
+            await eventually(lambda: count_events(engine) == 10)
+        finally:
+            await worker.stop()
