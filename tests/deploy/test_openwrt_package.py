@@ -146,6 +146,7 @@ STDLIB_PACKAGES = {
 }
 THIRD_PARTY_PACKAGES = {
     "aiohttp": "python3-aiohttp",
+    "aiomqtt": "python3-aiomqtt",  # not in the packages feed: deploy/openwrt/python-aiomqtt
     "cryptography": "python3-cryptography",
     "jinja2": "python3-jinja2",
     "markupsafe": "python3-markupsafe",
