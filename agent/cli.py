@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         "revoke", help="end a device's session and cut its connections", parents=[common]
     )
     revoke.add_argument("mac")
+    enrol = commands.add_parser(
+        "enrol", help="enrol this router in the cloud with a claim code", parents=[common]
+    )
+    enrol.add_argument("code", help="the one-time claim code, e.g. 7KQ4-M2XD-9PRT")
+    enrol.add_argument("--url", required=True, help="the cloud's enrolment URL (https://...)")
+    enrol.add_argument("--ca", type=Path, help="the cloud's CA certificate that came with it")
+    enrol.add_argument("--force", action="store_true", help="replace an existing identity")
     return parser
 
 
@@ -88,6 +95,19 @@ def main(argv: list[str] | None = None) -> int:
                 )
             return 0
         settings = _settings(args.config)
+        if args.command == "enrol":
+            from agent.enrol import DEFAULT_CLOUD_CA, enrol_main
+
+            forwarded = [
+                args.code,
+                "--url",
+                args.url,
+                "--ca",
+                str(args.ca or DEFAULT_CLOUD_CA),
+                "--dir",
+                str(settings.cloud_credentials_dir),
+            ]
+            return enrol_main(forwarded + ["--force"] * args.force + ["--json"] * args.json)
         if args.command == "run":
             from agent.daemon import (
                 run,  # the daemon's imports are not needed by the other commands

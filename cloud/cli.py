@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--device", default="", help="device_id, for revoke_device")
     add("sites", "list merchants' sites with their ids")
     add("routers", "list routers and their state")
-    add("ingest", "run an ingest worker (MQTT to database)")
+    ingest = add("ingest", "run an ingest worker (MQTT to database)")
+    ingest.add_argument("--worker-name", help="unique, stable per worker (MQTT client id)")
     add("serve-enrol", "serve router enrolment over HTTPS")
     return parser
 
@@ -251,7 +252,9 @@ def _ingest(settings: CloudSettings, _args: argparse.Namespace) -> dict[str, Any
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     run_ingest = importlib.import_module("cloud.ingest").run_ingest
     # The broker refuses anonymous services: use the generated password unless one is set.
-    outcome = run_ingest(replace(settings, broker_password=service_password(settings)))
+    outcome = run_ingest(
+        replace(settings, broker_password=service_password(settings)), _args.worker_name
+    )
     if inspect.isawaitable(outcome):
         asyncio.run(_wait(outcome))
     return {}

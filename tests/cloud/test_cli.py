@@ -167,13 +167,13 @@ def test_settings_come_from_the_environment_too(
 def test_ingest_runs_the_worker_with_the_generated_service_password(
     ready: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    seen: list[CloudSettings] = []
-    monkeypatch.setattr(cloud.ingest, "run_ingest", seen.append)
+    seen: list[tuple[CloudSettings, str | None]] = []
+    monkeypatch.setattr(cloud.ingest, "run_ingest", lambda s, name: seen.append((s, name)))
 
-    assert ready("ingest")[0] == 0
+    assert ready("ingest", "--worker-name", "ingest-a")[0] == 0
 
     password = (tmp_path / "data" / "broker" / "service-password").read_text().strip()
-    assert [s.broker_password for s in seen] == [password]
+    assert [(s.broker_password, name) for s, name in seen] == [(password, "ingest-a")]
 
 
 @pytest.fixture
