@@ -12,6 +12,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -184,7 +185,8 @@ def start_agent(
     lab: Lab, preload: int = 0, **options: str | list[str]
 ) -> tuple[RouterAgent, float]:
     """The real agent with `preload` saved sessions and a fresh table; and its start time (s)."""
-    agent = RouterAgent(lab, **{**SHIPPED_OPTIONS, **options})
+    chosen: dict[str, str | list[str]] = {**SHIPPED_OPTIONS, **options}
+    agent = RouterAgent(lab, None, **chosen)
     wipe_agent_state(agent)
     if preload:
         preload_store(
@@ -235,6 +237,29 @@ def accept_form(token: str) -> dict[str, str]:
 # --- processes --------------------------------------------------------------------------
 
 
+def run_in_router(lab: Lab, module: str, args: Sequence[str], timeout: float) -> str:
+    """Run `python -m module args` inside the lab's router namespace; its stdout."""
+    proc = netns.popen(
+        lab.router,
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise BenchError(f"{module} failed ({proc.returncode}):\n{err.decode()[-4000:]}")
+    return out.decode()
+
+
 def pin(pid: int, cpu: int) -> bool:
     """Pin every thread of `pid` to `cpu` (new threads inherit it); False if not possible."""
     if not pin_possible(cpu):
@@ -267,9 +292,25 @@ def run_rounds(rounds: int, step: Callable[[int], None]) -> None:
 
 
 def check_root() -> None:
-    """Raise BenchError unless this is root (the lab and nftables need it)."""
+    """Raise BenchError unless this is root (the lab and nftables need it); print the setting."""
     if os.geteuid() != 0:
         raise BenchError("the benchmarks need root: network namespaces and nftables")
+    print(f"  .. {setting()}", flush=True)
+
+
+def setting() -> str:
+    """Which code ran on what: the commit, uncommitted agent/lab changes, CPUs and load."""
+    git = ["git", "-C", str(REPO_ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "agent", "lab"], capture_output=True, text=True
+    )
+    changed = len(dirty.stdout.splitlines())
+    tree = head.stdout.strip() or "unknown commit"
+    if changed:
+        tree += f" + {changed} uncommitted file(s) in agent/ or lab/"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"code {tree}; {os.cpu_count()} CPUs; load average {load}"
 
 
 def pin_possible(cpu: int) -> bool:

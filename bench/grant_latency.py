@@ -14,8 +14,6 @@ import argparse
 import json
 import random
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ from dataclasses import dataclass
 from bench import common as C
 from bench.grant_kernel import KERNEL_BACKENDS, KernelRound
 from lab import addresses as A
-from lab import netns
 from lab.client import connect, http_post_form
 from lab.topology import Lab, Phone
 
@@ -40,10 +37,7 @@ def measure_in_kernel(
     lab: Lab, clients: Sequence[int], backends: Sequence[str], rounds: int, accepts: int
 ) -> list[KernelRound]:
     """Run bench.grant_kernel inside the router namespace and collect its rounds."""
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.grant_kernel",
+    args = [
         "--clients",
         ",".join(map(str, clients)),
         "--backends",
@@ -53,17 +47,7 @@ def measure_in_kernel(
         "--accepts",
         str(accepts),
     ]
-    proc = netns.popen(
-        lab.router, *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=C.REPO_ROOT
-    )
-    try:
-        out, err = proc.communicate(timeout=INNER_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if proc.returncode != 0:
-        raise C.BenchError(f"bench.grant_kernel failed ({proc.returncode}):\n{err.decode()}")
+    out = C.run_in_router(lab, "bench.grant_kernel", args, INNER_TIMEOUT)
     return [KernelRound.from_json(item) for item in json.loads(out)]
 
 
