@@ -324,3 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     elif result:
         _show(result)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
