@@ -1,4 +1,4 @@
-"""Every benchmark in sequence with modest settings (about 6-8 minutes): `make bench`.
+"""Every benchmark in sequence with modest settings (about 5 minutes): `make bench`.
 
     sudo .venv/bin/python -m bench.run_all [--json results.json]
 
