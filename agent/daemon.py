@@ -99,9 +99,14 @@ async def run(
     if settings.cloud_enabled:
         settings, applied, cloud = await _open_cloud(settings)
     store = SessionStore(settings.state_dir, settings.flash_dir)
-    gate = Gate(open_nft(settings.nft_backend), GateSpec.from_settings(settings))
+    spec = GateSpec.from_settings(settings)
+    gate = Gate(open_nft(settings.nft_backend), spec)
     service = AgentService(
-        settings, gate, store, events=cloud.emitter if cloud is not None else NO_EVENTS
+        settings,
+        gate,
+        store,
+        events=cloud.emitter if cloud is not None else NO_EVENTS,
+        counter_reader=Gate(open_nft(settings.nft_backend), spec),
     )
     app = build_app(settings, service, csrf_key(settings.flash_dir))
     if cloud is not None:
