@@ -46,6 +46,7 @@ class Channel(enum.Enum):
     ACK = "up/ack"  # acknowledgements of config and commands
     CONFIG = "down/config"  # retained, versioned
     COMMAND = "down/cmd"
+    RECEIPT = "down/receipt"  # which events the cloud has stored; the spool may forget them
 
 
 def check_router_id(router_id: str) -> str:
@@ -244,8 +245,29 @@ class Ack(Message):
     at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class SeqRange(Message):
+    """Events `first` to `last` (inclusive) of one boot of a router."""
+
+    TYPE: ClassVar[str] = "seq_range"
+    boot_id: str = ""
+    first: int = 0
+    last: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt(Message):
+    """The events the cloud has committed, exactly: never "all up to N", as batches can be
+    lost in the middle. Events the router never sent, or has forgotten, are ignored."""
+
+    TYPE: ClassVar[str] = "receipt"
+    router_id: str = ""
+    ranges: tuple[SeqRange, ...] = ()
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Event, EventBatch, Status, RouterConfig, Command, Ack)
+    cls.TYPE: cls
+    for cls in (Event, EventBatch, Status, RouterConfig, Command, Ack, SeqRange, Receipt)
 }
 CHANNEL_TYPES: dict[Channel, type[Message]] = {
     Channel.EVENTS: EventBatch,
@@ -253,6 +275,7 @@ CHANNEL_TYPES: dict[Channel, type[Message]] = {
     Channel.ACK: Ack,
     Channel.CONFIG: RouterConfig,
     Channel.COMMAND: Command,
+    Channel.RECEIPT: Receipt,
 }
 
 _MAX_TEXT = 256
@@ -327,7 +350,7 @@ def _build(cls: type[M], body: dict[str, Any], prefix: str = "") -> M:
 
 def _check(message: Message, prefix: str) -> None:
     """Rules beyond types."""
-    if isinstance(message, Event | EventBatch | Status | Ack) and message.router_id:
+    if isinstance(message, Event | EventBatch | Status | Ack | Receipt) and message.router_id:
         try:
             check_router_id(message.router_id)
         except WireError as exc:
@@ -345,6 +368,11 @@ def _check(message: Message, prefix: str) -> None:
                 prefix + "device_id",
                 f"must be {DEVICE_ID_HEX} lower-case hex digits (an HMAC, never a MAC)",
             )
+    if isinstance(message, SeqRange):
+        if not message.boot_id or len(message.boot_id) > 64:
+            raise WireError(prefix + "boot_id", "is required, at most 64 characters")
+        if message.last < message.first:
+            raise WireError(prefix + "last", f"is {message.last}, before first ({message.first})")
     if isinstance(message, EventBatch):
         for i, event in enumerate(message.events):
             if event.router_id != message.router_id:

@@ -1,0 +1,89 @@
+"""The wire contract: receipts name exactly the events the cloud stored, and survive the wire."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.wire import (
+    CHANNEL_TYPES,
+    MAX_BATCH,
+    MESSAGE_TYPES,
+    Channel,
+    Receipt,
+    SeqRange,
+    Topic,
+    WireError,
+    decode,
+    decode_from,
+)
+
+ROUTER = "shop-1"
+boot_ids = st.text("0123456789abcdef", min_size=1, max_size=64)
+seqs = st.integers(0, 2**63 - 1)
+
+
+@st.composite
+def seq_ranges(draw: st.DrawFn) -> SeqRange:
+    first, last = sorted((draw(seqs), draw(seqs)))
+    return SeqRange(boot_id=draw(boot_ids), first=first, last=last)
+
+
+receipts = st.builds(
+    Receipt,
+    router_id=st.from_regex(r"[a-z0-9][a-z0-9-]{0,62}", fullmatch=True),
+    ranges=st.lists(seq_ranges(), max_size=20).map(tuple),
+)
+
+
+@given(receipts)
+def test_a_receipt_decodes_to_what_was_encoded(receipt: Receipt) -> None:
+    assert decode(receipt.encode(), Receipt) == receipt
+
+
+def test_a_receipt_comes_on_the_routers_down_receipt_topic() -> None:
+    receipt = Receipt(ROUTER, (SeqRange("b1", 1, 40), SeqRange("b1", 42, 42)))
+    topic, decoded = decode_from(f"loopspot/v1/{ROUTER}/down/receipt", receipt.encode())
+    assert topic == Topic(ROUTER, Channel.RECEIPT) and decoded == receipt
+    assert CHANNEL_TYPES[Channel.RECEIPT] is Receipt and MESSAGE_TYPES["receipt"] is Receipt
+
+
+def test_a_receipt_lists_ranges_not_a_high_water_mark() -> None:
+    body = Receipt(ROUTER, (SeqRange("b1", 1, 3), SeqRange("b0", 7, 9))).to_json()
+    assert body["ranges"] == [
+        {"boot_id": "b1", "first": 1, "last": 3},
+        {"boot_id": "b0", "first": 7, "last": 9},
+    ]
+
+
+def test_unknown_fields_of_a_newer_cloud_are_ignored() -> None:
+    payload = (
+        b'{"v":2,"type":"receipt","router_id":"shop-1","stored_at":5,'
+        b'"ranges":[{"boot_id":"b1","first":1,"last":2,"worker":"ingest-0"}]}'
+    )
+    assert decode(payload, Receipt) == Receipt(ROUTER, (SeqRange("b1", 1, 2),))
+
+
+@pytest.mark.parametrize(
+    ("ranges", "field"),
+    [
+        ('[{"boot_id":"b1","first":5,"last":4}]', "ranges[0].last"),
+        ('[{"first":1,"last":2}]', "ranges[0].boot_id"),
+        ('[{"boot_id":"' + "b" * 65 + '","first":1,"last":2}]', "ranges[0].boot_id"),
+        ('[{"boot_id":"b1","first":-1,"last":2}]', "ranges[0].first"),
+        ('[{"boot_id":"b1","first":1,"last":"2"}]', "ranges[0].last"),
+        ('{"boot_id":"b1"}', "ranges"),
+        ("[" + ",".join(['{"boot_id":"b","first":1,"last":1}'] * (MAX_BATCH + 1)) + "]", "ranges"),
+    ],
+)
+def test_a_malformed_receipt_is_refused_naming_the_field(ranges: str, field: str) -> None:
+    payload = f'{{"v":1,"type":"receipt","router_id":"shop-1","ranges":{ranges}}}'.encode()
+    with pytest.raises(WireError) as refused:
+        decode(payload, Receipt)
+    assert refused.value.field == field
+
+
+def test_a_receipt_for_another_router_on_this_routers_topic_is_refused() -> None:
+    with pytest.raises(WireError, match="router_id"):
+        decode_from(f"loopspot/v1/{ROUTER}/down/receipt", Receipt("shop-2").encode())
