@@ -2,7 +2,9 @@
 
 A worker holds each QoS 1 message unacknowledged until the transaction that stores it has
 committed; the broker redelivers whatever a worker did not acknowledge, and the unique key
-(router_id, boot_id, seq) turns a redelivery into a no-op.
+(router_id, boot_id, seq) turns a redelivery into a no-op. After the commit, and before
+acknowledging, it sends each router a Receipt naming the events stored: only then does the
+router forget them, so an event the broker acknowledged but lost is sent again.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from datetime import UTC, datetime
 import aiomqtt
 from sqlalchemy import Engine, make_url
 
-from agent.wire import INGEST_SHARE
+from agent.wire import INGEST_SHARE, Channel, Topic
 from cloud.broker_config import MAX_INFLIGHT
 from cloud.db import make_engine
 from cloud.errors import CloudError
-from cloud.ingest_core import Batcher, Inbound, read_message, weight
+from cloud.ingest_core import Batcher, Inbound, read_message, receipts, weight
 from cloud.ingest_store import IngestStore, Written, is_outage
 from cloud.settings import CloudSettings
 
@@ -35,6 +37,7 @@ RETRY_FIRST = 0.2  # seconds before writing again after a database outage
 RETRY_MAX = 10.0
 BROKER_IN_FLIGHT = MAX_INFLIGHT  # the broker's max_inflight_messages, as cloud.broker_config sets
 KEEPALIVE = 30
+RECEIPT_QOS = 1  # queued for a router that is away; a lost one only costs a harmless resend
 
 
 class IngestError(CloudError):
@@ -49,6 +52,7 @@ class IngestStats:
     events: int = 0  # events written, redelivered duplicates included
     dead_letters: int = 0
     batches: int = 0
+    receipts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +239,9 @@ class IngestWorker:
             stopping = self._stopping.is_set()
             if batcher.due(loop.time()) or (stopping and len(batcher)):
                 held = batcher.take()
-                if await self._write(held):
+                written = await self._write(held)
+                if written is not None:
+                    await self._send_receipts(client, written)
                     for one in held:
                         _ack(client, one)
                 continue
@@ -246,8 +252,31 @@ class IngestWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _write(self, held: list[_Held]) -> bool:
-        """Commit `held` (retrying outages with backoff); False if stopped before it could."""
+    async def _send_receipts(self, client: aiomqtt.Client, written: Written) -> None:
+        """Tell each router which of its events are committed; return once the broker has them.
+
+        A connection lost here raises: nothing of the batch is acknowledged, so the broker
+        delivers it again, it is written again (a no-op) and the receipts are sent again.
+        """
+        made = receipts(written.stored)
+        sent = await asyncio.gather(
+            *(
+                client.publish(
+                    str(Topic(receipt.router_id, Channel.RECEIPT)),
+                    receipt.encode(),
+                    qos=RECEIPT_QOS,
+                )
+                for receipt in made
+            ),
+            return_exceptions=True,  # every publish ends before this does: none is left behind
+        )
+        for outcome in sent:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        self.stats.receipts += len(made)
+
+    async def _write(self, held: list[_Held]) -> Written | None:
+        """Commit `held` (retrying outages with backoff); None if stopped before it could."""
         loop = asyncio.get_running_loop()
         items = [one.item for one in held]
         delay = RETRY_FIRST
@@ -262,7 +291,7 @@ class IngestWorker:
                     raise
                 log.warning("%s: database unavailable (%s)", self.worker_name, error)
                 if self._stopping.is_set():
-                    return False  # unacknowledged: the broker delivers them again later
+                    return None  # unacknowledged: the broker delivers them again later
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, RETRY_MAX)
@@ -270,7 +299,7 @@ class IngestWorker:
             self.stats.batches += 1
             self.stats.events += written.events
             self.stats.dead_letters += written.dead_letters
-            return True
+            return written
 
 
 async def _serve_until_signalled(settings: CloudSettings, worker_name: str | None) -> None:

@@ -7,8 +7,8 @@ cloud.ingest (MQTT) and cloud.ingest_store (SQL) do the I/O around these decisio
 from __future__ import annotations
 
 import functools
-from collections import deque
-from collections.abc import Collection, Sequence
+from collections import defaultdict, deque
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -28,6 +28,9 @@ ROUTERS: Table = Base.metadata.tables["routers"]
 CONFIGS: Table = Base.metadata.tables["router_configs"]
 COMMANDS: Table = Base.metadata.tables["commands"]
 UPSTREAM = (wire.Channel.EVENTS, wire.Channel.STATUS, wire.Channel.ACK)
+RECEIPT_MAX_RANGES = wire.MAX_BATCH  # a router decodes no longer list; more go in more receipts
+
+Origin = tuple[str, str, int]  # router_id, boot_id, seq: what makes an event unique
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +223,10 @@ class Plan:
     command_acks: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
+    def origins(self) -> tuple[Origin, ...]:
+        """The events this plan stores (or finds already stored), by origin."""
+        return tuple((row["router_id"], row["boot_id"], row["seq"]) for row in self.events)
+
     def refuse(self, topic: str, payload: bytes, reason: str) -> None:
         """Send a message to dead_letters, with its topic and payload cut to what is kept."""
         self.dead_letters.append(
@@ -306,3 +313,37 @@ def plan_batch(items: Sequence[Inbound], known_routers: Collection[str], now: da
 def routers_named(items: Sequence[Inbound]) -> set[str]:
     """The router ids the accepted messages of a batch come from."""
     return {item.router_id for item in items if isinstance(item, Accepted)}
+
+
+def runs(numbers: Iterable[int]) -> list[tuple[int, int]]:
+    """The numbers as sorted, contiguous, inclusive (first, last) runs; repeats count once."""
+    found: list[tuple[int, int]] = []
+    for number in sorted(set(numbers)):
+        if found and number == found[-1][1] + 1:
+            found[-1] = (found[-1][0], number)
+        else:
+            found.append((number, number))
+    return found
+
+
+def receipts(stored: Iterable[Origin]) -> list[wire.Receipt]:
+    """Receipts for committed events: one per router, its seqs as ranges per boot.
+
+    Exactly the events given, never "everything up to": a gap stays a gap, so the router
+    keeps and sends again what is missing. A router with more than RECEIPT_MAX_RANGES
+    ranges gets several receipts.
+    """
+    seqs: defaultdict[str, defaultdict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for router_id, boot_id, seq in stored:
+        seqs[router_id][boot_id].append(seq)
+    made: list[wire.Receipt] = []
+    for router_id, boots in sorted(seqs.items()):
+        ranges = [
+            wire.SeqRange(boot_id=boot_id, first=first, last=last)
+            for boot_id, numbers in sorted(boots.items())
+            for first, last in runs(numbers)
+        ]
+        for start in range(0, len(ranges), RECEIPT_MAX_RANGES):
+            chunk = tuple(ranges[start : start + RECEIPT_MAX_RANGES])
+            made.append(wire.Receipt(router_id=router_id, ranges=chunk))
+    return made

@@ -37,6 +37,7 @@ from cloud.ingest_core import (
     EVENT_FIELDS,
     EVENTS,
     Inbound,
+    Origin,
     Plan,
     Refused,
     plan_batch,
@@ -105,13 +106,19 @@ class EventInserter:
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """What one write stored: events offered (duplicates included) and dead letters."""
+    """What one write committed: events offered (duplicates included), by origin in `stored`
+    (what the routers get receipts for), and dead letters."""
 
     events: int = 0
     dead_letters: int = 0
+    stored: tuple[Origin, ...] = ()
 
     def __add__(self, other: Written) -> Written:
-        return Written(self.events + other.events, self.dead_letters + other.dead_letters)
+        return Written(
+            self.events + other.events,
+            self.dead_letters + other.dead_letters,
+            self.stored + other.stored,
+        )
 
 
 class IngestStore:
@@ -162,7 +169,7 @@ class IngestStore:
     def _write(self, connection: Connection, items: Sequence[Inbound], now: datetime) -> Written:
         plan = plan_batch(items, self._known(connection, routers_named(items)), now)
         self._execute(connection, plan)
-        return Written(len(plan.events), len(plan.dead_letters))
+        return Written(len(plan.events), len(plan.dead_letters), plan.origins())
 
     def _execute(self, connection: Connection, plan: Plan) -> None:
         if plan.events:

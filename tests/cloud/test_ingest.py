@@ -6,12 +6,16 @@ import asyncio
 import os
 import signal
 import sys
+import threading
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Connection, Engine, func, inspect, select
 from sqlalchemy import exc as sa_exc
 
@@ -80,6 +84,82 @@ async def test_published_batches_become_rows_once(
     await publisher.publish_all(batches("r1", 10, 50) + batches("r2", 5, 20))
     await eventually(lambda: count_events(engine) == 600)
     assert distinct_origins(engine) == 600
+
+
+class RouterInbox:
+    """What routers see on their receipt topics: every Receipt, decoded, as it came."""
+
+    def __init__(self, broker: Broker, *router_ids: str) -> None:
+        self.receipts: list[wire.Receipt] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"box-{uuid.uuid4().hex}")
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe([(str(wire.Topic(r, wire.Channel.RECEIPT)), 1) for r in router_ids])
+        if not subscribed.wait(10):
+            raise TimeoutError("the router inbox could not subscribe")
+
+    def _on_message(
+        self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage
+    ) -> None:
+        _, receipt = wire.decode_from(message.topic, bytes(message.payload))
+        assert isinstance(receipt, wire.Receipt)
+        with self._lock:
+            self.receipts.append(receipt)
+
+    def receipted(self, router_id: str) -> list[tuple[str, int]]:
+        """(boot_id, seq) of every receipted event of `router_id`, repeats kept."""
+        with self._lock:
+            return [
+                (r.boot_id, seq)
+                for receipt in self.receipts
+                if receipt.router_id == router_id
+                for r in receipt.ranges
+                for seq in range(r.first, r.last + 1)
+            ]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def test_routers_get_receipts_for_stored_and_duplicate_events_and_none_for_dead_letters(
+    engine: Engine,
+    enrol: Enrol,
+    broker: Broker,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1", "r2")
+    inbox = RouterInbox(broker, "r1", "r2", "ghost")
+    try:
+        await make_worker()
+        _, poisoned = event_batch("r1", range(100, 103))
+        poisoned = poisoned.replace(b'"kind"', b'"reason":"' + b"x" * 100 + b'","kind"', 1)
+        await publisher.publish_all(
+            batches("r1", 2, 10)
+            + batches("r2", 1, 5, boot="boot-b")
+            + [
+                (str(wire.Topic("r1", wire.Channel.EVENTS)), poisoned),
+                event_batch("ghost", range(3)),
+            ]
+        )
+        await eventually(lambda: count_events(engine) == 25 and len(dead_letters(engine)) == 2)
+        await eventually(lambda: len(inbox.receipted("r1")) == 20)
+        await eventually(lambda: len(inbox.receipted("r2")) == 5)
+        assert sorted(inbox.receipted("r1")) == [("boot-a", seq) for seq in range(20)]
+        assert sorted(inbox.receipted("r2")) == [("boot-b", seq) for seq in range(5)]
+        await publisher.publish_all(batches("r1", 1, 10))  # sent again: already stored
+        await eventually(lambda: len(inbox.receipted("r1")) == 30)
+        assert count_events(engine) == 25
+        assert not inbox.receipted("ghost")
+        assert not {seq for _, seq in inbox.receipted("r1")} & {100, 101, 102}
+    finally:
+        inbox.close()
 
 
 async def test_the_same_batch_published_twice_is_stored_once(
@@ -272,7 +352,8 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_its_batch_still_sto
         read_message(*event_batch("r1", range(3, 5))),
     ]
     written = RefusingStore(engine).write(items, datetime.now(UTC))
-    assert written == Written(events=5, dead_letters=1)
+    assert (written.events, written.dead_letters) == (5, 1)
+    assert sorted(seq for _, _, seq in written.stored) == [0, 1, 2, 3, 4]  # receipted
     assert count_events(engine) == 5
     assert dead_letters(engine)[0][2] == "database: check failed"
 

@@ -11,13 +11,17 @@ from agent import wire
 from cloud.ingest_core import (
     DEAD_LETTER_PAYLOAD_MAX,
     EVENTS,
+    RECEIPT_MAX_RANGES,
     ROUTERS,
     Accepted,
     Batcher,
+    Origin,
     Refused,
     misfit,
     plan_batch,
     read_message,
+    receipts,
+    runs,
     weight,
 )
 
@@ -271,3 +275,74 @@ def test_acks_for_configs_and_commands_are_planned() -> None:
         {"rid": "r1", "cid": "c-1", "ok": False, "error": "no such device"}
     ]
     assert [d["reason"].split(":")[0] for d in plan.dead_letters] == ["id", "ref"]
+
+
+# --- receipts -----------------------------------------------------------------------------
+
+
+def covered(made: list[wire.Receipt]) -> set[Origin]:
+    return {
+        (receipt.router_id, r.boot_id, seq)
+        for receipt in made
+        for r in receipt.ranges
+        for seq in range(r.first, r.last + 1)
+    }
+
+
+def test_each_router_gets_one_receipt_with_its_seqs_as_ranges_per_boot() -> None:
+    stored = [("r1", "b", s) for s in (3, 1, 2, 5)] + [("r1", "a", 9), ("r2", "b", 1)]
+    assert receipts(stored) == [
+        wire.Receipt(
+            "r1", (wire.SeqRange("a", 9, 9), wire.SeqRange("b", 1, 3), wire.SeqRange("b", 5, 5))
+        ),
+        wire.Receipt("r2", (wire.SeqRange("b", 1, 1),)),
+    ]
+
+
+def test_a_batch_lost_in_the_middle_stays_a_gap_in_the_receipt() -> None:
+    stored = [("r1", "b", s) for s in [*range(1, 101), *range(201, 301)]]
+    (receipt,) = receipts(stored)
+    assert [(r.first, r.last) for r in receipt.ranges] == [(1, 100), (201, 300)]
+
+
+def test_nothing_stored_means_no_receipt() -> None:
+    assert receipts([]) == []
+
+
+def test_a_router_with_very_many_ranges_gets_several_receipts_it_can_decode() -> None:
+    stored = [("r1", "b", 2 * n) for n in range(RECEIPT_MAX_RANGES + 5)]
+    made = receipts(stored)
+    assert [len(r.ranges) for r in made] == [RECEIPT_MAX_RANGES, 5]
+    for receipt in made:
+        assert wire.decode(receipt.encode(), wire.Receipt) == receipt
+    assert covered(made) == set(stored)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["r1", "r2"]), st.sampled_from(["a", "b"]), st.integers(0, 60)),
+        max_size=200,
+    )
+)
+def test_receipts_cover_exactly_the_stored_events(stored: list[Origin]) -> None:
+    made = receipts(stored)
+    assert covered(made) == set(stored)
+    assert len({r.router_id for r in made}) == len(made)  # one per router
+    for receipt in made:
+        assert all(r.first <= r.last for r in receipt.ranges)
+
+
+def test_runs_join_neighbours_and_count_repeats_once() -> None:
+    assert runs([5, 1, 2, 2, 3, 9, 8]) == [(1, 3), (5, 5), (8, 9)]
+
+
+def test_a_plan_stores_and_receipts_only_the_events_not_dead_lettered() -> None:
+    items = [
+        read_message(events_topic(), batch(seqs=range(1, 4))),
+        read_message(events_topic(), batch(seqs=range(4, 6), reason="x" * 100)),
+        read_message(events_topic("ghost"), batch("ghost", seqs=range(1, 3))),
+        read_message(events_topic(), batch(seqs=range(6, 8))),
+    ]
+    plan = plan_batch(items, {"r1"}, NOW)
+    assert plan.origins() == tuple(("r1", "boot-a", s) for s in (1, 2, 3, 6, 7))
+    assert len(plan.dead_letters) == 2
