@@ -17,7 +17,7 @@ from aiohttp import web
 from agent.control import serve_control
 from agent.events import NO_EVENTS
 from agent.gate.gate import Gate
-from agent.gate.nft import open_nft
+from agent.gate.nft import open_bulk_nft, open_nft
 from agent.portal.app import PORTAL, build_app
 from agent.ruleset import GateSpec
 from agent.service import AgentService
@@ -106,7 +106,7 @@ async def run(
         gate,
         store,
         events=cloud.emitter if cloud is not None else NO_EVENTS,
-        counter_reader=Gate(open_nft(settings.nft_backend), spec),
+        bulk=Gate(open_bulk_nft(settings.nft_backend), spec),
     )
     app = build_app(settings, service, csrf_key(settings.flash_dir))
     if cloud is not None:

@@ -56,13 +56,13 @@ class AgentService:
         arp_table: Path = ARP_TABLE,
         flush_conntrack: bool = True,
         events: SessionEvents = NO_EVENTS,
-        counter_reader: Gate | None = None,
+        bulk: Gate | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate
-        # Reading 10,000 counters takes ~250 ms: with its own nftables context and thread,
-        # the counter poll never holds up a shopper's grant.
-        self.counter_reader = counter_reader or gate
+        # Whole-table installs and counter reads (10,000 counters: ~250 ms, megabytes of
+        # JSON) go through `bulk`, on their own thread, so they never hold up a grant.
+        self.bulk = bulk or gate
         self.store = store
         self.clock = clock
         self.arp_table = arp_table
@@ -73,9 +73,7 @@ class AgentService:
         self.started_at = clock()
         self._nft = ThreadPoolExecutor(1, thread_name_prefix="nft")
         self._counters = (
-            self._nft
-            if counter_reader is None
-            else ThreadPoolExecutor(1, thread_name_prefix="nft-counters")
+            self._nft if bulk is None else ThreadPoolExecutor(1, thread_name_prefix="nft-counters")
         )
         self._db = ThreadPoolExecutor(1, thread_name_prefix="store")
 
@@ -86,8 +84,8 @@ class AgentService:
         """Reconcile saved sessions with the kernel set and install the table with them."""
         now = self.clock()
         saved = await self._on(self._db, self.store.load)
-        exists = await self._on(self._nft, self.gate.exists)
-        kernel = await self._on(self._nft, self.gate.read_clients) if exists else {}
+        exists = await self._on(self._nft, self.bulk.exists)
+        kernel = await self._on(self._nft, self.bulk.read_clients) if exists else {}
         plan = reconcile(
             saved,
             {c: (k.expires_in, k.bytes_total) for c, k in kernel.items()},
@@ -95,7 +93,7 @@ class AgentService:
             self.book.limits,
         )
         grants = [Grant(s.client, s.kernel_timeout(now)) for s in plan.sessions]
-        await self._on(self._nft, self.gate.install, grants)
+        await self._on(self._nft, self.bulk.install, grants)
         self.book = SessionBook(self.book.limits, plan.sessions)
         await self._on(self._db, self.store.replace_all, plan.sessions)
         await self._on(self._db, self.store.record_ended, plan.ended)
@@ -168,7 +166,7 @@ class AgentService:
 
     async def poll(self) -> Observed:
         """Read the kernel counters, end sessions past a limit, restore lost elements."""
-        kernel = await self._on(self._counters, self.counter_reader.read_clients)
+        kernel = await self._on(self._counters, self.bulk.read_clients)
         before = {s.client.mac: s for s in self.book.all()}
         observed = self.book.observe({c: k.bytes_total for c, k in kernel.items()}, self.clock())
         now = self.clock()
@@ -197,7 +195,7 @@ class AgentService:
         if settings.walled_garden_addresses != self.settings.walled_garden_addresses:
             addresses = settings.walled_garden_addresses
             await self._on(self._nft, self.gate.set_walled_garden, addresses)
-            self.gate.spec = GateSpec.from_settings(settings)  # a later install keeps them
+            self.gate.spec = self.bulk.spec = GateSpec.from_settings(settings)  # kept on install
         self.settings = settings
         self.book.limits = limits_of(settings)
 

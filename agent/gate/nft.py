@@ -119,3 +119,15 @@ def open_nft(backend: str) -> Nft:
         return LibNftables()
     except GateError:
         return NftProcess()
+
+
+def open_bulk_nft(backend: str) -> Nft:
+    """For whole-table installs and counter listings: an `nft` process when there is one.
+
+    libnftables keeps megabytes of cache and JSON after a large listing; in a short-lived
+    process that memory is not the agent's, and the extra few ms do not matter off the
+    grant path.
+    """
+    if backend != "libnftables" and shutil.which("nft"):
+        return NftProcess()
+    return open_nft(backend)
