@@ -3,7 +3,8 @@
 One task runs the connection loop. While connected, a task group holds the spool pump,
 one task per batch in flight, the status reporter and the receiver; when the connection
 drops they all end, the spool takes its batches back, and the Reconnect machine says how
-long to wait.
+long to wait. Events leave the spool when the cloud's Receipt names them, not on the
+broker's PUBACK; the pump sends again what no receipt came for.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ from agent.wire import (
     Channel,
     Command,
     CommandAction,
+    Receipt,
     RouterConfig,
     RouterState,
     Status,
+    Topic,
     WireError,
     decode_from,
 )
@@ -162,6 +165,7 @@ class Link:
             self.reconnect.connected(self.monotonic())
             self._client = client
             await mqtt.subscribe(client, self.router_id)
+            await client.subscribe(str(Topic(self.router_id, Channel.RECEIPT)), qos=mqtt.QOS)
             await self.publish_status()
             self.connected.set()
             log.info("link: connected to %s", self.identity.broker_host)
@@ -187,7 +191,8 @@ class Link:
             self.spooler.waiting.clear()
             taken = await self.spooler.take()
             if taken is None:
-                await self.spooler.waiting.wait()
+                with contextlib.suppress(TimeoutError):  # then unconfirmed batches go again
+                    await asyncio.wait_for(self.spooler.waiting.wait(), self.spooler.resend_in)
                 continue
             batch, payload = taken
             group.create_task(
@@ -221,6 +226,8 @@ class Link:
             return await self._on_config(decoded)
         if isinstance(decoded, Command):
             return await self._on_command(decoded)
+        if isinstance(decoded, Receipt):
+            await self.spooler.receipted(decoded)
         return None
 
     async def _on_config(self, config: RouterConfig) -> Ack | None:

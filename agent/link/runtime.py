@@ -98,6 +98,7 @@ class CloudLink:
             "router_id": self.identity.router_id,
             "boot_id": self.spooler.boot_id,
             "spool_depth": stats.depth,
+            "spool_unconfirmed": stats.unconfirmed,  # the broker has them; no receipt yet
             "spool_dropped": stats.dropped_total,
         }
 

@@ -1,19 +1,24 @@
-"""The spool's bookkeeping, pure: which stored events wait, which are in flight, what to drop.
+"""The spool's bookkeeping, pure: which stored events wait, which are on their way, what to drop.
 
-Rows are numbered by consecutive ids. Waiting rows and each batch in flight are lists of
-inclusive id ranges, so the book stays a few numbers however many events wait. The adapter
-(`agent.link.spool_db`) does what the book decides: insert, delete, read ranges.
+Rows are numbered by consecutive ids. A row waits; goes out in a batch, in flight until the
+broker's PUBACK; is then unconfirmed until the cloud's receipt names its (boot_id, seq); and
+only then is it deleted. The broker's PUBACK is not enough: a broker may lose what it
+acknowledged (a restart, a crash), so an unconfirmed row goes out again after a reconnect or
+RECEIPT_TIMEOUT seconds, and the cloud's unique key makes the repeat a no-op. Each state is
+a list of inclusive id ranges, so the book stays a few numbers however many events wait. The
+adapter (`agent.link.spool_db`) does what the book decides: insert, delete, read ranges.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agent.link.errors import StateError
 
 BATCH_SIZE = 100  # events per MQTT message (about 25 KB; the wire allows 256 KB)
 MAX_IN_FLIGHT = 4  # batches published and waiting for their PUBACK
+RECEIPT_TIMEOUT = 30.0  # seconds after its PUBACK that a batch without a receipt goes again
 FLUSH_AFTER_CHANGES = 1000  # snapshot to flash early after this many changes ...
 MIN_FLUSH_SPACING = 10.0  # ... but never twice within this many seconds
 
@@ -58,14 +63,82 @@ def ranges_of(ids: Iterable[int]) -> list[Range]:
     return merge((i, i) for i in ids)
 
 
+def subtract(ranges: Iterable[Range], removed: Iterable[Range]) -> list[Range]:
+    """The ids of `ranges` that are not in `removed`, as merged ranges."""
+    left: list[Range] = []
+    cut = merge(removed)
+    for first, last in merge(ranges):
+        start = first
+        for gone_first, gone_last in cut:
+            if gone_last < start or gone_first > last:
+                continue
+            if gone_first > start:
+                left.append((start, gone_first - 1))
+            start = gone_last + 1
+        if start <= last:
+            left.append((start, last))
+    return left
+
+
+def intersect(ranges: Iterable[Range], other: Iterable[Range]) -> list[Range]:
+    """The ids in both, as merged ranges."""
+    mine = merge(ranges)
+    return subtract(mine, subtract(mine, other))
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Rows `first_id` to `last_id` hold events `first_seq`, `first_seq` + 1, ... of `boot_id`."""
+
+    boot_id: str
+    first_seq: int
+    first_id: int
+    last_id: int
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the row `last_id`."""
+        return self.first_seq + self.last_id - self.first_id
+
+    def rows(self, first_seq: int, last_seq: int) -> Range | None:
+        """The ids of seqs `first_seq` to `last_seq` that this run holds, or None."""
+        low, high = max(first_seq, self.first_seq), min(last_seq, self.last_seq)
+        if low > high:
+            return None
+        return self.first_id + low - self.first_seq, self.first_id + high - self.first_seq
+
+    def within(self, ranges: Iterable[Range]) -> list[Origin]:
+        """The pieces of this run whose ids are in `ranges`."""
+        return [
+            Origin(self.boot_id, self.first_seq + first - self.first_id, first, last)
+            for first, last in intersect([(self.first_id, self.last_id)], ranges)
+        ]
+
+    def without(self, ranges: Iterable[Range]) -> list[Origin]:
+        """The pieces of this run whose ids are not in `ranges`."""
+        return self.within(subtract([(self.first_id, self.last_id)], ranges))
+
+
+def origins_of(rows: Iterable[tuple[int, str, int]]) -> list[Origin]:
+    """(row id, boot_id, seq) in id order, as runs in which id and seq both step by one."""
+    runs: list[Origin] = []
+    for row, boot_id, seq in rows:
+        last = runs[-1] if runs else None
+        if last and (last.boot_id, last.last_id + 1, last.last_seq + 1) == (boot_id, row, seq):
+            runs[-1] = replace(last, last_id=row)
+        else:
+            runs.append(Origin(boot_id, seq, row, row))
+    return runs
+
+
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """Where new events go: ids for the newest `len(ids)` of them (the older ones are dropped
-    at once when more came than the spool holds), and the oldest waiting rows to delete."""
+    at once when more came than the spool holds), and the oldest stored rows to delete."""
 
     ids: range
     dropped: tuple[Range, ...]
-    dropped_count: int  # events: waiting rows deleted plus new ones never stored
+    dropped_count: int  # events: stored rows deleted plus new ones never stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +156,17 @@ class Batch:
         return count_of(self.ranges)
 
 
+@dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    """Rows of a batch the broker acknowledged at `since`, waiting for the cloud's receipt."""
+
+    ranges: tuple[Range, ...]
+    since: float
+
+
 class SpoolBook:
-    """A bounded queue of row ids: admit, take batches, ack them, requeue on a lost link."""
+    """A bounded queue of row ids: admit, take batches, ack them, delete what the cloud
+    receipted, and send again what it did not (after a lost link or a timeout)."""
 
     def __init__(
         self,
@@ -101,6 +183,8 @@ class SpoolBook:
         self.capacity = capacity
         self.waiting: list[Range] = merge(stored)
         self.in_flight: dict[int, Batch] = {}
+        self.unconfirmed: dict[int, Unconfirmed] = {}  # by batch number
+        self.origins: list[Origin] = []  # (boot_id, seq) of rows sent at least once
         self.next_id = max(next_id, self.waiting[-1][1] + 1 if self.waiting else 1)
         self.reports: dict[int, int] = dict(reports or {})  # row id -> dropped count it reports
         self.dropped_total = dropped_total
@@ -109,17 +193,31 @@ class SpoolBook:
 
     @property
     def depth(self) -> int:
-        """Rows stored: waiting and in flight."""
-        return count_of(self.waiting) + sum(b.size for b in self.in_flight.values())
+        """Rows stored: waiting, in flight and unconfirmed."""
+        return (
+            count_of(self.waiting)
+            + sum(b.size for b in self.in_flight.values())
+            + self.unconfirmed_rows
+        )
+
+    @property
+    def unconfirmed_rows(self) -> int:
+        """Rows the broker has acknowledged and the cloud has not yet receipted."""
+        return sum(count_of(u.ranges) for u in self.unconfirmed.values())
 
     def admit(self, count: int) -> Admitted:
-        """Room for `count` new events: the oldest waiting go first, counted as dropped.
+        """Room for `count` new events: the oldest stored go first, counted as dropped.
 
-        At most `capacity` rows wait. Rows in flight are never dropped (their PUBACK may be
-        on its way), so the spool may hold up to MAX_IN_FLIGHT batches beyond capacity.
+        At most `capacity` rows wait or are unconfirmed. Rows in flight are never dropped
+        (their PUBACK may be on its way), so the spool may hold up to MAX_IN_FLIGHT batches
+        beyond capacity. An unconfirmed row dropped may have reached the cloud after all.
         """
-        over = max(0, count_of(self.waiting) + count - self.capacity)
-        dropped, self.waiting = take_front(self.waiting, over)
+        droppable = merge(
+            [*self.waiting, *(r for u in self.unconfirmed.values() for r in u.ranges)]
+        )
+        over = max(0, count_of(droppable) + count - self.capacity)
+        dropped, _ = take_front(droppable, over)
+        self._forget(dropped)
         lost = 0
         for first, last in dropped:
             for row in [r for r in self.reports if first <= r <= last]:
@@ -158,21 +256,87 @@ class SpoolBook:
         self.in_flight[batch.number] = batch
         return batch
 
-    def acked(self, number: int) -> Batch:
-        """The broker has batch `number` (PUBACK): its rows are to be deleted."""
+    def learn(self, origins: Iterable[Origin]) -> None:
+        """The (boot_id, seq) of rows just read to be sent, so that a receipt can name them."""
+        new = list(origins)
+        ids = [(o.first_id, o.last_id) for o in new]
+        kept = [piece for o in self.origins for piece in o.without(ids)]
+        self.origins = sorted([*kept, *new], key=lambda o: o.first_id)
+
+    def acked(self, number: int, now: float) -> Batch:
+        """The broker has batch `number` (PUBACK): its rows wait for the cloud's receipt."""
         batch = self.in_flight.pop(number, None)
         if batch is None:
             raise StateError(f"batch {number} is not in flight")
-        for first, last in batch.ranges:
-            for row in [r for r in self.reports if first <= r <= last]:
-                del self.reports[row]
+        if batch.ranges:
+            self.unconfirmed[number] = Unconfirmed(batch.ranges, now)
         return batch
 
-    def requeue(self) -> None:
-        """The connection is gone: every batch in flight waits again, in id order."""
-        returned = [r for batch in self.in_flight.values() for r in batch.ranges]
-        self.in_flight.clear()
+    def receipted(self, seqs: Iterable[tuple[str, int, int]]) -> list[Range]:
+        """The cloud stored these (boot_id, first seq, last seq): the ids of rows to delete.
+
+        Seqs of rows never sent, or already deleted, are ignored; any state is covered, for a
+        receipt may come after its rows went back to waiting or out again.
+        """
+        found: list[Range] = []
+        for boot_id, first, last in seqs:
+            for origin in self.origins:
+                if origin.boot_id == boot_id and (rows := origin.rows(first, last)):
+                    found.append(rows)
+        gone = intersect(found, self._held())
+        if gone:
+            self._forget(gone)
+            self.in_flight = {
+                n: replace(b, ranges=tuple(subtract(b.ranges, gone)))
+                for n, b in self.in_flight.items()
+            }
+            for first, last in gone:
+                for row in [r for r in self.reports if first <= r <= last]:
+                    del self.reports[row]  # the report reached the cloud
+        return gone
+
+    def expire(self, now: float) -> int:
+        """Unconfirmed batches older than RECEIPT_TIMEOUT wait again; how many rows did."""
+        late = [n for n, u in self.unconfirmed.items() if now - u.since >= RECEIPT_TIMEOUT]
+        returned = [r for n in late for r in self.unconfirmed.pop(n).ranges]
         self.waiting = merge([*self.waiting, *returned])
+        return count_of(returned)
+
+    def resend_at(self) -> float | None:
+        """When the oldest unconfirmed batch goes out again unless receipted; None if none."""
+        if not self.unconfirmed:
+            return None
+        return min(u.since for u in self.unconfirmed.values()) + RECEIPT_TIMEOUT
+
+    def requeue(self) -> None:
+        """The connection is gone: every batch in flight or unconfirmed waits again, in order."""
+        returned = [r for batch in self.in_flight.values() for r in batch.ranges]
+        returned += [r for u in self.unconfirmed.values() for r in u.ranges]
+        self.in_flight.clear()
+        self.unconfirmed.clear()
+        self.waiting = merge([*self.waiting, *returned])
+
+    def _held(self) -> list[Range]:
+        return merge(
+            [
+                *self.waiting,
+                *(r for b in self.in_flight.values() for r in b.ranges),
+                *(r for u in self.unconfirmed.values() for r in u.ranges),
+            ]
+        )
+
+    def _forget(self, gone: list[Range]) -> None:
+        """Rows deleted: out of waiting, unconfirmed and the origins (not in flight)."""
+        if not gone:
+            return
+        self.waiting = subtract(self.waiting, gone)
+        for number, sent in list(self.unconfirmed.items()):
+            left = subtract(sent.ranges, gone)
+            if left:
+                self.unconfirmed[number] = replace(sent, ranges=tuple(left))
+            else:
+                del self.unconfirmed[number]
+        self.origins = [piece for o in self.origins for piece in o.without(gone)]
 
 
 @dataclass(frozen=True, slots=True)

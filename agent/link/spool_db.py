@@ -2,7 +2,8 @@
 
 Not thread-safe: the link calls it from one worker thread. Each change is one transaction,
 so a kill -9 loses nothing that was stored; a power cut loses what came after the last
-snapshot (and re-sends what was acknowledged after it, which the cloud deduplicates).
+snapshot (and re-sends what was receipted after it, which the cloud deduplicates). Which
+rows were sent is not stored: after a restart every row goes out again.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.link.spool import Batch, FlushPolicy, Range, SpoolBook
-from agent.wire import Event, EventBatch, EventKind, decode
+from agent.link.spool import Batch, FlushPolicy, Range, SpoolBook, count_of, origins_of
+from agent.wire import Event, EventBatch, EventKind, Receipt, decode
 
 log = logging.getLogger("loopspot.link")
 
@@ -51,7 +52,8 @@ class SpoolStats:
 
     depth: int
     dropped_total: int
-    in_flight: int
+    in_flight: int  # batches waiting for their PUBACK
+    unconfirmed: int = 0  # rows the broker has, waiting for the cloud's receipt
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -66,7 +68,7 @@ def _copy(source: Path, target: Path) -> None:
 
 
 class SpoolDB:
-    """Events waiting for the broker, stamped with (boot_id, seq) as they are stored."""
+    """Events kept until the cloud receipts them, stamped with (boot_id, seq) as stored."""
 
     def __init__(
         self,
@@ -205,7 +207,13 @@ class SpoolDB:
         return admitted.dropped_count
 
     def take(self) -> tuple[Batch, bytes] | None:
-        """The next batch and its EventBatch payload, or None when there is nothing to send."""
+        """The next batch and its EventBatch payload, or None when there is nothing to send.
+
+        Batches unconfirmed for RECEIPT_TIMEOUT wait again first, to go out again.
+        """
+        again = self.book.expire(self.monotonic())
+        if again:
+            log.info("spool: no receipt for %d events within the timeout: sending again", again)
         batch = self.book.take()
         if batch is None:
             return None
@@ -221,29 +229,46 @@ class SpoolDB:
                 self._save_book()
             self._changes += 1
         events: list[Event] = []
+        ids: list[int] = []
         for first, last in batch.ranges:
             rows = self._db.execute(
-                "SELECT body FROM events WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
+                "SELECT id, body FROM events WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
             )
-            events.extend(decode(bytes(body), Event) for (body,) in rows)
+            for row, body in rows:
+                ids.append(row)
+                events.append(decode(bytes(body), Event))
+        self.book.learn(origins_of((i, e.boot_id, e.seq) for i, e in zip(ids, events, strict=True)))
         return batch, EventBatch(router_id=self.router_id, events=tuple(events)).encode()
 
     def acked(self, number: int) -> None:
-        """The broker acknowledged batch `number`: delete its rows."""
-        batch = self.book.acked(number)
-        with self._db:
-            self._db.execute("BEGIN")
-            self._delete(batch.ranges)
-        self._changes += batch.size
+        """The broker acknowledged batch `number`: its rows wait for the cloud's receipt."""
+        self.book.acked(number, self.monotonic())
+
+    def receipted(self, receipt: Receipt) -> int:
+        """The cloud stored what `receipt` names: delete those rows; how many were deleted."""
+        gone = self.book.receipted((r.boot_id, r.first, r.last) for r in receipt.ranges)
+        if gone:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._delete(gone)
+            self._changes += count_of(gone)
+        return count_of(gone)
+
+    def resend_in(self) -> float | None:
+        """Seconds until unconfirmed rows go out again unless receipted; None if there are none."""
+        at = self.book.resend_at()
+        return None if at is None else max(0.0, at - self.monotonic())
 
     def requeue(self) -> None:
         """The connection dropped: batches in flight will be sent again."""
         self.book.requeue()
 
     def stats(self) -> SpoolStats:
-        """Depth, events dropped since the spool was created, batches in flight."""
+        """Depth, events dropped since the spool was created, batches in flight, unconfirmed."""
         book = self.book
-        return SpoolStats(book.depth, book.dropped_total, len(book.in_flight))
+        return SpoolStats(
+            book.depth, book.dropped_total, len(book.in_flight), book.unconfirmed_rows
+        )
 
     def _worth_keeping(self) -> tuple[int, int, int]:
         book = self.book

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from agent.link.errors import StateError
 from agent.link.spool import Batch
 from agent.link.spool_db import SpoolDB, SpoolStats
-from agent.wire import Event
+from agent.wire import Event, Receipt
 
 log = logging.getLogger("loopspot.link")
 T = TypeVar("T")
@@ -32,6 +32,7 @@ class Spooler:
         self._has_pending = asyncio.Event()
         self.waiting = asyncio.Event()  # set whenever events were stored or a batch was acked
         self.stats = SpoolStats(0, 0, 0)
+        self.resend_in: float | None = None  # seconds, as of the last take()
         self.boot_id = ""
 
     async def _on(self, fn: Callable[..., T], *args: Any) -> T:
@@ -86,16 +87,23 @@ class Spooler:
                 log.error("spool: snapshot to flash failed: %s", error)
 
     async def take(self) -> tuple[Batch, bytes] | None:
-        """The next batch to publish and its payload, or None."""
+        """The next batch to publish and its payload, or None (then see `resend_in`)."""
         taken = await self._on(self.db.take)
         self.stats = await self._on(self.db.stats)
+        self.resend_in = await self._on(self.db.resend_in)
         return taken
 
     async def acked(self, number: int) -> None:
-        """Batch `number` reached the broker: forget its events."""
+        """Batch `number` reached the broker: its events wait for the cloud's receipt."""
         await self._on(self.db.acked, number)
         self.stats = await self._on(self.db.stats)
         self.waiting.set()
+
+    async def receipted(self, receipt: Receipt) -> int:
+        """The cloud stored what `receipt` names: forget those events; how many were."""
+        gone = await self._on(self.db.receipted, receipt)
+        self.stats = await self._on(self.db.stats)
+        return gone
 
     async def requeue(self) -> None:
         """The connection dropped: batches in flight wait again."""

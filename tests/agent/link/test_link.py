@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 from agent.link.identity import Identity
 from agent.link.link import Link
 from agent.link.mqtt import Incoming
 from agent.link.spool_db import SpoolDB
 from agent.link.spooler import Spooler
-from agent.wire import Ack, Channel, Command, CommandAction, RouterConfig, RouterState, Topic
+from agent.wire import (
+    Ack,
+    Channel,
+    Command,
+    CommandAction,
+    Event,
+    EventBatch,
+    EventKind,
+    Receipt,
+    RouterConfig,
+    RouterState,
+    SeqRange,
+    Topic,
+    decode,
+)
 
 ROUTER = "shop-1"
 
@@ -56,7 +72,7 @@ def make_link(router: FakeRouter) -> Link:
 
 
 def message(
-    channel: Channel, payload: bytes | RouterConfig | Command, router: str = ROUTER
+    channel: Channel, payload: bytes | RouterConfig | Command | Receipt, router: str = ROUTER
 ) -> Incoming:
     data = payload if isinstance(payload, bytes) else payload.encode()
     return Incoming(str(Topic(router, channel)), data, retained=False)
@@ -129,3 +145,30 @@ def test_the_status_says_who_and_how_the_router_is() -> None:
         ROUTER, RouterState.ONLINE, 3, 7,
     )  # fmt: skip
     assert status.agent_version
+
+
+async def test_a_receipt_from_the_cloud_deletes_the_events_it_names_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    spooler = Spooler(partial(SpoolDB, tmp_path / "tmpfs", tmp_path / "flash", ROUTER, 100, 300))
+    await spooler.open()
+    try:
+        identity = Identity(ROUTER, "broker.example", 8883, b"k" * 16, None)
+        link = Link(identity, spooler, FakeRouter(), keepalive=60, status_interval=300)
+        spooler.db.append([Event(router_id=ROUTER, kind=EventKind.PORTAL_VIEWED)] * 5)
+        taken = await spooler.take()
+        assert taken is not None
+        await spooler.acked(taken[0].number)
+        assert (spooler.stats.depth, spooler.stats.unconfirmed) == (
+            5,
+            5,
+        )  # the PUBACK is not enough
+        boot = decode(taken[1], EventBatch).events[0].boot_id
+        stored = Receipt(ROUTER, (SeqRange(boot, 1, 2), SeqRange(boot, 5, 5)))
+        assert await link.answer(message(Channel.RECEIPT, stored)) is None
+        assert spooler.stats.depth == 2
+        others = Receipt("shop-2", (SeqRange(boot, 1, 5),))
+        assert await link.answer(message(Channel.RECEIPT, others, router="shop-2")) is None
+        assert spooler.stats.depth == 2
+    finally:
+        await spooler.close()

@@ -1,4 +1,5 @@
-"""The spool on disk: every write to tmpfs, a restart (kill -9 included) keeps it all."""
+"""The spool on disk: every write to tmpfs, a restart (kill -9 included) keeps it all, and
+only the cloud's receipt deletes an event."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.link.spool import RECEIPT_TIMEOUT
 from agent.link.spool_db import DB_NAME, SpoolDB
-from agent.wire import Event, EventBatch, EventKind, decode
+from agent.wire import Event, EventBatch, EventKind, Receipt, SeqRange, decode
 
 ROUTER = "shop-1"
 
@@ -27,6 +29,11 @@ def sent(spool: SpoolDB) -> tuple[int, list[Event]]:
     return batch.number, list(decode(payload, EventBatch).events)
 
 
+def receipt_for(events: list[Event]) -> Receipt:
+    """What the cloud answers after storing `events` (one range per event: any split works)."""
+    return Receipt(ROUTER, tuple(SeqRange(e.boot_id, e.seq, e.seq) for e in events))
+
+
 def test_stored_events_are_stamped_with_the_boot_and_a_rising_seq(tmp_path: Path) -> None:
     spool = open_spool(tmp_path)
     spool.append(seen(3))
@@ -36,17 +43,63 @@ def test_stored_events_are_stamped_with_the_boot_and_a_rising_seq(tmp_path: Path
     assert all(e.router_id == ROUTER for e in events)
 
 
-def test_an_acked_batch_is_gone_and_an_unacked_one_comes_back(tmp_path: Path) -> None:
+def test_a_receipted_batch_is_gone_and_an_unreceipted_one_comes_back(tmp_path: Path) -> None:
     spool = open_spool(tmp_path, capacity=1000)
     spool.append(seen(150))
-    first, _ = sent(spool)
-    _, events = sent(spool)
+    first, stored = sent(spool)
+    second, events = sent(spool)
     assert len(events) == 50
     spool.acked(first)
-    spool.requeue()  # the connection dropped before the second PUBACK
+    spool.acked(second)  # both PUBACKed; the cloud has stored only the first
+    assert spool.stats().depth == 150 and spool.stats().unconfirmed == 150
+    assert spool.receipted(receipt_for(stored)) == 100
+    spool.requeue()  # the connection dropped before the second receipt
     _, again = sent(spool)
     assert again == events
     assert spool.stats().depth == 50
+
+
+def test_a_puback_alone_deletes_nothing_and_the_batch_goes_again_after_the_timeout(
+    tmp_path: Path,
+) -> None:
+    now = [0.0]
+    spool = SpoolDB(
+        tmp_path / "tmpfs", tmp_path / "flash", ROUTER, 100, 300, monotonic=lambda: now[0]
+    )
+    spool.append(seen(5))
+    number, events = sent(spool)
+    spool.acked(number)
+    assert spool.take() is None and spool.resend_in() == RECEIPT_TIMEOUT
+    now[0] = RECEIPT_TIMEOUT - 1
+    assert spool.take() is None and spool.resend_in() == 1
+    now[0] = RECEIPT_TIMEOUT
+    _, again = sent(spool)
+    assert again == events and spool.resend_in() is None
+
+
+def test_a_receipt_naming_unknown_or_forgotten_events_deletes_nothing_else(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    spool.append(seen(5))
+    _, events = sent(spool)
+    assert spool.receipted(receipt_for(events[:2])) == 2
+    assert spool.receipted(receipt_for(events[:2])) == 0  # the same receipt again
+    assert spool.receipted(Receipt(ROUTER, (SeqRange("elsewhere", 1, 1000),))) == 0
+    assert spool.stats().depth == 3
+
+
+def test_events_of_the_last_boot_are_receipted_after_a_kill_9(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    spool.append(seen(5))
+    number, before = sent(spool)
+    spool.acked(number)  # the broker has them, no receipt yet; then kill -9
+    restarted = open_spool(tmp_path)
+    restarted.append(seen(1))
+    _, after = sent(restarted)
+    assert after[:5] == before  # sent again, under their first boot_id and seq
+    assert restarted.receipted(receipt_for(after[:5])) == 5
+    assert restarted.receipted(receipt_for(after[5:])) == 1
+    assert restarted.stats().depth == 0
+    assert open_spool(tmp_path).take() is None  # deleted on disk, not only in the book
 
 
 def test_a_restart_after_kill_9_keeps_unacked_events_and_never_reuses_boot_and_seq(
@@ -124,8 +177,10 @@ def test_every_batch_is_a_valid_wire_message(tmp_path: Path, count: int) -> None
     total = 0
     while (taken := spool.take()) is not None:
         batch, payload = taken
-        total += len(decode(payload, EventBatch).events)
+        events = list(decode(payload, EventBatch).events)
+        total += len(events)
         spool.acked(batch.number)
+        spool.receipted(receipt_for(events))
     assert total == count and spool.stats().depth == 0
 
 
@@ -139,9 +194,9 @@ def test_a_link_that_keeps_up_never_writes_flash(tmp_path: Path) -> None:
     written = (tmp_path / "flash" / DB_NAME).stat().st_mtime_ns
     for minute in range(2, 12):
         spool.append(seen(3))
-        taken = spool.take()
-        assert taken is not None
-        spool.acked(taken[0].number)
+        number, events = sent(spool)
+        spool.acked(number)
+        spool.receipted(receipt_for(events))
         now[0] = 300.0 * minute
         assert not spool.maybe_snapshot()
     assert (tmp_path / "flash" / DB_NAME).stat().st_mtime_ns == written
