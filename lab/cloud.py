@@ -87,6 +87,19 @@ class CloudStack:
         """The enrolment URL as routers reach it."""
         return f"https://{A.WAN_IP}:{self.settings.enrol_port}"
 
+    @property
+    def config_file(self) -> Path:
+        """The same settings as TOML, for `loopspot-cloud --config FILE ...` by hand."""
+        return self.workdir / "cloud.toml"
+
+    def _write_config_file(self) -> None:
+        s = self.settings
+        self.config_file.write_text(
+            f'database_url = "{s.database_url}"\ndata_dir = "{s.data_dir}"\n'
+            f'broker_port = {s.broker_port}\npublic_broker_host = "{s.public_broker_host}"\n'
+            f"public_broker_port = {s.public_broker_port}\nenrol_port = {s.enrol_port}\n"
+        )
+
     def cli(self, *argv: str) -> Any:
         """`loopspot-cloud --json ARGV` in process; its JSON answer, or ServiceError."""
         out, err = io.StringIO(), io.StringIO()
@@ -113,6 +126,7 @@ class CloudStack:
     def start(self, workers: int = 1) -> CloudStack:
         """Set up the cloud and start broker, uplink relay, enrolment and `workers` ingests."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_config_file()
         self.cli("init", "--bind", "127.0.0.1")
         self.start_broker()
         ports = {p: p for p in (self.settings.public_broker_port, self.settings.enrol_port)}

@@ -6,11 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
+from cloud.db import migrate
 from lab import addresses as A
+from lab.cloud import CloudStack, wait_until
 from lab.relay import serve_relay
 from lab.router import RouterAgent
 from lab.topology import Lab, cleanup_stale, require_root
@@ -19,11 +23,16 @@ PIDFILE = Path("/run/loopspot-demo.pid")
 RELAY_PORT = 8050
 
 
-def _banner(lab: Lab, agent: RouterAgent, relay_port: int) -> str:
+def _banner(
+    lab: Lab, agent: RouterAgent, cloud: CloudStack, router_id: str, relay_port: int
+) -> str:
     phone = lab.phones[0]
     run = f"ip netns exec {phone.ns}"
+    ctl = f"python -m cloud.cli --config {cloud.config_file}"
     return f"""
-Loopspot demo is running: a shop router (agent + nftables), {len(lab.phones)} phones, the internet.
+Loopspot demo is running: a shop router (agent + nftables), {len(lab.phones)} phones, the internet,
+and the cloud (SQLite, Mosquitto, enrolment, an ingest worker). The router enrolled
+itself with a claim code as {router_id} and reports over MQTT with TLS.
 
   Namespaces   router {lab.router}, wan {lab.wan}, phones {", ".join(p.ns for p in lab.phones)}
   Portal       {agent.portal}/portal (inside the lab)
@@ -40,14 +49,23 @@ Or from the phone's shell:
   python -m agent.cli --config {agent.config} clients
   ip netns exec {lab.router} nft list table inet loopspot
 
-Agent log: {agent.log}
+The cloud, as an operator sees it (from this shell, in .venv):
+  {ctl} routers   # {router_id} online
+  sqlite3 {cloud.settings.database_url.split("///", 1)[1]} \\
+    "select kind, device_id, at from events order by id desc limit 10"   # no MACs, ever
+  {ctl} config push {router_id} --set 'walled_garden_addresses=["{A.WEB_IP}/32"]'
+  {ctl} command {router_id} send_status
+
+Agent log: {agent.log}   Cloud logs: {cloud.workdir}
 Stop: Ctrl-C here, or `make demo-stop` from another shell.
 """
 
 
-async def _serve(lab: Lab, agent: RouterAgent, relay_port: int) -> None:
+async def _serve(
+    lab: Lab, agent: RouterAgent, cloud: CloudStack, router_id: str, relay_port: int
+) -> None:
     relay = await serve_relay(lab.phones[0].ns, (A.ROUTER_LAN_IP, 2050), relay_port)
-    print(_banner(lab, agent, relay_port), flush=True)
+    print(_banner(lab, agent, cloud, router_id, relay_port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -56,6 +74,46 @@ async def _serve(lab: Lab, agent: RouterAgent, relay_port: int) -> None:
         await stop.wait()
     finally:
         relay.close()
+
+
+def _start_shop(lab: Lab) -> tuple[CloudStack, RouterAgent, str]:
+    """The cloud on SQLite, and the lab router enrolled with a claim code and running."""
+    workdir = Path(tempfile.mkdtemp(prefix="loopspot-demo-cloud-"))
+    url = f"sqlite:///{workdir}/cloud.db"
+    migrate(url)
+    cloud = CloudStack(lab, url, workdir).start(workers=1)
+    router_id, code = cloud.claim("Demo Bistro", "Main Street")
+    credentials = lab.workdir / "agent" / "credentials"
+    agent = RouterAgent(
+        lab,
+        sections={
+            "cloud": {
+                "enabled": "1",
+                "tls": "1",
+                "credentials_dir": str(credentials),
+                "keepalive": "30",
+                "status_interval": "60",
+            }
+        },
+    )
+    shutil.copy(cloud.ca_file, agent.workdir / "cloud-ca.crt")
+    enrolled = agent.ctl(
+        "enrol", code, "--url", cloud.enrol_url, "--ca", str(agent.workdir / "cloud-ca.crt")
+    )
+    if enrolled.returncode != 0:
+        cloud.close()
+        raise SystemExit(f"enrolment failed: {enrolled.stderr}")
+    agent.start()
+    online = wait_until(
+        lambda: any(
+            r["router_id"] == router_id and r["state"] == "online"
+            for r in cloud.cli("routers")["routers"]
+        ),
+        20,
+    )
+    if not online:
+        print("warning: the cloud has not seen the router online yet", file=sys.stderr)
+    return cloud, agent, router_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     PIDFILE.write_text(str(os.getpid()))
     try:
         with Lab.create(phones=args.phones, wan_services=True) as lab:
-            agent = RouterAgent(lab)
-            agent.start()
-            asyncio.run(_serve(lab, agent, args.relay_port))
-            agent.stop()
+            cloud, agent, router_id = _start_shop(lab)
+            try:
+                asyncio.run(_serve(lab, agent, cloud, router_id, args.relay_port))
+            finally:
+                agent.stop()
+                cloud.close()
     finally:
         PIDFILE.unlink(missing_ok=True)
     print("lab removed")

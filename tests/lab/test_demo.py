@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from lab.freeport import free_port
 pytestmark = pytest.mark.lab
 
 
-def test_demo_prints_where_to_look_serves_the_portal_and_cleans_up() -> None:
+def test_demo_runs_shop_and_cloud_prints_where_to_look_and_cleans_up() -> None:
     port = free_port()
     demo = subprocess.Popen(
         [sys.executable, "-m", "lab.demo", "--relay-port", str(port)],
@@ -38,6 +40,18 @@ def test_demo_prints_where_to_look_serves_the_portal_and_cleans_up() -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/portal", timeout=10) as page:
             body = page.read()
         assert b'id="accept"' in body
+        config = re.search(r"--config (\S+cloud\.toml)", banner)
+        router = re.search(r"claim code as (r-[a-z0-9]+)", banner)
+        assert config and router, banner
+        listing = subprocess.run(
+            [sys.executable, "-m", "cloud.cli", "--config", config.group(1), "--json", "routers"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        states = {r["router_id"]: r["state"] for r in json.loads(listing.stdout)["routers"]}
+        assert states == {router.group(1): "online"}
         namespaces = [n for n in netns.list_namespaces() if n in banner]
         assert namespaces, "the banner names the lab's namespaces"
     finally:
