@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from agent.clients import Client
+from agent.flash import snapshot_to_flash
 from agent.sessions import Ended, Session
 
 DB_NAME = "sessions.db"
@@ -181,18 +181,7 @@ class SessionStore:
 
     def snapshot(self) -> None:
         """Copy the database to flash atomically (write a temporary file, then rename)."""
-        self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.snapshot_path.with_suffix(".tmp")
-        temporary.unlink(missing_ok=True)
-        target = sqlite3.connect(temporary)
-        try:
-            with target:
-                self._db.backup(target)
-        finally:
-            target.close()
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.snapshot_path)
+        snapshot_to_flash(self._db, self.snapshot_path)
 
     def close(self) -> None:
         """Close the database."""

@@ -1,0 +1,23 @@
+"""Flash writes done safely: a sqlite database copied whole, then renamed into place."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+
+def snapshot_to_flash(db: sqlite3.Connection, target: Path) -> None:
+    """Copy `db` to `target` atomically: a power cut leaves the old copy or the new one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(".tmp")
+    temporary.unlink(missing_ok=True)
+    copy = sqlite3.connect(temporary)
+    try:
+        with copy:
+            db.backup(copy)
+    finally:
+        copy.close()
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
