@@ -1,7 +1,8 @@
 """The router reports to the cloud over MQTT and takes its config and commands.
 
 A real Mosquitto runs on loopback; the router reaches it only through its wan link (the
-lab's uplink relay at 198.51.100.2:1883). The cloud side is a bare paho subscriber.
+lab's uplink relay at 198.51.100.2:1883). The cloud side is a bare paho subscriber that
+answers each event batch with a Receipt, as the cloud's ingest does once it has stored it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from agent.wire import (
     EventBatch,
     EventKind,
     Message,
+    Receipt,
     RouterConfig,
     RouterState,
+    SeqRange,
     Status,
     Topic,
     decode,
@@ -63,10 +66,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, step: float = 0.05) -
 
 
 class CloudSide:
-    """What the cloud sees of the lab router: every message under its prefix, as received."""
+    """What the cloud sees of the lab router: every message under its prefix, as received.
+
+    While `receipts` is true it answers each event batch with a Receipt naming its events.
+    """
 
     def __init__(self, port: int, tls: tuple[Path, Path, Path] | None = None) -> None:
         self.received: list[tuple[str, bytes, bool]] = []
+        self.receipts = True
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4()}")
         self.subscribed = threading.Event()
@@ -84,9 +91,14 @@ class CloudSide:
     def _on_connect(self, client: paho.Client, *_: Any) -> None:
         client.subscribe(f"loopspot/v1/{LAB_ROUTER_ID}/up/#", qos=1)
 
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
+    def _on_message(self, client: paho.Client, _userdata: Any, message: Any) -> None:
         with self._lock:
             self.received.append((message.topic, bytes(message.payload), bool(message.retain)))
+        if self.receipts and message.topic == str(Topic(LAB_ROUTER_ID, Channel.EVENTS)):
+            events = decode(bytes(message.payload), EventBatch).events
+            ranges = tuple(SeqRange(e.boot_id, e.seq, e.seq) for e in events)
+            receipt = Receipt(router_id=LAB_ROUTER_ID, ranges=ranges)
+            client.publish(str(Topic(LAB_ROUTER_ID, Channel.RECEIPT)), receipt.encode(), 1)
 
     def on(self, channel: Channel, kind: type[M]) -> list[M]:
         """Every message received on `channel`, decoded."""
@@ -352,3 +364,27 @@ def test_a_full_spool_drops_the_oldest_events_and_reports_how_many(
         return len(set(range(1, max(arrived) + 1)) - arrived) - dropped
 
     wait_for(lambda: unaccounted() == 0, timeout=10)
+
+
+def spool(agent: RouterAgent) -> tuple[int, int]:
+    """The agent's spool: (events kept, of which the broker has and the cloud did not receipt)."""
+    local = agent.ctl_json("status")["status"]
+    return local["spool_depth"], local["spool_unconfirmed"]
+
+
+def test_events_are_kept_until_the_cloud_receipts_them_and_sent_again_after_a_reconnect(
+    lab: Lab, make_agent: MakeAgent, cloud: CloudSide, uplink: Uplink
+) -> None:
+    cloud.receipts = False  # the broker acknowledges, but the cloud never says it stored them
+    agent = start_linked(make_agent, lab)
+    wait_for(lambda: online(cloud), timeout=10)
+    accept_terms(lab.phones[0])
+    started = wait_for(lambda: of_kind(cloud, EventKind.SESSION_STARTED), timeout=10)[0]
+    kept = wait_for(lambda: spool(agent)[1] and spool(agent), timeout=5)
+    assert kept[0] >= 2 and kept[1] == kept[0]  # PUBACKed, still kept
+    cloud.receipts = True
+    uplink.stop()  # the connection drops: what no receipt came for goes again
+    uplink.start()
+    again = wait_for(lambda: of_kind(cloud, EventKind.SESSION_STARTED)[1:], timeout=20)[0]
+    assert (again.boot_id, again.seq) == (started.boot_id, started.seq)
+    wait_for(lambda: spool(agent) == (0, 0), timeout=10)  # receipted now: gone
