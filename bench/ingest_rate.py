@@ -4,7 +4,10 @@
 
 Each run drains one backlog, published while the workers' persistent sessions are away: the
 workers (a process each, as in production) come back and the clock runs until every event is
-committed. The raw rate: a bare paho subscriber drains the same backlog the same way.
+committed. The workers send the routers a Receipt after each commit (before acknowledging);
+one subscriber stands in for the routers and takes them at QoS 1, so the broker delivers
+them as it would, and the run checks that every event was receipted. The raw rate: a bare
+paho subscriber drains the same backlog the same way.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class Rate:
     events: int
     cpu_busy: float
     cpu_per_event: dict[str, float] = field(default_factory=dict)  # part: CPU microseconds
+    receipts: int = 0  # Receipt messages the routers got
 
     @property
     def events_per_second(self) -> float:
@@ -155,6 +159,45 @@ def publish(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+class RouterReceipts:
+    """Stands in for every router: takes their receipts at QoS 1 and counts the events named."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.receipts = 0
+        self.events = 0
+        self._lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-routers")
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._count
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe(f"{wire.TOPIC_ROOT}/+/{wire.Channel.RECEIPT.value}", qos=1)
+        if not subscribed.wait(10):
+            raise TimeoutError("the routers' stand-in could not subscribe")
+
+    def _count(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        _, receipt = wire.decode_from(message.topic, bytes(message.payload))
+        if isinstance(receipt, wire.Receipt):
+            named = sum(r.last - r.first + 1 for r in receipt.ranges)
+            with self._lock:
+                self.receipts += 1
+                self.events += named
+
+    def wait_for(self, events: int, timeout: float) -> None:
+        """Return once receipts have named `events` events; TimeoutError after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while self.events < events:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"receipts named {self.events} of {events} events")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def raw_rate(work: Backlog) -> Rate:
@@ -292,6 +335,7 @@ def ingest_rate(
             raise TimeoutError(f"{label}: a worker did not subscribe")
         first.stop()
         publish(broker, work.messages)
+        routers = RouterReceipts(broker)
         second = Workers(settings, workers)
         second.arm()
         parts: dict[str, Callable[[], list[int]]] = {
@@ -313,10 +357,12 @@ def ingest_rate(
         per_event = {
             part: (cpu_seconds(pids()) - spent[part]) * 1e6 / total for part, pids in parts.items()
         }
+        routers.wait_for(total, 60)  # every stored event receipted (sent before the acks)
+        routers.close()
         second.stop()
     if stored_events(url) != total:
         raise RuntimeError(f"{label}: {stored_events(url)} rows, expected {total}")
-    return Rate(label, seconds, len(work.messages), total, busy, per_event)
+    return Rate(label, seconds, len(work.messages), total, busy, per_event, routers.receipts)
 
 
 def fresh_database(kind: str, folder: str, cluster: Postgres) -> str:
@@ -380,18 +426,22 @@ def main() -> None:
     rates = {scenario: median_rate(found) for scenario, found in measured.items()}
     print(
         f"\n| {'path':<22} |   msg/s |  events/s |  ÷ raw | ÷ 1 worker | CPU busy "
-        "| CPU µs/event: workers + database + broker |"
+        "| CPU µs/event: workers + database + broker | receipts/msg |"
     )
-    print(f"| {'-' * 22} | ------:| --------:| -----:| ---------:| -------:| ---------------- |")
+    print(
+        f"| {'-' * 22} | ------:| --------:| -----:| ---------:| -------:| ---------------- "
+        "| ----------:|"
+    )
     for kind, rate in [("raw", raw), *((kind, rate) for (kind, _), rate in rates.items())]:
         one = rates.get((kind, 1), rate)
         scaling = f"{rate.events_per_second / one.events_per_second:.2f}x" if kind != "raw" else ""
         cpu = " + ".join(f"{us:.1f}" for us in rate.cpu_per_event.values())
+        receipts = f"{rate.receipts / rate.messages:.2f}" if kind != "raw" else ""
         print(
             f"| {rate.label:<22} | {rate.messages_per_second:>7,.0f} | "
             f"{rate.events_per_second:>9,.0f} | "
             f"{rate.events_per_second / raw.events_per_second:>6.3f} | {scaling:>10} | "
-            f"{rate.cpu_busy:>8.0%} | {cpu} |"
+            f"{rate.cpu_busy:>8.0%} | {cpu} | {receipts:>11} |"
         )
 
 

@@ -2,9 +2,9 @@
 
 A worker holds each QoS 1 message unacknowledged until the transaction that stores it has
 committed; the broker redelivers whatever a worker did not acknowledge, and the unique key
-(router_id, boot_id, seq) turns a redelivery into a no-op. After the commit, and before
-acknowledging, it sends each router a Receipt naming the events stored: only then does the
-router forget them, so an event the broker acknowledged but lost is sent again.
+(router_id, boot_id, seq) turns a redelivery into a no-op. After the commit it sends each
+router a Receipt naming the events stored: only then does the router forget them, so an
+event the broker acknowledged but lost on the way is sent again.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ RETRY_MAX = 10.0
 BROKER_IN_FLIGHT = MAX_INFLIGHT  # the broker's max_inflight_messages, as cloud.broker_config sets
 KEEPALIVE = 30
 RECEIPT_QOS = 1  # queued for a router that is away; a lost one only costs a harmless resend
+RECEIPTS_PENDING_WARN = 1000  # receipts (and other publishes) awaiting PUBACK before a warning
 
 
 class IngestError(CloudError):
@@ -106,6 +107,7 @@ class IngestWorker:
         self._task: asyncio.Task[None] | None = None
         self._released = False
         self._reader: asyncio.Task[None] | None = None
+        self._receipts: set[asyncio.Task[None]] = set()  # published, PUBACK not yet in
 
     @property
     def subscribed(self) -> bool:
@@ -168,6 +170,7 @@ class IngestWorker:
             clean_session=False,  # the broker queues our share while we are away
             keepalive=KEEPALIVE,
         )
+        client.pending_calls_threshold = RECEIPTS_PENDING_WARN
         _enable_manual_acks(client)  # before connecting: queued messages arrive at once
         return client
 
@@ -213,9 +216,10 @@ class IngestWorker:
             await flusher  # stopping: it writes what is held, then returns
         finally:
             self._reader = None
-            for task in (reader, flusher):
+            receipts_left = list(self._receipts)  # lost with the connection: routers resend
+            for task in (reader, flusher, *receipts_left):
                 task.cancel()
-            await asyncio.gather(reader, flusher, return_exceptions=True)
+            await asyncio.gather(reader, flusher, *receipts_left, return_exceptions=True)
 
     async def _read(self, client: aiomqtt.Client, batcher: Batcher[_Held]) -> None:
         loop = asyncio.get_running_loop()
@@ -241,39 +245,44 @@ class IngestWorker:
                 held = batcher.take()
                 written = await self._write(held)
                 if written is not None:
-                    await self._send_receipts(client, written)
+                    self._send_receipts(client, written)
                     for one in held:
                         _ack(client, one)
                 continue
             if stopping:
+                await asyncio.gather(*self._receipts, return_exceptions=True)
                 return
             deadline = batcher.deadline()
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _send_receipts(self, client: aiomqtt.Client, written: Written) -> None:
-        """Tell each router which of its events are committed; return once the broker has them.
+    def _send_receipts(self, client: aiomqtt.Client, written: Written) -> None:
+        """Tell each router which of its events are committed, without waiting for PUBACKs.
 
-        A connection lost here raises: nothing of the batch is acknowledged, so the broker
-        delivers it again, it is written again (a no-op) and the receipts are sent again.
+        Only the commit must come first: a receipt lost on the way (or a batch acknowledged
+        before its receipts are out) costs nothing but the router sending those events again.
         """
-        made = receipts(written.stored)
-        sent = await asyncio.gather(
-            *(
-                client.publish(
-                    str(Topic(receipt.router_id, Channel.RECEIPT)),
-                    receipt.encode(),
-                    qos=RECEIPT_QOS,
-                )
-                for receipt in made
-            ),
-            return_exceptions=True,  # every publish ends before this does: none is left behind
-        )
-        for outcome in sent:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        self.stats.receipts += len(made)
+        for receipt in receipts(written.stored):
+            topic = str(Topic(receipt.router_id, Channel.RECEIPT))
+            task = asyncio.create_task(
+                client.publish(topic, receipt.encode(), qos=RECEIPT_QOS),
+                name=f"ingest:{self.worker_name}:receipt:{receipt.router_id}",
+            )
+            self._receipts.add(task)
+            task.add_done_callback(self._receipt_sent)
+
+    def _receipt_sent(self, task: asyncio.Task[None]) -> None:
+        self._receipts.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            self.stats.receipts += 1
+        else:
+            log.info(
+                "%s: a receipt was not sent (%s); its router sends again", self.worker_name, error
+            )
 
     async def _write(self, held: list[_Held]) -> Written | None:
         """Commit `held` (retrying outages with backoff); None if stopped before it could."""
