@@ -269,6 +269,21 @@ def test_router_cannot_read_another_routers_commands(
     assert {topic for topic, _ in a.until(cmd("r-aaaaaaaaaa"), b"marker")} == {cmd("r-aaaaaaaaaa")}
 
 
+def test_a_router_reads_its_own_receipts_only(cloud_broker: CloudBroker, peers: list[Peer]) -> None:
+    a = Peer().as_router(cloud_broker, cloud_broker.router("r-aaaaaaaaaa"))
+    service = Peer().as_service(cloud_broker)
+    peers += [a, service]
+    for topic in ("loopspot/v1/+/down/receipt", "loopspot/v1/r-aaaaaaaaaa/down/receipt"):
+        a.subscribe(topic)
+
+    service.publish("loopspot/v1/r-bbbbbbbbbb/down/receipt", b"b's")
+    service.publish("loopspot/v1/r-aaaaaaaaaa/down/receipt", b"a's")
+
+    assert a.until("loopspot/v1/r-aaaaaaaaaa/down/receipt", b"a's") == [
+        ("loopspot/v1/r-aaaaaaaaaa/down/receipt", b"a's")
+    ]
+
+
 def test_router_cannot_take_over_another_routers_session(
     cloud_broker: CloudBroker, peers: list[Peer]
 ) -> None:

@@ -243,6 +243,36 @@ async def test_messages_are_not_acknowledged_before_they_are_committed(
     assert distinct_origins(engine) == 50
 
 
+async def test_no_receipt_is_sent_for_what_is_not_committed(
+    engine: Engine,
+    enrol: Enrol,
+    broker: Broker,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1")
+    inbox = RouterInbox(broker, "r1")
+    attempts: list[int] = []
+
+    def database_down(*_: object) -> None:
+        attempts.append(1)
+        raise sa_exc.OperationalError("COMMIT", {}, Exception("connection refused"))
+
+    try:
+        doomed = await make_worker("ingest-a")
+        doomed._store.write = database_down  # type: ignore[assignment,method-assign]
+        await publisher.publish_all(batches("r1", 3, 10))
+        await eventually(lambda: len(attempts) >= 2)
+        await doomed.stop()
+        assert inbox.receipts == []
+        await make_worker("ingest-a")
+        await eventually(lambda: len(inbox.receipted("r1")) == 30)
+        assert count_events(engine) == 30
+    finally:
+        inbox.close()
+
+
 async def test_a_database_outage_is_retried_without_losing_messages(
     engine: Engine,
     enrol: Enrol,
