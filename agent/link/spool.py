@@ -4,7 +4,9 @@ Rows are numbered by consecutive ids. A row waits; goes out in a batch, in fligh
 broker's PUBACK; is then unconfirmed until the cloud's receipt names its (boot_id, seq); and
 only then is it deleted. The broker's PUBACK is not enough: a broker may lose what it
 acknowledged (a restart, a crash), so an unconfirmed row goes out again after a reconnect or
-RECEIPT_TIMEOUT seconds, and the cloud's unique key makes the repeat a no-op. Each state is
+RECEIPT_TIMEOUT seconds, and the cloud's unique key makes the repeat a no-op. Each timeout
+that fires doubles the next one, up to MAX_RECEIPT_TIMEOUT, until nothing is unconfirmed:
+a cloud slow to catch up is not buried under repeats of what it has queued already. Each state is
 a list of inclusive id ranges, so the book stays a few numbers however many events wait. The
 adapter (`agent.link.spool_db`) does what the book decides: insert, delete, read ranges.
 """
@@ -19,6 +21,7 @@ from agent.link.errors import StateError
 BATCH_SIZE = 100  # events per MQTT message (about 25 KB; the wire allows 256 KB)
 MAX_IN_FLIGHT = 4  # batches published and waiting for their PUBACK
 RECEIPT_TIMEOUT = 30.0  # seconds after its PUBACK that a batch without a receipt goes again
+MAX_RECEIPT_TIMEOUT = 480.0  # ... the timeout doubles each time it fires, up to this
 FLUSH_AFTER_CHANGES = 1000  # snapshot to flash early after this many changes ...
 MIN_FLUSH_SPACING = 10.0  # ... but never twice within this many seconds
 
@@ -185,6 +188,7 @@ class SpoolBook:
         self.in_flight: dict[int, Batch] = {}
         self.unconfirmed: dict[int, Unconfirmed] = {}  # by batch number
         self.origins: list[Origin] = []  # (boot_id, seq) of rows sent at least once
+        self.receipt_timeout = RECEIPT_TIMEOUT
         self.next_id = max(next_id, self.waiting[-1][1] + 1 if self.waiting else 1)
         self.reports: dict[int, int] = dict(reports or {})  # row id -> dropped count it reports
         self.dropped_total = dropped_total
@@ -293,11 +297,15 @@ class SpoolBook:
             for first, last in gone:
                 for row in [r for r in self.reports if first <= r <= last]:
                     del self.reports[row]  # the report reached the cloud
+        if not self.unconfirmed:
+            self.receipt_timeout = RECEIPT_TIMEOUT  # the cloud has caught up
         return gone
 
     def expire(self, now: float) -> int:
-        """Unconfirmed batches older than RECEIPT_TIMEOUT wait again; how many rows did."""
-        late = [n for n, u in self.unconfirmed.items() if now - u.since >= RECEIPT_TIMEOUT]
+        """Unconfirmed batches older than the receipt timeout wait again; how many rows did."""
+        late = [n for n, u in self.unconfirmed.items() if now - u.since >= self.receipt_timeout]
+        if late:
+            self.receipt_timeout = min(2 * self.receipt_timeout, MAX_RECEIPT_TIMEOUT)
         returned = [r for n in late for r in self.unconfirmed.pop(n).ranges]
         self.waiting = merge([*self.waiting, *returned])
         return count_of(returned)
@@ -306,7 +314,7 @@ class SpoolBook:
         """When the oldest unconfirmed batch goes out again unless receipted; None if none."""
         if not self.unconfirmed:
             return None
-        return min(u.since for u in self.unconfirmed.values()) + RECEIPT_TIMEOUT
+        return min(u.since for u in self.unconfirmed.values()) + self.receipt_timeout
 
     def requeue(self) -> None:
         """The connection is gone: every batch in flight or unconfirmed waits again, in order."""

@@ -209,7 +209,7 @@ class SpoolDB:
     def take(self) -> tuple[Batch, bytes] | None:
         """The next batch and its EventBatch payload, or None when there is nothing to send.
 
-        Batches unconfirmed for RECEIPT_TIMEOUT wait again first, to go out again.
+        Batches unconfirmed past the receipt timeout wait again first, to go out again.
         """
         again = self.book.expire(self.monotonic())
         if again:

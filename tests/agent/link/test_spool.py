@@ -11,6 +11,7 @@ from agent.link.errors import StateError
 from agent.link.spool import (
     BATCH_SIZE,
     MAX_IN_FLIGHT,
+    MAX_RECEIPT_TIMEOUT,
     RECEIPT_TIMEOUT,
     FlushPolicy,
     Origin,
@@ -244,6 +245,26 @@ def test_without_a_receipt_a_batch_goes_again_after_the_timeout() -> None:
     again = book.take()
     assert again is not None and again.ranges == ((1, 10),)
     assert book.resend_at() is None
+
+
+def test_each_timeout_that_fires_doubles_the_next_until_the_cloud_has_caught_up() -> None:
+    book = SpoolBook(capacity=1000)
+    book.admit(10)
+    now, waits = 0.0, []
+    for _ in range(6):  # a cloud far behind: the same rows go again, less and less often
+        sent_and_acked(book, now=now)
+        at = book.resend_at()
+        assert at is not None
+        waits.append(at - now)
+        now = at
+        assert book.expire(now) == 10
+    assert waits == [30.0, 60.0, 120.0, 240.0, 480.0, 480.0]
+    assert MAX_RECEIPT_TIMEOUT == 480.0 and RECEIPT_TIMEOUT == 30.0
+    sent_and_acked(book, now=now)
+    book.receipted([("b", 1, 10)])  # caught up: nothing unconfirmed
+    book.admit(1)
+    sent_and_acked(book, now=now)
+    assert book.resend_at() == now + RECEIPT_TIMEOUT
 
 
 def test_a_full_spool_drops_the_oldest_unconfirmed_rows_too_but_never_those_in_flight() -> None:
