@@ -43,7 +43,6 @@ from agent.wire import (
     RouterConfig,
     RouterState,
     Status,
-    Topic,
     WireError,
     decode_from,
 )
@@ -165,7 +164,6 @@ class Link:
             self.reconnect.connected(self.monotonic())
             self._client = client
             await mqtt.subscribe(client, self.router_id)
-            await client.subscribe(str(Topic(self.router_id, Channel.RECEIPT)), qos=mqtt.QOS)
             await self.publish_status()
             self.connected.set()
             log.info("link: connected to %s", self.identity.broker_host)

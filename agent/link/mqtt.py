@@ -15,7 +15,7 @@ MqttError = aiomqtt.MqttError
 QOS = 1  # at least once: the spool and the cloud's unique (router_id, boot_id, seq) dedupe
 CONNECT_TIMEOUT = 10.0  # seconds for the TCP/TLS handshake and CONNACK
 ACK_TIMEOUT = 10.0  # seconds for the PUBACK of a status or an ack
-SUBSCRIBED = (Channel.CONFIG, Channel.COMMAND)
+SUBSCRIBED = (Channel.CONFIG, Channel.COMMAND, Channel.RECEIPT)
 
 
 @dataclass(frozen=True, slots=True)

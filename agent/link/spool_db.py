@@ -9,7 +9,6 @@ rows were sent is not stored: after a restart every row goes out again.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import sqlite3
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agent.flash import snapshot_to_flash
 from agent.link.spool import Batch, FlushPolicy, Range, SpoolBook, count_of, origins_of
 from agent.wire import Event, EventBatch, EventKind, Receipt, decode
 
@@ -291,18 +291,7 @@ class SpoolDB:
 
     def snapshot(self) -> None:
         """Copy the spool to flash atomically (write a temporary file, then rename)."""
-        self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.snapshot_path.with_suffix(".tmp")
-        temporary.unlink(missing_ok=True)
-        target = sqlite3.connect(temporary)
-        try:
-            with target:
-                self._db.backup(target)
-        finally:
-            target.close()
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.snapshot_path)
+        snapshot_to_flash(self._db, self.snapshot_path)
         self._on_flash = self._worth_keeping()
         self._changes = 0
         self._snapshot_at = self.monotonic()
