@@ -172,14 +172,17 @@ class IngestStore:
         return Written(len(plan.events), len(plan.dead_letters), plan.origins())
 
     def _execute(self, connection: Connection, plan: Plan) -> None:
+        heard = self._stale_heard(plan.heard)
+        # Two workers touching the same routers in different orders deadlocked once in a
+        # reconnect storm: take every router row this transaction will write, in one sorted pass.
+        status.lock_routers(connection, set(plan.statuses) | set(plan.wills) | heard)
         if plan.events:
             self._insert_events(connection, plan.events)
         status.apply_statuses(connection, plan.statuses, plan.wills)
         status.mark_acks(connection, plan.config_acks, plan.command_acks, plan.received_at)
         if plan.dead_letters:
             connection.execute(insert(DEAD_LETTERS), plan.dead_letters)
-        # Last: router rows stay locked until commit, and other workers write them too.
-        status.mark_heard(connection, self._stale_heard(plan.heard), plan.received_at)
+        status.mark_heard(connection, heard, plan.received_at)
 
     def _stale_heard(self, router_ids: set[str]) -> set[str]:
         """The routers whose last_seen this worker has not bumped for LAST_SEEN_RESOLUTION."""

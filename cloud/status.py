@@ -99,6 +99,14 @@ def enrolled(connection: Connection, router_ids: Collection[str]) -> set[str]:
     return {row[0] for row in found}
 
 
+def lock_routers(connection: Connection, router_ids: Collection[str]) -> None:
+    """Lock these router rows in id order (PostgreSQL), so concurrent writers cannot deadlock."""
+    if router_ids and connection.dialect.name == "postgresql":
+        connection.execute(
+            select(_r.id).where(_r.id.in_(sorted(router_ids))).order_by(_r.id).with_for_update()
+        )
+
+
 def apply_statuses(
     connection: Connection,
     statuses: Mapping[str, dict[str, Any]],
