@@ -39,9 +39,9 @@ def test_a_dhcp_lease_is_reported_as_a_device_seen_without_its_host_name(
     start_linked(make_agent, lab)
     phone = lab.phones[0]
     expected = device_id(LAB_ALLIANCE_KEY, phone.mac)
-    # The phone has sent nothing yet, so the router's neighbour table does not know it:
+    # The phone has sent no IPv4 yet, so the router's (IPv4) neighbour table lacks it:
     # only the DHCP lease can reveal it.
-    assert phone.mac not in netns.ip(lab.router, "neigh", "show").stdout
+    assert phone.mac not in netns.ip(lab.router, "-4", "neigh", "show").stdout
     got = netns.run(
         phone.ns,
         sys.executable,
