@@ -21,3 +21,15 @@ def snapshot_to_flash(db: sqlite3.Connection, target: Path) -> None:
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, target)
+
+
+def restore_from_flash(snapshot: Path, target: Path) -> None:
+    """Copy a flash snapshot back to tmpfs, as after a reboot emptied it."""
+    source = sqlite3.connect(snapshot)
+    try:
+        copy = sqlite3.connect(target)
+        with copy:
+            source.backup(copy)
+        copy.close()
+    finally:
+        source.close()

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from agent.clients import Client
-from agent.flash import snapshot_to_flash
+from agent.flash import restore_from_flash, snapshot_to_flash
 from agent.sessions import Ended, Session
 
 DB_NAME = "sessions.db"
@@ -89,22 +89,11 @@ class SessionStore:
         self.snapshot_path = flash_dir / DB_NAME
         state_dir.mkdir(parents=True, exist_ok=True)
         if not self.path.exists() and self.snapshot_path.exists():
-            self._copy(self.snapshot_path, self.path)  # the router rebooted: tmpfs is empty
+            restore_from_flash(self.snapshot_path, self.path)  # the router rebooted: tmpfs is empty
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-
-    @staticmethod
-    def _copy(source: Path, target: Path) -> None:
-        src = sqlite3.connect(source)
-        try:
-            dst = sqlite3.connect(target)
-            with dst:
-                src.backup(dst)
-            dst.close()
-        finally:
-            src.close()
 
     def load(self) -> list[Session]:
         """Every saved live session."""

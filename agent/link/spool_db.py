@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.flash import snapshot_to_flash
+from agent.flash import restore_from_flash, snapshot_to_flash
 from agent.link.spool import Batch, FlushPolicy, Range, SpoolBook, count_of, origins_of
 from agent.wire import Event, EventBatch, EventKind, Receipt, decode
 
@@ -56,17 +56,6 @@ class SpoolStats:
     unconfirmed: int = 0  # rows the broker has, waiting for the cloud's receipt
 
 
-def _copy(source: Path, target: Path) -> None:
-    src = sqlite3.connect(source)
-    try:
-        dst = sqlite3.connect(target)
-        with dst:
-            src.backup(dst)
-        dst.close()
-    finally:
-        src.close()
-
-
 class SpoolDB:
     """Events kept until the cloud receipts them, stamped with (boot_id, seq) as stored."""
 
@@ -89,7 +78,7 @@ class SpoolDB:
         self.policy = FlushPolicy(flush_interval)
         state_dir.mkdir(parents=True, exist_ok=True)
         if not self.path.exists() and self.snapshot_path.exists():
-            _copy(self.snapshot_path, self.path)  # the router rebooted: tmpfs is empty
+            restore_from_flash(self.snapshot_path, self.path)  # the router rebooted: tmpfs is empty
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
