@@ -8,16 +8,13 @@ has left; the visit's dwell time goes with the departure.
 
 from __future__ import annotations
 
-import os
 import socket
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path
 
-from agent.clients import BadMac, normalize_mac
 from agent.gate.neighbours import ARP_TABLE, parse_arp_table
+from agent.gate.netlink import dump_neighbours
 
 # --- the pure core ------------------------------------------------------------------------
 
@@ -80,109 +77,6 @@ def latest(*sources: Mapping[str, float]) -> dict[str, float]:
         for mac, seen in source.items():
             merged[mac] = max(seen, merged.get(mac, seen))
     return merged
-
-
-# --- the neighbour table over netlink -----------------------------------------------------
-
-RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NDA_DST, NDA_LLADDR, NDA_CACHEINFO = 1, 2, 3
-NUD_INCOMPLETE, NUD_FAILED, NUD_NOARP, NUD_PERMANENT = 0x01, 0x20, 0x40, 0x80
-_NOT_A_SIGN = NUD_INCOMPLETE | NUD_FAILED | NUD_NOARP | NUD_PERMANENT
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr
-_NDMSG = struct.Struct("=BBHiHBB")  # ndmsg
-_ATTR = struct.Struct("=HH")  # rtattr
-_CACHEINFO = struct.Struct("=IIII")  # nda_cacheinfo: confirmed, used, updated (clock ticks ago)
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-MAX_DUMP_BYTES = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Neighbour:
-    """One IPv4 neighbour entry: who, on which interface, and how long since its last sign."""
-
-    mac: str
-    ip: IPv4Address
-    ifindex: int
-    seconds_ago: float
-
-
-def _attributes(data: bytes, offset: int, end: int) -> dict[int, bytes]:
-    found: dict[int, bytes] = {}
-    while offset + _ATTR.size <= end:
-        length, kind = _ATTR.unpack_from(data, offset)
-        if length < _ATTR.size or offset + length > end:
-            break
-        found[kind] = data[offset + _ATTR.size : offset + length]
-        offset += (length + 3) & ~3
-    return found
-
-
-def _neighbour(data: bytes, offset: int, end: int) -> Neighbour | None:
-    if end - offset < _NDMSG.size:
-        return None
-    family, _, _, ifindex, state, _, _ = _NDMSG.unpack_from(data, offset)
-    if family != socket.AF_INET or state & _NOT_A_SIGN:
-        return None
-    attrs = _attributes(data, offset + _NDMSG.size, end)
-    lladdr, dst, info = (
-        attrs.get(NDA_LLADDR, b""),
-        attrs.get(NDA_DST, b""),
-        attrs.get(NDA_CACHEINFO),
-    )
-    if len(lladdr) != 6 or len(dst) != 4:
-        return None
-    try:
-        mac = normalize_mac(lladdr.hex(":"))
-    except BadMac:
-        return None
-    ago = 0.0
-    if info is not None and len(info) >= _CACHEINFO.size:
-        confirmed, _, updated, _ = _CACHEINFO.unpack_from(info)
-        ago = min(confirmed, updated) / _TICKS
-    return Neighbour(mac, IPv4Address(dst), ifindex, ago)
-
-
-def parse_neighbour_dump(data: bytes) -> tuple[list[Neighbour], bool]:
-    """The neighbours in netlink replies, and whether the dump is complete (NLMSG_DONE seen)."""
-    found: list[Neighbour] = []
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
-        if length < _HEADER.size or offset + length > len(data):
-            break  # damaged: take what was whole
-        if kind in (NLMSG_DONE, NLMSG_ERROR):
-            return found, True
-        if kind == RTM_NEWNEIGH:
-            neighbour = _neighbour(data, offset + _HEADER.size, offset + length)
-            if neighbour is not None:
-                found.append(neighbour)
-        offset += (length + 3) & ~3
-    return found, False
-
-
-def dump_neighbours() -> list[Neighbour]:
-    """The kernel's IPv4 neighbour table, in one netlink request (blocking: not on the loop)."""
-    request = _HEADER.pack(
-        _HEADER.size + _NDMSG.size, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
-    )
-    request += _NDMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-        sock.settimeout(2.0)
-        sock.sendto(request, (0, 0))
-        found: list[Neighbour] = []
-        received = 0
-        while received < MAX_DUMP_BYTES:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += len(chunk)
-            neighbours, done = parse_neighbour_dump(chunk)
-            found.extend(neighbours)
-            if done:
-                break
-    return found
 
 
 # --- the reader ---------------------------------------------------------------------------

@@ -1,28 +1,123 @@
-"""One neighbour-table lookup over rtnetlink (RTM_GETNEIGH), without reading the whole table."""
+"""The kernel's IPv4 neighbour table over rtnetlink: a whole dump, or one address.
+
+No process per read: presence dumps the table in one request, and the portal asks for
+the one address it needs (about 25 µs) instead of parsing the whole ARP table.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import struct
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-RTM_NEWNEIGH = 28
-RTM_GETNEIGH = 30
-NLM_F_REQUEST = 0x1
-NLMSG_ERROR = 0x2
-NDA_DST = 1
-NDA_LLADDR = 2
-NUD_INCOMPLETE = 0x01
-NUD_FAILED = 0x20
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
-_NDMSG = struct.Struct("=BxxxiHBB")  # ndmsg: family, pad, ifindex, state, flags, type
-_RTA = struct.Struct("=HH")
+from agent.clients import BadMac, normalize_mac
+
+RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NDA_DST, NDA_LLADDR, NDA_CACHEINFO = 1, 2, 3
+NUD_INCOMPLETE, NUD_FAILED, NUD_NOARP, NUD_PERMANENT = 0x01, 0x20, 0x40, 0x80
+_NOT_A_SIGN = NUD_INCOMPLETE | NUD_FAILED | NUD_NOARP | NUD_PERMANENT
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr
+_NDMSG = struct.Struct("=BBHiHBB")  # ndmsg
+_ATTR = struct.Struct("=HH")  # rtattr
+_CACHEINFO = struct.Struct("=IIII")  # nda_cacheinfo: confirmed, used, updated (clock ticks ago)
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+MAX_DUMP_BYTES = 16 * 1024 * 1024
 
 
-def _request(ip: IPv4Address, ifindex: int, seq: int) -> bytes:
-    attr = _RTA.pack(_RTA.size + 4, NDA_DST) + ip.packed
-    body = _NDMSG.pack(socket.AF_INET, ifindex, 0, 0, 0) + attr
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """One IPv4 neighbour entry: who, on which interface, and how long since its last sign."""
+
+    mac: str
+    ip: IPv4Address
+    ifindex: int
+    seconds_ago: float
+
+
+def _attributes(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    while offset + _ATTR.size <= end:
+        length, kind = _ATTR.unpack_from(data, offset)
+        if length < _ATTR.size or offset + length > end:
+            break
+        found[kind] = data[offset + _ATTR.size : offset + length]
+        offset += (length + 3) & ~3
+    return found
+
+
+def _neighbour(data: bytes, offset: int, end: int) -> Neighbour | None:
+    if end - offset < _NDMSG.size:
+        return None
+    family, _, _, ifindex, state, _, _ = _NDMSG.unpack_from(data, offset)
+    if family != socket.AF_INET or state & _NOT_A_SIGN:
+        return None
+    attrs = _attributes(data, offset + _NDMSG.size, end)
+    lladdr, dst, info = (
+        attrs.get(NDA_LLADDR, b""),
+        attrs.get(NDA_DST, b""),
+        attrs.get(NDA_CACHEINFO),
+    )
+    if len(lladdr) != 6 or len(dst) != 4:
+        return None
+    try:
+        mac = normalize_mac(lladdr.hex(":"))
+    except BadMac:
+        return None
+    ago = 0.0
+    if info is not None and len(info) >= _CACHEINFO.size:
+        confirmed, _, updated, _ = _CACHEINFO.unpack_from(info)
+        ago = min(confirmed, updated) / _TICKS
+    return Neighbour(mac, IPv4Address(dst), ifindex, ago)
+
+
+def parse_neighbour_dump(data: bytes) -> tuple[list[Neighbour], bool]:
+    """The neighbours in netlink replies, and whether the dump is complete (NLMSG_DONE seen)."""
+    found: list[Neighbour] = []
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
+        if length < _HEADER.size or offset + length > len(data):
+            break  # damaged: take what was whole
+        if kind in (NLMSG_DONE, NLMSG_ERROR):
+            return found, True
+        if kind == RTM_NEWNEIGH:
+            neighbour = _neighbour(data, offset + _HEADER.size, offset + length)
+            if neighbour is not None:
+                found.append(neighbour)
+        offset += (length + 3) & ~3
+    return found, False
+
+
+def dump_neighbours() -> list[Neighbour]:
+    """The kernel's IPv4 neighbour table, in one netlink request (blocking: not on the loop)."""
+    request = _HEADER.pack(
+        _HEADER.size + _NDMSG.size, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
+    )
+    request += _NDMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(2.0)
+        sock.sendto(request, (0, 0))
+        found: list[Neighbour] = []
+        received = 0
+        while received < MAX_DUMP_BYTES:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += len(chunk)
+            neighbours, done = parse_neighbour_dump(chunk)
+            found.extend(neighbours)
+            if done:
+                break
+    return found
+
+
+def _lookup_request(ip: IPv4Address, ifindex: int, seq: int) -> bytes:
+    body = _NDMSG.pack(socket.AF_INET, 0, 0, ifindex, 0, 0, 0)
+    body += _ATTR.pack(_ATTR.size + 4, NDA_DST) + ip.packed
     return _HEADER.pack(_HEADER.size + len(body), RTM_GETNEIGH, NLM_F_REQUEST, seq, 0) + body
 
 
@@ -33,24 +128,15 @@ def parse_reply(data: bytes) -> str | None:
     length, kind, _, _, _ = _HEADER.unpack_from(data)
     if kind != RTM_NEWNEIGH:
         return None
-    _, _, state, _, _ = _NDMSG.unpack_from(data, _HEADER.size)
+    _, _, _, _, state, _, _ = _NDMSG.unpack_from(data, _HEADER.size)
     if state & (NUD_INCOMPLETE | NUD_FAILED) or state == 0:
-        return None
-    offset = _HEADER.size + _NDMSG.size
-    end = min(length, len(data))
-    while offset + _RTA.size <= end:
-        rta_len, rta_type = _RTA.unpack_from(data, offset)
-        if rta_len < _RTA.size:
-            return None
-        if rta_type == NDA_LLADDR and rta_len == _RTA.size + 6:
-            raw = data[offset + _RTA.size : offset + _RTA.size + 6]
-            return ":".join(f"{b:02x}" for b in raw)
-        offset += (rta_len + 3) & ~3
-    return None
+        return None  # a static (permanent) entry is a good answer here, unlike in presence
+    lladdr = _attributes(data, _HEADER.size + _NDMSG.size, min(length, len(data))).get(NDA_LLADDR)
+    return lladdr.hex(":") if lladdr is not None and len(lladdr) == 6 else None
 
 
 class NeighbourLookup:
-    """Asks the kernel for one IPv4 neighbour on the LAN interfaces; about 20 µs a call."""
+    """Asks the kernel for one IPv4 neighbour on the LAN interfaces."""
 
     def __init__(self, interfaces: tuple[str, ...]) -> None:
         self.interfaces = interfaces
@@ -66,13 +152,8 @@ class NeighbourLookup:
                 except OSError:
                     continue
                 self._seq = (self._seq + 1) & 0xFFFFFFFF
-                sock.sendto(_request(ip, ifindex, self._seq), (0, 0))
+                sock.sendto(_lookup_request(ip, ifindex, self._seq), (0, 0))
                 mac = parse_reply(sock.recv(65536))
                 if mac is not None:
                     return mac
         return None
-
-
-def supported() -> bool:
-    """True where rtnetlink sockets can be opened (Linux)."""
-    return hasattr(socket, "AF_NETLINK") and os.name == "posix"

@@ -8,18 +8,20 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.presence import (
+from agent.gate.netlink import (
     NDA_CACHEINFO,
     NDA_DST,
     NDA_LLADDR,
     NLMSG_DONE,
     RTM_NEWNEIGH,
+    parse_neighbour_dump,
+)
+from agent.presence import (
     Arrived,
     Left,
     Presence,
     Visit,
     latest,
-    parse_neighbour_dump,
 )
 
 A, B = "02:00:00:00:00:0a", "a4:5e:60:00:00:0b"
