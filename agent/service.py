@@ -20,6 +20,7 @@ from agent.errors import ClientUnknown
 from agent.events import NO_EVENTS, SessionEvents
 from agent.gate.gate import Gate, forget_connections
 from agent.gate.neighbours import ARP_TABLE, ip_of, mac_of
+from agent.gate.netlink import NeighbourLookup
 from agent.ruleset import GateSpec, Grant
 from agent.sessions import (
     Ended,
@@ -66,6 +67,7 @@ class AgentService:
         self.store = store
         self.clock = clock
         self.arp_table = arp_table
+        self._neighbours = NeighbourLookup(settings.lan_interfaces)
         self.flush_conntrack = flush_conntrack
         self.events = events
         self.status_parts: list[Callable[[], dict[str, Any]]] = []  # e.g. the cloud link's
@@ -111,7 +113,7 @@ class AgentService:
 
     async def identify(self, ip: IPv4Address) -> Client:
         """The client behind `ip`, from the neighbour table; raises ClientUnknown."""
-        mac = await self._on(None, mac_of, ip, self.arp_table)
+        mac = await self._on(None, mac_of, ip, self.arp_table, self._neighbours)
         return Client(mac, ip)
 
     def session_of(self, client: Client) -> Session | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agent.clients import BadMac, normalize_mac
 from agent.errors import ClientUnknown
+from agent.gate.netlink import NeighbourLookup
 
 ARP_TABLE = Path("/proc/net/arp")
 _ATF_COM = 0x02  # the entry is complete
@@ -28,9 +29,23 @@ def parse_arp_table(text: str) -> dict[IPv4Address, str]:
     return table
 
 
-def mac_of(ip: IPv4Address, arp_table: Path = ARP_TABLE) -> str:
-    """The MAC the kernel has for `ip`; raises ClientUnknown when there is none."""
-    mac = parse_arp_table(arp_table.read_text()).get(ip)
+def mac_of(
+    ip: IPv4Address, arp_table: Path = ARP_TABLE, lookup: NeighbourLookup | None = None
+) -> str:
+    """The MAC the kernel has for `ip`; raises ClientUnknown when there is none.
+
+    With `lookup`, the kernel is asked for this one address over netlink; the whole
+    table is read only where netlink cannot answer.
+    """
+    mac = None
+    if lookup is not None:
+        try:
+            found = lookup.mac_of(ip)
+            mac = normalize_mac(found) if found else None
+        except (OSError, BadMac):
+            mac = None
+    if mac is None:
+        mac = parse_arp_table(arp_table.read_text()).get(ip)
     if mac is None:
         raise ClientUnknown(f"no neighbour entry for {ip}")
     return mac
