@@ -33,3 +33,15 @@ def restore_from_flash(snapshot: Path, target: Path) -> None:
         copy.close()
     finally:
         source.close()
+
+
+def open_on_tmpfs(path: Path, snapshot: Path, schema: str) -> sqlite3.Connection:
+    """The database at `path` (tmpfs), restored from its flash `snapshot` after a reboot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() and snapshot.exists():
+        restore_from_flash(snapshot, path)  # the router rebooted: tmpfs is empty
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from agent.clients import Client
-from agent.flash import restore_from_flash, snapshot_to_flash
+from agent.flash import open_on_tmpfs, snapshot_to_flash
 from agent.sessions import Ended, Session
 
 DB_NAME = "sessions.db"
@@ -87,13 +86,7 @@ class SessionStore:
     def __init__(self, state_dir: Path, flash_dir: Path) -> None:
         self.path = state_dir / DB_NAME
         self.snapshot_path = flash_dir / DB_NAME
-        state_dir.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists() and self.snapshot_path.exists():
-            restore_from_flash(self.snapshot_path, self.path)  # the router rebooted: tmpfs is empty
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_on_tmpfs(self.path, self.snapshot_path, _SCHEMA)
 
     def load(self) -> list[Session]:
         """Every saved live session."""

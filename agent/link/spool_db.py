@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.flash import restore_from_flash, snapshot_to_flash
+from agent.flash import open_on_tmpfs, snapshot_to_flash
 from agent.link.spool import Batch, FlushPolicy, Range, SpoolBook, count_of, origins_of
 from agent.wire import Event, EventBatch, EventKind, Receipt, decode
 
@@ -76,14 +76,8 @@ class SpoolDB:
         self.clock = clock
         self.monotonic = monotonic
         self.policy = FlushPolicy(flush_interval)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists() and self.snapshot_path.exists():
-            restore_from_flash(self.snapshot_path, self.path)  # the router rebooted: tmpfs is empty
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_on_tmpfs(self.path, self.snapshot_path, _SCHEMA)
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._db.executescript(_SCHEMA)
         self.boot_id = secrets.token_hex(8)
         self._next_seq = 1
         self.book = self._load(capacity)
