@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from agent.wire import Event, EventBatch, EventKind, decode, device_id
 from lab import addresses as A
 from lab.broker import Broker
 from lab.client import connect
+from lab.polling import wait_until
 from lab.router import LAB_ALLIANCE_KEY, LAB_ROUTER_ID, MQTT_PORT, RouterAgent, cloud_section
 from lab.topology import Lab
 from lab.uplink import start_uplink
@@ -129,16 +129,6 @@ class Counter:
         """Disconnect."""
         self._client.loop_stop()
         self._client.disconnect()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll `condition` until it holds or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def one_round(events: int) -> dict[str, Memory | float]:

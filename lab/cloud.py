@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -184,13 +183,3 @@ class CloudStack:
         _stop(self.uplink)
         self.stop_broker()
         self.engine.dispose()
-
-
-def wait_until(condition: Any, timeout: float, step: float = 0.1) -> Any:
-    """Poll `condition()` until it returns something truthy or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(step)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from cloud.db import migrate
 from lab import addresses as A
-from lab.cloud import CloudStack, wait_until
+from lab.cloud import CloudStack
+from lab.polling import wait_until
 from lab.relay import serve_relay
 from lab.router import RouterAgent
 from lab.topology import Lab, cleanup_stale, require_root

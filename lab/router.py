@@ -109,26 +109,26 @@ class RouterAgent:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def _command(self) -> tuple[str, ...]:
+        return (sys.executable, "-m", "agent.cli", "--config", str(self.config))
+
+    @property
     def portal(self) -> str:
         """The portal's base URL as phones reach it."""
         return f"http://{A.ROUTER_LAN_IP}:2050"
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the agent and return once its control socket answers."""
-        log = self.log.open("ab")
-        self.process = self.lab.popen(
-            self.lab.router,
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "--config",
-            str(self.config),
-            "run",
-            "--log-level",
-            "DEBUG",
-            stdout=log,
-            stderr=log,
-        )
+        with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = self.lab.popen(
+                self.lab.router,
+                *self._command,
+                "run",
+                "--log-level",
+                "DEBUG",
+                stdout=log,
+                stderr=log,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -152,17 +152,7 @@ class RouterAgent:
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `loopspot-agent --config ... ARGS` in the router namespace."""
-        return netns.run(
-            self.lab.router,
-            sys.executable,
-            "-m",
-            "agent.cli",
-            "--config",
-            str(self.config),
-            *args,
-            check=False,
-            timeout=30,
-        )
+        return netns.run(self.lab.router, *self._command, *args, check=False, timeout=30)
 
     def ctl_json(self, *args: str) -> dict[str, Any]:
         """`ctl(... --json)`, parsed; raise LabError when the agent refused."""

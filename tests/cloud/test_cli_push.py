@@ -20,6 +20,15 @@ def run(config: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[i
     return code, out + err
 
 
+def claimed_router(config: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """An initialised cloud with one merchant, site and claimed router; its id."""
+    assert run(config, capsys, "init", "--bind", "127.0.0.1")[0] == 0
+    run(config, capsys, "merchant", "create", "Bistro")
+    run(config, capsys, "site", "create", "--merchant", "Bistro", "Main Street")
+    _, out = run(config, capsys, "--json", "claim", "create", "--site", "1")
+    return str(json.loads(out)["router_id"])
+
+
 @pytest.fixture
 def config(tmp_path: Path, cloud_broker: CloudBroker) -> Path:
     s = cloud_broker.settings
@@ -35,11 +44,7 @@ def config(tmp_path: Path, cloud_broker: CloudBroker) -> Path:
 def test_operator_pushes_a_config_and_a_command_to_a_router(
     config: Path, cloud_broker: CloudBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(config, capsys, "init", "--bind", "127.0.0.1")[0] == 0
-    run(config, capsys, "merchant", "create", "Bistro")
-    run(config, capsys, "site", "create", "--merchant", "Bistro", "Main Street")
-    code, out = run(config, capsys, "--json", "claim", "create", "--site", "1")
-    router_id = json.loads(out)["router_id"]
+    router_id = claimed_router(config, capsys)
     router = Peer().as_router(cloud_broker, cloud_broker.router(router_id))
     try:
         assert router.accepted
@@ -73,10 +78,6 @@ def test_operator_pushes_a_config_and_a_command_to_a_router(
 def test_a_bad_field_is_refused_with_its_name_and_exit_1(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(config, capsys, "init", "--bind", "127.0.0.1")[0] == 0
-    run(config, capsys, "merchant", "create", "Bistro")
-    run(config, capsys, "site", "create", "--merchant", "Bistro", "Main Street")
-    code, out = run(config, capsys, "--json", "claim", "create", "--site", "1")
-    router_id = json.loads(out)["router_id"]
+    router_id = claimed_router(config, capsys)
     code, out = run(config, capsys, "config", "push", router_id, "--set", "idle_timout=60")
     assert code == 1 and "idle_timout" in out

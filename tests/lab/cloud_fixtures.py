@@ -11,7 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.models import Router
-from lab.cloud import CloudStack, wait_until
+from lab.cloud import CloudStack
+from lab.polling import wait_until
 from lab.router import RouterAgent
 from lab.topology import Lab
 

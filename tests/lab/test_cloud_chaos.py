@@ -14,7 +14,8 @@ from cloud.models import Event
 from lab import netns
 from lab.addresses import ROUTER_WAN_IF
 from lab.client import http_get
-from lab.cloud import CloudStack, wait_until
+from lab.cloud import CloudStack
+from lab.polling import wait_until
 from lab.router import RouterAgent
 from lab.topology import Lab
 from tests.lab.portal_steps import PORTAL

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from agent import wire
 from cloud.models import Alliance, Event, Merchant, Router, RouterConfig, Site
 from lab import addresses as A
-from lab.cloud import CloudStack, wait_until
+from lab.cloud import CloudStack
+from lab.polling import wait_until
 from lab.router import RouterAgent
 from lab.topology import Lab
 from tests.lab.cloud_fixtures import enrol, linked_agent, router_state

@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 
 from agent.link.spool import RECEIPT_TIMEOUT
 from cloud.models import Event
-from lab.cloud import CloudStack, wait_until
+from lab.cloud import CloudStack
+from lab.polling import wait_until
 from lab.router import RouterAgent
 from lab.topology import Lab
 from tests.lab.portal_steps import open_portal

@@ -41,6 +41,7 @@ from lab import addresses as A
 from lab.broker import Broker
 from lab.client import connect, http_get
 from lab.errors import LabError
+from lab.polling import wait_until
 from lab.router import LAB_ALLIANCE_KEY, LAB_ROUTER_ID, MQTT_PORT, RouterAgent, cloud_section
 from lab.topology import Lab
 from lab.uplink import start_uplink
@@ -54,13 +55,7 @@ MakeAgent = Callable[..., RouterAgent]
 
 def wait_for(condition: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
     """Poll `condition` until it returns something true, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(step)
-    found = condition()
+    found = wait_until(condition, timeout, step)
     assert found, f"not within {timeout}s"
     return found
 

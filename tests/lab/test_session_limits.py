@@ -10,6 +10,7 @@ import pytest
 
 from lab import addresses as A
 from lab.client import connect, http_get
+from lab.polling import wait_until
 from lab.router import RouterAgent
 from lab.topology import Lab
 from tests.lab.portal_steps import PORTAL, accept_terms, is_authorized, reaches_wan
@@ -17,16 +18,6 @@ from tests.lab.portal_steps import PORTAL, accept_terms, is_authorized, reaches_
 pytestmark = pytest.mark.lab
 
 MakeAgent = Callable[..., RouterAgent]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
-    """Poll `condition` until it holds or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 def download(phone_ns: str, n: int) -> int:
