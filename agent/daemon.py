@@ -89,9 +89,7 @@ async def _open_cloud(
     return effective, applied, await open_cloud(effective)
 
 
-async def run(
-    settings: Settings, ready: asyncio.Event | None = None, config_file: Path | None = None
-) -> None:
+async def run(settings: Settings, config_file: Path | None = None) -> None:
     """Run the agent until SIGTERM or SIGINT; leave the gate's table in place on exit."""
     base = settings
     cloud: CloudLink | None = None
@@ -152,8 +150,6 @@ async def run(
         len(service.book),
         gate.nft.name,
     )
-    if ready is not None:
-        ready.set()
     try:
         await stop.wait()
     finally:

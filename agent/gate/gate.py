@@ -73,14 +73,13 @@ class Gate:
 
     def read_clients(self) -> dict[Client, KernelClient]:
         """Every authorized client in the kernel set, with its counters."""
-        up = self._elements(CLIENTS_SET)
-        down = self._elements(DOWNLOADS_SET)
+        downloads = {str(e["val"]): e for e in self._elements(DOWNLOADS_SET)}
         result: dict[Client, KernelClient] = {}
-        for elem in up:
+        for elem in self._elements(CLIENTS_SET):
             mac, ip = elem["val"]["concat"]
             client = Client(str(mac), IPv4Address(ip))
             counter = elem.get("counter") or {}
-            down_counter = (down.get(str(ip)) or {}).get("counter") or {}
+            down_counter = (downloads.get(str(ip)) or {}).get("counter") or {}
             expires = elem.get("expires")
             result[client] = KernelClient(
                 client,
@@ -90,16 +89,15 @@ class Gate:
             )
         return result
 
-    def _elements(self, name: str) -> Any:
-        listing = self.nft.list_json(f"list set {TABLE} {name}")
-        elems: list[dict[str, Any]] = []
-        for item in listing.get("nftables", []):
-            if "set" in item:
-                for raw in item["set"].get("elem", []):
-                    elems.append(raw["elem"] if isinstance(raw, dict) and "elem" in raw else raw)
-        if name == DOWNLOADS_SET:
-            return {str(e["val"]): e for e in elems if isinstance(e, dict)}
-        return [e for e in elems if isinstance(e, dict)]
+    def _elements(self, name: str) -> list[dict[str, Any]]:
+        """The elements of one of the table's sets, as nft's JSON gives them."""
+        elements: list[dict[str, Any]] = []
+        for item in self.nft.list_json(f"list set {TABLE} {name}").get("nftables", []):
+            for raw in item.get("set", {}).get("elem", []):
+                elem = raw["elem"] if isinstance(raw, dict) and "elem" in raw else raw
+                if isinstance(elem, dict):
+                    elements.append(elem)
+        return elements
 
 
 def forget_connections(ip: IPv4Address) -> None:
