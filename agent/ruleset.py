@@ -51,6 +51,16 @@ def _client_key(client: Client) -> str:
     return f"{client.mac} . {client.ip}"
 
 
+def client_of_key(key: bytes) -> Client | None:
+    """The client of a `clients` element key as the kernel stores it, None if malformed.
+
+    A concatenation pads each part to 4 bytes: the MAC takes 6 + 2, the IPv4 address 4.
+    """
+    if len(key) != 12:
+        return None
+    return Client(key[:6].hex(":"), IPv4Address(key[8:12]))
+
+
 def _elements(items: Iterable[str]) -> str:
     listed = ", ".join(items)
     return f"\t\telements = {{ {listed} }}\n" if listed else ""

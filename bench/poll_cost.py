@@ -1,11 +1,12 @@
 """What one counter poll costs the agent, and what it does to an accept that arrives meanwhile.
 
-A diagnostic behind docs/benchmarks.md's "What is slow in the agent". For each N, a fresh
-process inside the lab's router namespace starts an AgentService (libnftables) with N
-sessions and measures:
-  - gate.read_clients() and its parts (a JSON listing of each set);
-  - peak and current RSS around one read, and RSS after malloc_trim(0);
-  - accept alone, and accept issued 1 ms after a poll started (they share the nft thread).
+A diagnostic behind docs/benchmarks.md's "What is slow in the agent". For each N and each
+way of reading the sets, a fresh process inside the lab's router namespace starts an
+AgentService (libnftables) with N sessions and measures:
+  - reading every client's counters, 10 times: over netlink as the agent does
+    (gate.read_clients), or as it did before, through `nft -j list set` and JSON;
+  - the peak RSS those reads add, and the RSS after malloc_trim(0);
+  - accept alone, and accept issued 1 ms after a poll started.
 
     sudo .venv/bin/python -m bench.poll_cost [--clients 1000,10000]
 """
@@ -18,11 +19,13 @@ import ctypes
 import ctypes.util
 import json
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.gate.gate import Gate
 from agent.gate.nft import LibNftables
@@ -38,17 +41,20 @@ INNER_TIMEOUT = 600.0
 MIB = 1024 * 1024
 
 
+WAYS = ("netlink", "nft -j")
+READS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class PollCost:
-    """One N's figures; times in seconds, memory in bytes."""
+    """One N's and one way's figures; times in seconds, memory in bytes."""
 
     clients: int
-    read_clients: float
-    list_clients_json: float
-    list_downloads_json: float
+    way: str
+    read_p50: float
     rss_before: int
-    peak_after_read: int
-    rss_after_read: int
+    peak_added: int
+    rss_after_reads: int
     rss_after_trim: int
     accept_alone_p50: float
     accept_during_poll_p50: float
@@ -61,7 +67,31 @@ def _timed(step: Callable[[], object]) -> float:
     return time.perf_counter() - began
 
 
-async def measure(clients: int) -> PollCost:
+def read_with_nft_json() -> dict[tuple[str, str], tuple[int | None, int, int]]:
+    """The counters the way the agent read them until it spoke netlink: `nft -j`, then JSON."""
+
+    def elements(name: str) -> list[dict[str, Any]]:
+        shown = subprocess.run(
+            ["nft", "-j", "list", "set", *TABLE.split(), name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        sets = [item["set"] for item in json.loads(shown)["nftables"] if "set" in item]
+        return [e["elem"] for e in sets[0].get("elem", [])]
+
+    downloads = {e["val"]: e["counter"]["bytes"] for e in elements(DOWNLOADS_SET)}
+    return {
+        (e["val"]["concat"][0], e["val"]["concat"][1]): (
+            e.get("expires"),
+            e["counter"]["bytes"],
+            downloads.get(e["val"]["concat"][1], 0),
+        )
+        for e in elements(CLIENTS_SET)
+    }
+
+
+async def measure(clients: int, way: str) -> PollCost:
     """Everything for N = `clients`, in this process (run inside the router namespace)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     with tempfile.TemporaryDirectory(prefix="loopspot-bench-", dir="/dev/shm") as tmp:
@@ -73,17 +103,13 @@ async def measure(clients: int) -> PollCost:
         service = AgentService(settings, gate, SessionStore(settings.state_dir, settings.flash_dir))
         try:
             await service.start()
-            before = C.proc_status(os.getpid())["VmRSS"]
-            read = _timed(gate.read_clients)
+            libc.malloc_trim(0)
+            before = C.proc_status(os.getpid())
+            read = gate.read_clients if way == "netlink" else read_with_nft_json
+            reads = [_timed(read) for _ in range(READS)]
             after = C.proc_status(os.getpid())
             libc.malloc_trim(0)
             trimmed = C.proc_status(os.getpid())["VmRSS"]
-            list_clients = C.median(
-                _timed(lambda: nft.list_json(f"list set {TABLE} {CLIENTS_SET}")) for _ in range(3)
-            )
-            list_downloads = C.median(
-                _timed(lambda: nft.list_json(f"list set {TABLE} {DOWNLOADS_SET}")) for _ in range(3)
-            )
             fresh = iter(C.synthetic_clients(ACCEPTS + DURING_POLL, offset=clients))
             alone: list[float] = []
             for _ in range(ACCEPTS):
@@ -104,11 +130,10 @@ async def measure(clients: int) -> PollCost:
             nft.close()
     return PollCost(
         clients,
-        read,
-        list_clients,
-        list_downloads,
-        before,
-        after["VmHWM"],
+        way,
+        C.percentile(reads, 50),
+        before["VmRSS"],
+        max(0, after["VmHWM"] - max(before["VmHWM"], before["VmRSS"])),
         after["VmRSS"],
         trimmed,
         C.percentile(alone, 50),
@@ -122,25 +147,27 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(prog="python -m bench.poll_cost", description=__doc__)
     parser.add_argument("--clients", type=C.parse_counts, default=[1000, 10000])
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--way", choices=WAYS, default="netlink", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inner is not None:
-        print(json.dumps(asdict(asyncio.run(measure(args.inner)))))
+        print(json.dumps(asdict(asyncio.run(measure(args.inner, args.way)))))
         return {}
     C.check_root()
     results: list[PollCost] = []
     with C.open_lab(phones=0) as lab:
         for clients in args.clients:
-            out = C.run_in_router(lab, "bench.poll_cost", ["--inner", str(clients)], INNER_TIMEOUT)
-            results.append(PollCost(**json.loads(out)))
+            for way in WAYS:
+                inner = ["--inner", str(clients), "--way", way]
+                out = C.run_in_router(lab, "bench.poll_cost", inner, INNER_TIMEOUT)
+                results.append(PollCost(**json.loads(out)))
     C.report(
-        "Counter poll cost (libnftables; ms and MiB)",
+        f"Counter poll cost (ms and MiB; {READS} reads each)",
         [
             "clients",
-            "read_clients()",
-            "JSON list of clients",
-            "JSON list of downloads",
+            "read the counters",
+            "read p50",
             "RSS before",
-            "peak after one read",
+            "peak added by the reads",
             "RSS after",
             "RSS after malloc_trim",
             "accept alone p50",
@@ -150,12 +177,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         [
             [
                 f"{r.clients:,}",
-                C.ms(r.read_clients),
-                C.ms(r.list_clients_json),
-                C.ms(r.list_downloads_json),
+                r.way,
+                C.ms(r.read_p50),
                 f"{r.rss_before / MIB:.1f}",
-                f"{r.peak_after_read / MIB:.1f}",
-                f"{r.rss_after_read / MIB:.1f}",
+                f"{r.peak_added / MIB:.1f}",
+                f"{r.rss_after_reads / MIB:.1f}",
                 f"{r.rss_after_trim / MIB:.1f}",
                 C.ms(r.accept_alone_p50),
                 C.ms(r.accept_during_poll_p50),
@@ -164,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             for r in results
         ],
     )
-    return {str(r.clients): asdict(r) for r in results}
+    return {f"{r.clients}/{r.way}": asdict(r) for r in results}
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Protocol
 
 from agent.clients import Client
-from agent.errors import GateError
+from agent.gate.nfnetlink import KernelSets, SetElement
 from agent.gate.nft import Nft
 from agent.ruleset import (
     CLIENTS_SET,
@@ -18,6 +18,7 @@ from agent.ruleset import (
     TABLE,
     GateSpec,
     Grant,
+    client_of_key,
     render_grant,
     render_revoke,
     render_table,
@@ -40,12 +41,23 @@ class KernelClient:
         return self.bytes_up + self.bytes_down
 
 
+class SetReader(Protocol):
+    """Reads the table's sets from the kernel (agent.gate.nfnetlink.KernelSets)."""
+
+    def table_exists(self) -> bool:
+        """True when the table is in the kernel."""
+
+    def elements(self, set_name: str) -> list[SetElement]:
+        """Every element of one set, with its counter."""
+
+
 class Gate:
     """The agent's table `inet loopspot`; every change is one nft transaction."""
 
-    def __init__(self, nft: Nft, spec: GateSpec) -> None:
+    def __init__(self, nft: Nft, spec: GateSpec, sets: SetReader | None = None) -> None:
         self.nft = nft
         self.spec = spec
+        self.sets = sets if sets is not None else KernelSets(TABLE)
 
     def install(self, grants: Iterable[Grant] = ()) -> None:
         """Replace the whole table atomically, with these clients already let through."""
@@ -65,39 +77,24 @@ class Gate:
 
     def exists(self) -> bool:
         """True when the table is in the kernel (it survives agent restarts)."""
-        try:
-            self.nft.list_json(f"list table {TABLE}")
-        except GateError:
-            return False
-        return True
+        return self.sets.table_exists()
 
     def read_clients(self) -> dict[Client, KernelClient]:
         """Every authorized client in the kernel set, with its counters."""
-        downloads = {str(e["val"]): e for e in self._elements(DOWNLOADS_SET)}
+        downloads = {e.key: e.bytes for e in self.sets.elements(DOWNLOADS_SET)}
         result: dict[Client, KernelClient] = {}
-        for elem in self._elements(CLIENTS_SET):
-            mac, ip = elem["val"]["concat"]
-            client = Client(str(mac), IPv4Address(ip))
-            counter = elem.get("counter") or {}
-            down_counter = (downloads.get(str(ip)) or {}).get("counter") or {}
-            expires = elem.get("expires")
+        for element in self.sets.elements(CLIENTS_SET):
+            client = client_of_key(element.key)
+            if client is None:
+                continue
+            expires = element.expires_ms
             result[client] = KernelClient(
                 client,
-                int(expires) if elem.get("timeout") is not None and expires is not None else None,
-                int(counter.get("bytes", 0)),
-                int(down_counter.get("bytes", 0)),
+                None if expires is None else expires // 1000,
+                element.bytes,
+                downloads.get(client.ip.packed, 0),
             )
         return result
-
-    def _elements(self, name: str) -> list[dict[str, Any]]:
-        """The elements of one of the table's sets, as nft's JSON gives them."""
-        elements: list[dict[str, Any]] = []
-        for item in self.nft.list_json(f"list set {TABLE} {name}").get("nftables", []):
-            for raw in item.get("set", {}).get("elem", []):
-                elem = raw["elem"] if isinstance(raw, dict) and "elem" in raw else raw
-                if isinstance(elem, dict):
-                    elements.append(elem)
-        return elements
 
 
 def forget_connections(ip: IPv4Address) -> None:

@@ -1,29 +1,26 @@
-"""Two ways to talk to nftables: libnftables in process, or an `nft -f -` process."""
+"""Two ways to change nftables: libnftables in process, or an `nft -f -` process.
+
+Reading the sets back goes over netlink (agent.gate.nfnetlink), whichever writes.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import shutil
 import subprocess
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.errors import GateError
 
-_NFT_CTX_OUTPUT_JSON = 1 << 4
-
 
 class Nft(Protocol):
-    """Runs nft scripts atomically and lists objects as JSON."""
+    """Runs nft scripts atomically."""
 
     name: str
 
     def run(self, script: str) -> None:
         """Apply `script` as one transaction; raise GateError with nft's message if refused."""
-
-    def list_json(self, command: str) -> dict[str, Any]:
-        """The JSON output of a `list ...` command."""
 
 
 class LibNftables:
@@ -42,7 +39,6 @@ class LibNftables:
         lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
         lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
         lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
@@ -54,23 +50,13 @@ class LibNftables:
         lib.nft_ctx_buffer_output(self._ctx)
         lib.nft_ctx_buffer_error(self._ctx)
 
-    def _call(self, script: str, *, as_json: bool) -> str:
-        self._lib.nft_ctx_output_set_flags(self._ctx, _NFT_CTX_OUTPUT_JSON if as_json else 0)
+    def run(self, script: str) -> None:
+        """Apply `script` as one transaction."""
         rc = self._lib.nft_run_cmd_from_buffer(self._ctx, script.encode())
-        out = (self._lib.nft_ctx_get_output_buffer(self._ctx) or b"").decode()
+        self._lib.nft_ctx_get_output_buffer(self._ctx)  # rewinds it: it never grows
         err = (self._lib.nft_ctx_get_error_buffer(self._ctx) or b"").decode()
         if rc != 0:
             raise GateError(f"nftables refused the change: {err.strip() or 'no reason given'}")
-        return out
-
-    def run(self, script: str) -> None:
-        """Apply `script` as one transaction."""
-        self._call(script, as_json=False)
-
-    def list_json(self, command: str) -> dict[str, Any]:
-        """The JSON output of a `list ...` command."""
-        result: dict[str, Any] = json.loads(self._call(command, as_json=True) or "{}")
-        return result
 
     def close(self) -> None:
         """Free the library context."""
@@ -88,25 +74,16 @@ class NftProcess:
         found = binary or shutil.which("nft") or "/usr/sbin/nft"
         self._binary = found
 
-    def _call(self, argv: list[str], stdin: str | None = None) -> str:
+    def run(self, script: str) -> None:
+        """Apply `script` as one transaction."""
         try:
             done = subprocess.run(
-                [self._binary, *argv], input=stdin, capture_output=True, text=True, timeout=30
+                [self._binary, "-f", "-"], input=script, capture_output=True, text=True, timeout=30
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise GateError(f"cannot run {self._binary}: {exc}") from exc
         if done.returncode != 0:
             raise GateError(f"nftables refused the change: {done.stderr.strip()}")
-        return done.stdout
-
-    def run(self, script: str) -> None:
-        """Apply `script` as one transaction."""
-        self._call(["-f", "-"], stdin=script)
-
-    def list_json(self, command: str) -> dict[str, Any]:
-        """The JSON output of a `list ...` command."""
-        result: dict[str, Any] = json.loads(self._call(["-j", *command.split()]) or "{}")
-        return result
 
 
 def open_nft(backend: str) -> Nft:
@@ -122,11 +99,11 @@ def open_nft(backend: str) -> Nft:
 
 
 def open_bulk_nft(backend: str) -> Nft:
-    """For whole-table installs and counter listings: an `nft` process when there is one.
+    """For whole-table installs: an `nft` process when there is one.
 
-    libnftables keeps megabytes of cache and JSON after a large listing; in a short-lived
-    process that memory is not the agent's, and the extra few ms do not matter off the
-    grant path.
+    libnftables keeps megabytes of cache after installing 10,000 elements; in a
+    short-lived process that memory is not the agent's, and the extra few ms do not
+    matter off the grant path.
     """
     if backend != "libnftables" and shutil.which("nft"):
         return NftProcess()

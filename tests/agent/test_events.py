@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -13,6 +12,7 @@ from agent.clients import Client
 from agent.errors import GateError
 from agent.events import Emitter
 from agent.gate.gate import Gate
+from agent.gate.nfnetlink import SetElement
 from agent.ruleset import GateSpec
 from agent.service import AgentService
 from agent.sessions import Ended, EndReason, Session
@@ -70,7 +70,7 @@ def test_a_burned_in_mac_is_not_flagged_random() -> None:
 
 
 class FakeNft:
-    """An nftables that accepts every script and has no table yet."""
+    """An nftables that accepts every script."""
 
     name = "fake"
 
@@ -80,10 +80,20 @@ class FakeNft:
     def run(self, script: str) -> None:
         self.scripts.append(script)
 
-    def list_json(self, command: str) -> dict[str, Any]:
-        if command.startswith("list table"):
-            raise GateError("no table")
-        return {"nftables": []}
+
+class NoTableYet:
+    """A kernel without the agent's table."""
+
+    def table_exists(self) -> bool:
+        return False
+
+    def elements(self, set_name: str) -> list[SetElement]:
+        raise GateError(f"no set {set_name}")
+
+
+def fake_gate(settings: Settings, nft: FakeNft | None = None) -> Gate:
+    """A gate that records its scripts and reads an empty kernel."""
+    return Gate(nft or FakeNft(), GateSpec.from_settings(settings), NoTableYet())
 
 
 @pytest.fixture
@@ -98,7 +108,7 @@ def service(tmp_path: Path) -> tuple[AgentService, list[Event]]:
     now = [1000.0]
     agent = AgentService(
         settings,
-        Gate(FakeNft(), GateSpec.from_settings(settings)),
+        fake_gate(settings),
         SessionStore(tmp_path / "tmpfs", tmp_path / "flash"),
         clock=lambda: now[0],
         arp_table=arp,

@@ -48,19 +48,17 @@ async def test_a_pushed_config_is_applied_live_kept_on_flash_and_revokes_by_devi
     tmp_path: Path,
 ) -> None:
     from agent.clients import Client
-    from agent.gate.gate import Gate
     from agent.link.local import AgentRouter
-    from agent.ruleset import GateSpec
     from agent.service import AgentService
     from agent.store import SessionStore
     from agent.wire import device_id
-    from tests.agent.test_events import FakeNft
+    from tests.agent.test_events import FakeNft, fake_gate
 
     settings = Settings(state_dir=tmp_path / "tmpfs", flash_dir=tmp_path / "flash")
     nft = FakeNft()
     service = AgentService(
         settings,
-        Gate(nft, GateSpec.from_settings(settings)),
+        fake_gate(settings, nft),
         SessionStore(settings.state_dir, settings.flash_dir),
         flush_conntrack=False,
     )
@@ -94,12 +92,10 @@ async def test_a_pushed_config_is_applied_live_kept_on_flash_and_revokes_by_devi
 async def test_reload_config_applies_live_fields_and_names_what_needs_a_restart(
     tmp_path: Path,
 ) -> None:
-    from agent.gate.gate import Gate
     from agent.link.local import AgentRouter
-    from agent.ruleset import GateSpec
     from agent.service import AgentService
     from agent.store import SessionStore
-    from tests.agent.test_events import FakeNft
+    from tests.agent.test_events import fake_gate
 
     uci = tmp_path / "loopspot"
     dirs = f"\toption state_dir '{tmp_path}/tmpfs'\n\toption flash_dir '{tmp_path}/flash'\n"
@@ -107,7 +103,7 @@ async def test_reload_config_applies_live_fields_and_names_what_needs_a_restart(
     settings = Settings(state_dir=tmp_path / "tmpfs", flash_dir=tmp_path / "flash")
     service = AgentService(
         settings,
-        Gate(FakeNft(), GateSpec.from_settings(settings)),
+        fake_gate(settings),
         SessionStore(settings.state_dir, settings.flash_dir),
         flush_conntrack=False,
     )
