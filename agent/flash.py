@@ -6,6 +6,10 @@ import os
 import sqlite3
 from pathlib import Path
 
+# The databases live on tmpfs, which is RAM already: sqlite's default 2 MiB page cache
+# would hold them a second time, in the agent's own memory. 128 KiB keeps hot pages only.
+SMALL_CACHE = "PRAGMA cache_size=-128"
+
 
 def snapshot_to_flash(db: sqlite3.Connection, target: Path) -> None:
     """Copy `db` to `target` atomically: a power cut leaves the old copy or the new one."""
@@ -13,6 +17,7 @@ def snapshot_to_flash(db: sqlite3.Connection, target: Path) -> None:
     temporary = target.with_suffix(".tmp")
     temporary.unlink(missing_ok=True)
     copy = sqlite3.connect(temporary)
+    copy.execute(SMALL_CACHE)
     try:
         with copy:
             db.backup(copy)
@@ -43,5 +48,6 @@ def open_on_tmpfs(path: Path, snapshot: Path, schema: str) -> sqlite3.Connection
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(SMALL_CACHE)
     db.executescript(schema)
     return db
