@@ -42,7 +42,7 @@ _CSRF = re.compile(rb'name="csrf" value="([^"]+)"')
 SHIPPED_OPTIONS: dict[str, str | list[str]] = {
     "counter_poll_interval": "2",
     "snapshot_interval": "5m",
-    "nft_backend": "libnftables",
+    "nft_backend": "auto",  # as deploy/openwrt/files/loopspot.config ships it
 }
 
 
