@@ -109,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             ]
             return enrol_main(forwarded + ["--force"] * args.force + ["--json"] * args.json)
         if args.command == "run":
-            from agent.daemon import (
-                run,  # the daemon's imports are not needed by the other commands
-            )
+            from agent.process import one_malloc_arena, without_public_roots
+
+            one_malloc_arena()  # before any thread starts
+            with without_public_roots():  # the daemon's imports; other commands skip them
+                from agent.daemon import run
 
             logging.basicConfig(
                 level=args.log_level.upper(),
