@@ -284,6 +284,46 @@ def proc_status(pid: int) -> dict[str, int]:
     return fields
 
 
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Peak and current resident set of one process, in bytes."""
+
+    peak: int
+    current: int
+
+
+def memory_of(pid: int) -> Memory:
+    """VmHWM and VmRSS of a running process."""
+    status = proc_status(pid)
+    return Memory(status["VmHWM"], status["VmRSS"])
+
+
+def as_the_daemon_imports(modules: str) -> str:
+    """Python code importing `modules` the way `loopspot-agent run` does (agent.process)."""
+    return (
+        "from agent.process import one_malloc_arena, without_public_roots\n"
+        "one_malloc_arena()\n"
+        f"with without_public_roots():\n    import {modules}\n"
+    )
+
+
+def floor(code: str) -> Memory:
+    """The memory of a Python process that runs `code` and stops."""
+    status = "import os; print(os.getpid()); input()"
+    with subprocess.Popen(
+        [sys.executable, "-c", f"{code}\n{status}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    ) as child:
+        assert child.stdout is not None and child.stdin is not None
+        memory = memory_of(int(child.stdout.readline()))
+        child.stdin.write("\n")
+        child.stdin.flush()
+    return memory
+
+
 def run_rounds(rounds: int, step: Callable[[int], None]) -> None:
     """Call `step(round)` `rounds` times, with a progress line each."""
     for index in range(rounds):

@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -27,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.link.spool_db import SpoolDB
 from agent.wire import Event, EventBatch, EventKind, decode, device_id
+from bench import common as C
 from lab import addresses as A
 from lab.broker import Broker
 from lab.client import connect
@@ -39,42 +37,6 @@ GOAL = 40 * 1024 * 1024
 MIB = 1024 * 1024
 SETTLE = 5.0  # seconds of link retries (or idling) before reading memory
 DRAIN_TIMEOUT = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class Memory:
-    """Peak and current resident set of one process, in bytes."""
-
-    peak: int
-    current: int
-
-
-def memory_of(pid: int) -> Memory:
-    """VmHWM and VmRSS of a running process."""
-    fields: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if value.strip().endswith(" kB"):
-            fields[key] = int(value.split()[0]) * 1024
-    return Memory(fields["VmHWM"], fields["VmRSS"])
-
-
-def floor(code: str) -> Memory:
-    """The memory of a Python process that runs `code` and stops."""
-    status = "import pathlib; print(pathlib.Path('/proc/self/status').read_text())"
-    done = subprocess.run(
-        [sys.executable, "-c", f"{code}\n{status}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    fields = {
-        k: int(v.split()[0]) * 1024
-        for k, _, v in (line.partition(":") for line in done.stdout.splitlines())
-        if v.strip().endswith(" kB")
-    }
-    return Memory(fields["VmHWM"], fields["VmRSS"])
 
 
 def fill_spool(workdir: Path, events: int) -> None:
@@ -131,9 +93,9 @@ class Counter:
         self._client.disconnect()
 
 
-def one_round(events: int) -> dict[str, Memory | float]:
+def one_round(events: int) -> dict[str, C.Memory | float]:
     """Measure the three cases once, each with a fresh lab and agent."""
-    found: dict[str, Memory | float] = {}
+    found: dict[str, C.Memory | float] = {}
     with Lab.create(1) as lab, Broker() as broker:
         workdir = lab.workdir / "agent"
         fill_spool(workdir, events)
@@ -143,7 +105,7 @@ def one_round(events: int) -> dict[str, Memory | float]:
         agent.start()
         assert agent.process is not None
         time.sleep(SETTLE)  # the broker is unreachable: no uplink yet
-        found["link on, broker unreachable"] = memory_of(agent.process.pid)
+        found["link on, broker unreachable"] = C.memory_of(agent.process.pid)
         counter = Counter(broker.port)
         counter.expected = events
         relay = start_uplink(lab.wan, {MQTT_PORT: broker.port}, A.WAN_IP)
@@ -155,7 +117,7 @@ def one_round(events: int) -> dict[str, Memory | float]:
                 )
             found["drain seconds"] = counter.last_at - counter.first_at  # first batch to last
             time.sleep(1.0)
-            found["link on, spool drained"] = memory_of(agent.process.pid)
+            found["link on, spool drained"] = C.memory_of(agent.process.pid)
         finally:
             counter.close()
             relay.terminate()
@@ -166,7 +128,7 @@ def one_round(events: int) -> dict[str, Memory | float]:
         agent.start()
         assert agent.process is not None
         time.sleep(SETTLE)
-        found["link off (no config cloud)"] = memory_of(agent.process.pid)
+        found["link off (no config cloud)"] = C.memory_of(agent.process.pid)
         agent.stop()
     return found
 
@@ -194,17 +156,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         parser.error("needs root (network namespaces)")
     floors = {
         "floor: import aiohttp.web": "import aiohttp.web",
-        "floor: import agent.daemon": "import agent.daemon",
-        "floor: + agent.link.runtime": "import agent.daemon, agent.link.runtime",
+        "floor: import agent.daemon": C.as_the_daemon_imports("agent.daemon"),
+        "floor: + agent.link.runtime": C.as_the_daemon_imports("agent.daemon, agent.link.runtime"),
     }
     rounds = [one_round(args.events) for _ in range(args.rounds)]
     figures: dict[str, object] = {}
-    arenas = os.environ.get("MALLOC_ARENA_MAX", "glibc default")
     print(f"\nAgent memory, link and {args.events:,} spooled events (median of {args.rounds})")
-    print(f"MALLOC_ARENA_MAX: {arenas} (OpenWrt's musl has no per-thread arenas)")
     print(f"{'case':<34} {'peak RSS MiB':>12} {'RSS MiB':>8} {'peak <= 40 MiB':>15}")
     for name, code in floors.items():
-        taken = [floor(code) for _ in range(args.rounds)]
+        taken = [C.floor(code) for _ in range(args.rounds)]
         peak = statistics.median(m.peak for m in taken)
         current = statistics.median(m.current for m in taken)
         figures[name] = {"peak": peak, "current": current}
@@ -214,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "link on, broker unreachable",
         "link on, spool drained",
     ):
-        measured = [r[name] for r in rounds if isinstance(r[name], Memory)]
+        measured = [r[name] for r in rounds if isinstance(r[name], C.Memory)]
         peak = statistics.median(m.peak for m in measured)  # type: ignore[union-attr]
         current = statistics.median(m.current for m in measured)  # type: ignore[union-attr]
         figures[name] = {"peak": peak, "current": current}

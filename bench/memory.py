@@ -13,10 +13,7 @@ Compared in the same run with the floors: a bare Python, `import aiohttp.web`, a
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 
 from bench import common as C
 from lab.client import http_get, http_post_form
@@ -34,35 +31,8 @@ PROBES = (
 FLOORS = {
     "bare python": "pass",
     "import aiohttp.web": "import aiohttp.web",
-    "import agent.daemon": "import agent.daemon",
+    "import agent.daemon": C.as_the_daemon_imports("agent.daemon"),
 }
-_STATUS = "import pathlib; print(pathlib.Path('/proc/self/status').read_text())"
-
-
-@dataclass(frozen=True, slots=True)
-class Memory:
-    """Peak and current resident set of one process, in bytes."""
-
-    peak: int
-    current: int
-
-
-def floor(code: str) -> Memory:
-    """The memory of a Python process that runs `code` and stops."""
-    done = subprocess.run(
-        [sys.executable, "-c", f"{code}\n{_STATUS}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=C.REPO_ROOT,
-    )
-    fields: dict[str, int] = {}
-    for line in done.stdout.splitlines():
-        key, _, value = line.partition(":")
-        if value.strip().endswith(" kB"):
-            fields[key] = int(value.split()[0]) * 1024
-    return Memory(fields["VmHWM"], fields["VmRSS"])
 
 
 def portal_traffic(phones: list[Phone], requests_per_phone: int) -> int:
@@ -83,7 +53,7 @@ def portal_traffic(phones: list[Phone], requests_per_phone: int) -> int:
     return sent
 
 
-def agent_memory(lab: Lab, sessions: int, requests_per_phone: int, settle: float) -> Memory:
+def agent_memory(lab: Lab, sessions: int, requests_per_phone: int, settle: float) -> C.Memory:
     """Start the agent with `sessions`, drive traffic if any, let polls run, read its memory."""
     agent, _ = C.start_agent(lab, sessions, counter_poll_interval=POLL_INTERVAL)
     try:
@@ -91,8 +61,7 @@ def agent_memory(lab: Lab, sessions: int, requests_per_phone: int, settle: float
         if sessions:
             portal_traffic(lab.phones, requests_per_phone)
         time.sleep(settle)
-        status = C.proc_status(agent.process.pid)
-        return Memory(status["VmHWM"], status["VmRSS"])
+        return C.memory_of(agent.process.pid)
     finally:
         C.stop_agent(agent)
 
@@ -113,13 +82,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
     C.check_root()
     cases = [0, *args.sessions]
-    found: dict[str, list[Memory]] = {name: [] for name in FLOORS}
-    agent: dict[int, list[Memory]] = {n: [] for n in cases}
+    found: dict[str, list[C.Memory]] = {name: [] for name in FLOORS}
+    agent: dict[int, list[C.Memory]] = {n: [] for n in cases}
     with C.open_lab(phones=args.phones) as lab:
 
         def one_round(_: int) -> None:
             for name, code in FLOORS.items():
-                found[name].append(floor(code))
+                found[name].append(C.floor(code))
             for sessions in cases:
                 agent[sessions].append(agent_memory(lab, sessions, args.requests, args.settle))
 
