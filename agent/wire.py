@@ -46,7 +46,7 @@ class Channel(enum.Enum):
     ACK = "up/ack"  # acknowledgements of config and commands
     CONFIG = "down/config"  # retained, versioned
     COMMAND = "down/cmd"
-    RECEIPT = "down/receipt"  # which events the cloud has stored; the spool may forget them
+    RECEIPT = "down/receipt"  # which events the cloud stored or refused; the spool forgets them
 
 
 def check_router_id(router_id: str) -> str:
@@ -257,12 +257,17 @@ class SeqRange(Message):
 
 @dataclass(frozen=True, slots=True)
 class Receipt(Message):
-    """The events the cloud has committed, exactly: never "all up to N", as batches can be
-    lost in the middle. Events the router never sent, or has forgotten, are ignored."""
+    """The events the cloud is done with, exactly: never "all up to N", as batches can be
+    lost in the middle. `ranges` it has committed to its events table. `refused` it will
+    never store: it dead-lettered them, with `reason`, in its dead_letters table, and would
+    only do so again if they were resent. The router may forget both. Events the router
+    never sent, or has forgotten, are ignored."""
 
     TYPE: ClassVar[str] = "receipt"
     router_id: str = ""
     ranges: tuple[SeqRange, ...] = ()
+    refused: tuple[SeqRange, ...] = ()
+    reason: str = ""  # why the cloud refused the events in `refused`; at most MAX_TEXT
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -278,7 +283,7 @@ CHANNEL_TYPES: dict[Channel, type[Message]] = {
     Channel.RECEIPT: Receipt,
 }
 
-_MAX_TEXT = 256
+MAX_TEXT = 256  # characters of the longest text field
 _MAX_INT = 2**63 - 1
 _HINTS: dict[type[Message], dict[str, Any]] = {}
 
@@ -330,8 +335,8 @@ def _value(kind: Any, raw: Any, name: str) -> Any:
     if kind is str:
         if not isinstance(raw, str):
             raise WireError(name, "must be a string")
-        if len(raw) > _MAX_TEXT:
-            raise WireError(name, f"is longer than {_MAX_TEXT} characters")
+        if len(raw) > MAX_TEXT:
+            raise WireError(name, f"is longer than {MAX_TEXT} characters")
         return raw
     raise WireError(name, f"has a type the contract cannot carry: {kind!r}")
 

@@ -4,7 +4,9 @@ A worker holds each QoS 1 message unacknowledged until the transaction that stor
 committed; the broker redelivers whatever a worker did not acknowledge, and the unique key
 (router_id, boot_id, seq) turns a redelivery into a no-op. After the commit it sends each
 router a Receipt naming the events stored: only then does the router forget them, so an
-event the broker acknowledged but lost on the way is sent again.
+event the broker acknowledged but lost on the way is sent again. Events it dead-lettered
+(they do not fit the events table) are named as refused, with the reason, so the router
+forgets them too instead of sending them again forever.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class IngestStats:
     messages: int = 0
     events: int = 0  # events written, redelivered duplicates included
     dead_letters: int = 0
+    refused: int = 0  # events in dead letters, which their routers are told to forget
     batches: int = 0
     receipts: int = 0
 
@@ -258,12 +261,13 @@ class IngestWorker:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _send_receipts(self, client: aiomqtt.Client, written: Written) -> None:
-        """Tell each router which of its events are committed, without waiting for PUBACKs.
+        """Tell each router which of its events are committed or refused, without waiting
+        for PUBACKs.
 
         Only the commit must come first: a receipt lost on the way (or a batch acknowledged
         before its receipts are out) costs nothing but the router sending those events again.
         """
-        for receipt in receipts(written.stored):
+        for receipt in receipts(written.stored, written.refused):
             topic = str(Topic(receipt.router_id, Channel.RECEIPT))
             task = asyncio.create_task(
                 client.publish(topic, receipt.encode(), qos=RECEIPT_QOS),
@@ -308,6 +312,7 @@ class IngestWorker:
             self.stats.batches += 1
             self.stats.events += written.events
             self.stats.dead_letters += written.dead_letters
+            self.stats.refused += len(written.refused)
             return written
 
 

@@ -29,8 +29,10 @@ CONFIGS: Table = Base.metadata.tables["router_configs"]
 COMMANDS: Table = Base.metadata.tables["commands"]
 UPSTREAM = (wire.Channel.EVENTS, wire.Channel.STATUS, wire.Channel.ACK)
 RECEIPT_MAX_RANGES = wire.MAX_BATCH  # a router decodes no longer list; more go in more receipts
+RECEIPT_REASON_MAX = wire.MAX_TEXT  # a router decodes no longer text
 
 Origin = tuple[str, str, int]  # router_id, boot_id, seq: what makes an event unique
+Refusal = tuple[Origin, str]  # an event dead-lettered, and why
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,7 @@ class Plan:
     config_acks: list[dict[str, Any]] = field(default_factory=list)
     command_acks: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)  # events dead-lettered, by origin
 
     def origins(self) -> tuple[Origin, ...]:
         """The events this plan stores (or finds already stored), by origin."""
@@ -243,7 +246,15 @@ def _plan_events(plan: Plan, item: Accepted, batch: wire.EventBatch) -> None:
     for i, row in enumerate(rows):
         problem = misfit(EVENTS, row)
         if problem is not None:
-            plan.refuse(item.topic, item.payload, f"events[{i}].{problem}")
+            reason = f"events[{i}].{problem}"
+            plan.refuse(item.topic, item.payload, reason)
+            # The router gets told, so that it stops sending what would only be refused again;
+            # only of its own events (read_message has checked that all are), never another's.
+            plan.refused.extend(
+                ((item.router_id, event.boot_id, event.seq), reason)
+                for event in batch.events
+                if event.router_id == item.router_id
+            )
             return
     plan.events.extend(rows)
     plan.heard.add(item.router_id)
@@ -326,24 +337,51 @@ def runs(numbers: Iterable[int]) -> list[tuple[int, int]]:
     return found
 
 
-def receipts(stored: Iterable[Origin]) -> list[wire.Receipt]:
-    """Receipts for committed events: one per router, its seqs as ranges per boot.
+def _seq_ranges(origins: Iterable[Origin]) -> list[tuple[str, list[wire.SeqRange]]]:
+    """Per router (sorted), its seqs as ranges per boot."""
+    seqs: defaultdict[str, defaultdict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for router_id, boot_id, seq in origins:
+        seqs[router_id][boot_id].append(seq)
+    return [
+        (
+            router_id,
+            [
+                wire.SeqRange(boot_id=boot_id, first=first, last=last)
+                for boot_id, numbers in sorted(boots.items())
+                for first, last in runs(numbers)
+            ],
+        )
+        for router_id, boots in sorted(seqs.items())
+    ]
+
+
+def _chunks(ranges: list[wire.SeqRange]) -> list[tuple[wire.SeqRange, ...]]:
+    return [
+        tuple(ranges[start : start + RECEIPT_MAX_RANGES])
+        for start in range(0, len(ranges), RECEIPT_MAX_RANGES)
+    ]
+
+
+def receipts(stored: Iterable[Origin], refused: Iterable[Refusal] = ()) -> list[wire.Receipt]:
+    """Receipts for committed events: one per router, its seqs as ranges per boot; then
+    receipts for dead-lettered events: one per router and reason, in `refused`.
 
     Exactly the events given, never "everything up to": a gap stays a gap, so the router
     keeps and sends again what is missing. A router with more than RECEIPT_MAX_RANGES
     ranges gets several receipts.
     """
-    seqs: defaultdict[str, defaultdict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for router_id, boot_id, seq in stored:
-        seqs[router_id][boot_id].append(seq)
-    made: list[wire.Receipt] = []
-    for router_id, boots in sorted(seqs.items()):
-        ranges = [
-            wire.SeqRange(boot_id=boot_id, first=first, last=last)
-            for boot_id, numbers in sorted(boots.items())
-            for first, last in runs(numbers)
-        ]
-        for start in range(0, len(ranges), RECEIPT_MAX_RANGES):
-            chunk = tuple(ranges[start : start + RECEIPT_MAX_RANGES])
-            made.append(wire.Receipt(router_id=router_id, ranges=chunk))
+    made = [
+        wire.Receipt(router_id=router_id, ranges=chunk)
+        for router_id, ranges in _seq_ranges(stored)
+        for chunk in _chunks(ranges)
+    ]
+    by_reason: defaultdict[str, list[Origin]] = defaultdict(list)
+    for origin, reason in refused:
+        by_reason[reason[:RECEIPT_REASON_MAX]].append(origin)
+    made += [
+        wire.Receipt(router_id=router_id, refused=chunk, reason=reason)
+        for reason, origins in sorted(by_reason.items())
+        for router_id, ranges in _seq_ranges(origins)
+        for chunk in _chunks(ranges)
+    ]
     return made

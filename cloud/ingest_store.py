@@ -39,6 +39,7 @@ from cloud.ingest_core import (
     Inbound,
     Origin,
     Plan,
+    Refusal,
     Refused,
     plan_batch,
     routers_named,
@@ -107,17 +108,20 @@ class EventInserter:
 @dataclass(frozen=True, slots=True)
 class Written:
     """What one write committed: events offered (duplicates included), by origin in `stored`
-    (what the routers get receipts for), and dead letters."""
+    (what the routers get receipts for), and dead letters, with the events among them by
+    origin and reason in `refused` (what the routers get refusals for)."""
 
     events: int = 0
     dead_letters: int = 0
     stored: tuple[Origin, ...] = ()
+    refused: tuple[Refusal, ...] = ()
 
     def __add__(self, other: Written) -> Written:
         return Written(
             self.events + other.events,
             self.dead_letters + other.dead_letters,
             self.stored + other.stored,
+            self.refused + other.refused,
         )
 
 
@@ -169,7 +173,9 @@ class IngestStore:
     def _write(self, connection: Connection, items: Sequence[Inbound], now: datetime) -> Written:
         plan = plan_batch(items, self._known(connection, routers_named(items)), now)
         self._execute(connection, plan)
-        return Written(len(plan.events), len(plan.dead_letters), plan.origins())
+        return Written(
+            len(plan.events), len(plan.dead_letters), plan.origins(), tuple(plan.refused)
+        )
 
     def _execute(self, connection: Connection, plan: Plan) -> None:
         heard = self._stale_heard(plan.heard)

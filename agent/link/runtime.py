@@ -100,6 +100,7 @@ class CloudLink:
             "spool_depth": stats.depth,
             "spool_unconfirmed": stats.unconfirmed,  # the broker has them; no receipt yet
             "spool_dropped": stats.dropped_total,
+            "spool_refused": stats.refused,  # dead-lettered by the cloud, deleted unstored
         }
 
     async def stop(self) -> None:

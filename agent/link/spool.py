@@ -1,9 +1,10 @@
 """The spool's bookkeeping, pure: which stored events wait, which are on their way, what to drop.
 
 Rows are numbered by consecutive ids. A row waits; goes out in a batch, in flight until the
-broker's PUBACK; is then unconfirmed until the cloud's receipt names its (boot_id, seq); and
-only then is it deleted. The broker's PUBACK is not enough: a broker may lose what it
-acknowledged (a restart, a crash), so an unconfirmed row goes out again after a reconnect or
+broker's PUBACK; is then unconfirmed until the cloud's receipt names its (boot_id, seq), as
+stored or as refused (dead-lettered, never to be stored, so counted apart); and only then
+is it deleted. The broker's PUBACK is not enough: a broker may lose what it acknowledged (a
+restart, a crash), so an unconfirmed row goes out again after a reconnect or
 RECEIPT_TIMEOUT seconds, and the cloud's unique key makes the repeat a no-op. Each timeout
 that fires doubles the next one, up to MAX_RECEIPT_TIMEOUT, until nothing is unconfirmed:
 a cloud slow to catch up is not buried under repeats of what it has queued already. Each state is
@@ -169,7 +170,7 @@ class Unconfirmed:
 
 class SpoolBook:
     """A bounded queue of row ids: admit, take batches, ack them, delete what the cloud
-    receipted, and send again what it did not (after a lost link or a timeout)."""
+    receipted or refused, and send again what it did not (after a lost link or a timeout)."""
 
     def __init__(
         self,
@@ -180,6 +181,7 @@ class SpoolBook:
         reports: Mapping[int, int] | None = None,
         dropped_total: int = 0,
         dropped_unreported: int = 0,
+        refused_total: int = 0,
     ) -> None:
         if capacity < 1:
             raise ValueError("a spool holds at least one event")
@@ -193,6 +195,7 @@ class SpoolBook:
         self.reports: dict[int, int] = dict(reports or {})  # row id -> dropped count it reports
         self.dropped_total = dropped_total
         self.dropped_unreported = dropped_unreported
+        self.refused_total = refused_total  # events the cloud refused, deleted unstored
         self._next_batch = 1
 
     @property
@@ -282,6 +285,27 @@ class SpoolBook:
         Seqs of rows never sent, or already deleted, are ignored; any state is covered, for a
         receipt may come after its rows went back to waiting or out again.
         """
+        gone = self._delete(seqs)
+        for row in self._reports_in(gone):
+            del self.reports[row]  # the report reached the cloud
+        return gone
+
+    def refused(self, seqs: Iterable[tuple[str, int, int]]) -> list[Range]:
+        """The cloud will never store these (boot_id, first seq, last seq), as it dead-lettered
+        them: the ids of rows to delete, counted in `refused_total`.
+
+        Ignored and covered as in receipted(). A drop report among them is no event: its
+        count goes to the next report, for it never reached the cloud's events.
+        """
+        gone = self._delete(seqs)
+        reports = self._reports_in(gone)
+        for row in reports:
+            self.dropped_unreported += self.reports.pop(row)
+        self.refused_total += count_of(gone) - len(reports)
+        return gone
+
+    def _delete(self, seqs: Iterable[tuple[str, int, int]]) -> list[Range]:
+        """Rows the cloud is done with, by (boot_id, first seq, last seq): out of every state."""
         found: list[Range] = []
         for boot_id, first, last in seqs:
             for origin in self.origins:
@@ -294,12 +318,12 @@ class SpoolBook:
                 n: replace(b, ranges=tuple(subtract(b.ranges, gone)))
                 for n, b in self.in_flight.items()
             }
-            for first, last in gone:
-                for row in [r for r in self.reports if first <= r <= last]:
-                    del self.reports[row]  # the report reached the cloud
         if not self.unconfirmed:
             self.receipt_timeout = RECEIPT_TIMEOUT  # the cloud has caught up
         return gone
+
+    def _reports_in(self, ranges: list[Range]) -> list[int]:
+        return [r for r in self.reports if any(first <= r <= last for first, last in ranges)]
 
     def expire(self, now: float) -> int:
         """Unconfirmed batches older than the receipt timeout wait again; how many rows did."""

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.flash import open_on_tmpfs, snapshot_to_flash
-from agent.link.spool import Batch, FlushPolicy, Range, SpoolBook, count_of, origins_of
-from agent.wire import Event, EventBatch, EventKind, Receipt, decode
+from agent.link.spool import Batch, FlushPolicy, Range, SpoolBook, count_of, merge, origins_of
+from agent.wire import Event, EventBatch, EventKind, Receipt, SeqRange, decode
 
 log = logging.getLogger("loopspot.link")
 
@@ -54,6 +54,7 @@ class SpoolStats:
     dropped_total: int
     in_flight: int  # batches waiting for their PUBACK
     unconfirmed: int = 0  # rows the broker has, waiting for the cloud's receipt
+    refused: int = 0  # events the cloud refused (dead-lettered) and the spool deleted
 
 
 class SpoolDB:
@@ -82,7 +83,7 @@ class SpoolDB:
         self._next_seq = 1
         self.book = self._load(capacity)
         self._changes = 1  # the new boot is a change worth a snapshot
-        self._on_flash: tuple[int, int, int] = (-1, 0, 0)  # unknown until the first snapshot
+        self._on_flash = (-1, 0, 0, 0)  # unknown until the first snapshot
         self._snapshot_at = monotonic()
 
     def _counter(self, name: str, default: str = "0") -> str:
@@ -122,6 +123,7 @@ class SpoolDB:
                 reports=reports,
                 dropped_total=int(self._counter("dropped_total")),
                 dropped_unreported=int(self._counter("dropped_unreported")),
+                refused_total=int(self._counter("refused_total")),
             )
 
     def _resync(self, dropped: tuple[int, int], lost: int) -> None:
@@ -137,6 +139,7 @@ class SpoolDB:
             reports=reports,
             dropped_total=total + lost,
             dropped_unreported=unreported + lost,
+            refused_total=old.refused_total,
         )
 
     def _delete(self, ranges: Sequence[Range]) -> None:
@@ -155,6 +158,7 @@ class SpoolDB:
             next_id=book.next_id,
             dropped_total=book.dropped_total,
             dropped_unreported=book.dropped_unreported,
+            refused_total=book.refused_total,
         )
 
     def append(self, events: Sequence[Event], lost: int = 0) -> int:
@@ -228,13 +232,23 @@ class SpoolDB:
         self.book.acked(number, self.monotonic())
 
     def receipted(self, receipt: Receipt) -> int:
-        """The cloud stored what `receipt` names: delete those rows; how many were deleted."""
-        gone = self.book.receipted((r.boot_id, r.first, r.last) for r in receipt.ranges)
+        """The cloud stored or refused what `receipt` names: delete those rows; how many were."""
+        stored = self.book.receipted(_seqs(receipt.ranges))
+        refused = self.book.refused(_seqs(receipt.refused))
+        gone = merge([*stored, *refused])
         if gone:
             with self._db:
                 self._db.execute("BEGIN")
                 self._delete(gone)
+                if refused:
+                    self._save_book()  # the refused count, and a refused report's drops
             self._changes += count_of(gone)
+        if refused:
+            log.warning(
+                "spool: the cloud refused %d events and will never store them: %s",
+                count_of(refused),
+                receipt.reason or "(no reason given)",
+            )
         return count_of(gone)
 
     def resend_in(self) -> float | None:
@@ -247,15 +261,20 @@ class SpoolDB:
         self.book.requeue()
 
     def stats(self) -> SpoolStats:
-        """Depth, events dropped since the spool was created, batches in flight, unconfirmed."""
+        """Depth, events dropped since the spool was created, batches in flight, unconfirmed,
+        events refused since the spool was created."""
         book = self.book
         return SpoolStats(
-            book.depth, book.dropped_total, len(book.in_flight), book.unconfirmed_rows
+            book.depth,
+            book.dropped_total,
+            len(book.in_flight),
+            book.unconfirmed_rows,
+            book.refused_total,
         )
 
-    def _worth_keeping(self) -> tuple[int, int, int]:
+    def _worth_keeping(self) -> tuple[int, int, int, int]:
         book = self.book
-        return book.depth, book.dropped_total, book.dropped_unreported
+        return book.depth, book.dropped_total, book.dropped_unreported, book.refused_total
 
     def maybe_snapshot(self) -> bool:
         """Snapshot to flash if the flush policy says it is time; True if it did.
@@ -284,3 +303,7 @@ class SpoolDB:
         if self._changes:
             self.snapshot()
         self._db.close()
+
+
+def _seqs(ranges: tuple[SeqRange, ...]) -> list[tuple[str, int, int]]:
+    return [(r.boot_id, r.first, r.last) for r in ranges]

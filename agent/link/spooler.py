@@ -100,7 +100,7 @@ class Spooler:
         self.waiting.set()
 
     async def receipted(self, receipt: Receipt) -> int:
-        """The cloud stored what `receipt` names: forget those events; how many were."""
+        """The cloud stored or refused what `receipt` names: forget those events; how many were."""
         gone = await self._on(self.db.receipted, receipt)
         self.stats = await self._on(self.db.stats)
         return gone

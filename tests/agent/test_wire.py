@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from agent.wire import (
     CHANNEL_TYPES,
     MAX_BATCH,
+    MAX_TEXT,
     MESSAGE_TYPES,
     Channel,
     Receipt,
@@ -34,6 +35,8 @@ receipts = st.builds(
     Receipt,
     router_id=st.from_regex(r"[a-z0-9][a-z0-9-]{0,62}", fullmatch=True),
     ranges=st.lists(seq_ranges(), max_size=20).map(tuple),
+    refused=st.lists(seq_ranges(), max_size=20).map(tuple),
+    reason=st.text(max_size=MAX_TEXT),
 )
 
 
@@ -55,6 +58,26 @@ def test_a_receipt_lists_ranges_not_a_high_water_mark() -> None:
         {"boot_id": "b1", "first": 1, "last": 3},
         {"boot_id": "b0", "first": 7, "last": 9},
     ]
+
+
+def test_a_refusal_names_the_dead_lettered_events_and_why_and_survives_the_wire() -> None:
+    receipt = Receipt(
+        ROUTER, refused=(SeqRange("b1", 4, 6),), reason="events[1].reason: is longer than 64"
+    )
+    body = receipt.to_json()
+    assert "ranges" not in body  # nothing stored
+    assert body["refused"] == [{"boot_id": "b1", "first": 4, "last": 6}]
+    assert decode(receipt.encode(), Receipt) == receipt
+
+
+def test_a_receipt_of_an_older_cloud_without_refusals_still_decodes() -> None:
+    payload = (
+        b'{"v":1,"type":"receipt","router_id":"shop-1",'
+        b'"ranges":[{"boot_id":"b1","first":1,"last":2}]}'
+    )
+    decoded = decode(payload, Receipt)
+    assert decoded == Receipt(ROUTER, (SeqRange("b1", 1, 2),))
+    assert (decoded.refused, decoded.reason) == ((), "")
 
 
 def test_unknown_fields_of_a_newer_cloud_are_ignored() -> None:
@@ -79,6 +102,23 @@ def test_unknown_fields_of_a_newer_cloud_are_ignored() -> None:
 )
 def test_a_malformed_receipt_is_refused_naming_the_field(ranges: str, field: str) -> None:
     payload = f'{{"v":1,"type":"receipt","router_id":"shop-1","ranges":{ranges}}}'.encode()
+    with pytest.raises(WireError) as refused:
+        decode(payload, Receipt)
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ('"refused":[{"boot_id":"b1","first":5,"last":4}]', "refused[0].last"),
+        ('"refused":[{"first":1,"last":2}]', "refused[0].boot_id"),
+        ('"refused":{"boot_id":"b1"}', "refused"),
+        ('"reason":"' + "x" * (MAX_TEXT + 1) + '"', "reason"),
+        ('"reason":7', "reason"),
+    ],
+)
+def test_a_malformed_refusal_is_refused_naming_the_field(extra: str, field: str) -> None:
+    payload = f'{{"v":1,"type":"receipt","router_id":"shop-1",{extra}}}'.encode()
     with pytest.raises(WireError) as refused:
         decode(payload, Receipt)
     assert refused.value.field == field

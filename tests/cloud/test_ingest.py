@@ -126,7 +126,7 @@ class RouterInbox:
         self.client.loop_stop()
 
 
-async def test_routers_get_receipts_for_stored_and_duplicate_events_and_none_for_dead_letters(
+async def test_routers_get_receipts_for_stored_and_duplicate_events_never_for_dead_letters(
     engine: Engine,
     enrol: Enrol,
     broker: Broker,
@@ -158,6 +158,45 @@ async def test_routers_get_receipts_for_stored_and_duplicate_events_and_none_for
         assert count_events(engine) == 25
         assert not inbox.receipted("ghost")
         assert not {seq for _, seq in inbox.receipted("r1")} & {100, 101, 102}
+    finally:
+        inbox.close()
+
+
+async def test_a_router_is_told_its_dead_lettered_batch_is_refused_so_it_stops_sending_it(
+    engine: Engine,
+    enrol: Enrol,
+    broker: Broker,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    enrol("r1")
+    inbox = RouterInbox(broker, "r1")
+    try:
+        worker = await make_worker()
+        events = tuple(
+            wire.Event(
+                router_id="r1",
+                boot_id="boot-a",
+                seq=seq,
+                at=1_800_000_000.0,
+                kind=wire.EventKind.SESSION_ENDED,
+                device_id=DEVICE,
+                reason="x" * 100 if seq == 8 else "idle",  # the events table keeps 64
+            )
+            for seq in (7, 8, 9)
+        )
+        topic = str(wire.Topic("r1", wire.Channel.EVENTS))
+        payload = wire.EventBatch(router_id="r1", events=events).encode()
+        await publisher.publish(topic, payload)
+        await eventually(lambda: inbox.receipts)
+        (receipt,) = inbox.receipts
+        assert receipt.ranges == ()  # nothing stored
+        assert receipt.refused == (wire.SeqRange("boot-a", 7, 9),)  # the whole batch, exactly
+        assert receipt.reason.startswith("events[1].reason: is longer than the 64 characters")
+        assert dead_letters(engine) == [(topic, payload, receipt.reason)]
+        assert count_events(engine) == 0
+        assert worker.stats.refused == 3
     finally:
         inbox.close()
 

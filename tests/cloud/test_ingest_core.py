@@ -12,6 +12,7 @@ from cloud.ingest_core import (
     DEAD_LETTER_PAYLOAD_MAX,
     EVENTS,
     RECEIPT_MAX_RANGES,
+    RECEIPT_REASON_MAX,
     ROUTERS,
     Accepted,
     Batcher,
@@ -205,6 +206,26 @@ def test_an_event_too_long_for_its_column_is_dead_lettered_not_truncated() -> No
     assert plan.dead_letters[0]["reason"].startswith("events[0].reason: is longer than the 64")
 
 
+def test_a_batch_dead_lettered_for_a_misfit_event_names_all_its_events_as_refused() -> None:
+    items = [read_message(events_topic(), batch(seqs=range(4, 7), reason="x" * 100))]
+    plan = plan_batch(items, {"r1"}, NOW)
+    (dead,) = plan.dead_letters
+    assert plan.refused == [(("r1", "boot-a", seq), dead["reason"]) for seq in (4, 5, 6)]
+    assert plan.origins() == () and plan.heard == set()
+
+
+def test_no_events_are_named_as_refused_for_an_unknown_router_or_an_unreadable_payload() -> None:
+    items = [
+        read_message(events_topic("ghost"), batch("ghost", reason="x" * 100)),
+        read_message(events_topic(), b"{not json"),
+        read_message(events_topic("r1"), batch("r2")),  # another router's events
+        read_message(status_topic(), status(agent_version="v" * 40)),  # not events
+    ]
+    plan = plan_batch(items, {"r1", "r2"}, NOW)
+    assert len(plan.dead_letters) == 4
+    assert plan.refused == []
+
+
 def test_an_ack_whose_error_holds_a_nul_character_is_dead_lettered() -> None:
     body = wire.Ack(router_id="r1", ref="config", id="4", error="bad\x00").encode()
     plan = plan_batch([read_message(ack_topic(), body)], {"r1"}, NOW)
@@ -332,6 +353,44 @@ def test_receipts_cover_exactly_the_stored_events(stored: list[Origin]) -> None:
         assert all(r.first <= r.last for r in receipt.ranges)
 
 
+def refused_in(made: list[wire.Receipt]) -> set[tuple[str, str, int, str]]:
+    return {
+        (receipt.router_id, r.boot_id, seq, receipt.reason)
+        for receipt in made
+        for r in receipt.refused
+        for seq in range(r.first, r.last + 1)
+    }
+
+
+def test_dead_lettered_events_get_receipts_naming_them_as_refused_with_the_reason() -> None:
+    stored = [("r1", "b", 1), ("r1", "b", 2)]
+    refused = [(("r1", "b", s), "events[0].reason: too long") for s in (3, 4, 5)] + [
+        (("r2", "b", 9), "events[0].reason: too long"),
+        (("r1", "b", 8), "events[1].kind: too long"),
+    ]
+    assert receipts(stored, refused) == [
+        wire.Receipt("r1", (wire.SeqRange("b", 1, 2),)),
+        wire.Receipt(
+            "r1", refused=(wire.SeqRange("b", 3, 5),), reason="events[0].reason: too long"
+        ),
+        wire.Receipt(
+            "r2", refused=(wire.SeqRange("b", 9, 9),), reason="events[0].reason: too long"
+        ),
+        wire.Receipt("r1", refused=(wire.SeqRange("b", 8, 8),), reason="events[1].kind: too long"),
+    ]
+
+
+def test_refusals_with_very_many_ranges_or_a_long_reason_still_decode_at_the_router() -> None:
+    reason = "events[0].reason: " + "x" * 1000
+    refused = [(("r1", "b", 2 * n), reason) for n in range(RECEIPT_MAX_RANGES + 5)]
+    made = receipts([], refused)
+    assert [len(r.refused) for r in made] == [RECEIPT_MAX_RANGES, 5]
+    assert all(not r.ranges and r.reason == reason[:RECEIPT_REASON_MAX] for r in made)
+    for receipt in made:
+        assert wire.decode(receipt.encode(), wire.Receipt) == receipt
+    assert refused_in(made) == {(*origin, reason[:RECEIPT_REASON_MAX]) for origin, _ in refused}
+
+
 def test_runs_join_neighbours_and_count_repeats_once() -> None:
     assert runs([5, 1, 2, 2, 3, 9, 8]) == [(1, 3), (5, 5), (8, 9)]
 
@@ -346,3 +405,4 @@ def test_a_plan_stores_and_receipts_only_the_events_not_dead_lettered() -> None:
     plan = plan_batch(items, {"r1"}, NOW)
     assert plan.origins() == tuple(("r1", "boot-a", s) for s in (1, 2, 3, 6, 7))
     assert len(plan.dead_letters) == 2
+    assert [origin for origin, _ in plan.refused] == [("r1", "boot-a", 4), ("r1", "boot-a", 5)]

@@ -9,8 +9,10 @@ from pathlib import Path
 from agent.link.identity import Identity
 from agent.link.link import Link
 from agent.link.mqtt import Incoming
+from agent.link.runtime import CloudLink
 from agent.link.spool_db import SpoolDB
 from agent.link.spooler import Spooler
+from agent.settings import Settings
 from agent.wire import (
     Ack,
     Channel,
@@ -170,5 +172,11 @@ async def test_a_receipt_from_the_cloud_deletes_the_events_it_names_and_nothing_
         others = Receipt("shop-2", (SeqRange(boot, 1, 5),))
         assert await link.answer(message(Channel.RECEIPT, others, router="shop-2")) is None
         assert spooler.stats.depth == 2
+        refused = Receipt(ROUTER, refused=(SeqRange(boot, 3, 3),), reason="events[0].reason: long")
+        assert await link.answer(message(Channel.RECEIPT, refused)) is None
+        assert (spooler.stats.depth, spooler.stats.refused) == (1, 1)
+        shown = CloudLink(Settings(), identity, spooler).status()  # `loopspot-agent status`
+        assert shown["spool_refused"] == 1 and shown["spool_depth"] == 1
+        assert "spool_refused" not in link.status(RouterState.ONLINE).to_json()  # not on the wire
     finally:
         await spooler.close()

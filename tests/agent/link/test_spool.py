@@ -267,6 +267,31 @@ def test_each_timeout_that_fires_doubles_the_next_until_the_cloud_has_caught_up(
     assert book.resend_at() == now + RECEIPT_TIMEOUT
 
 
+def test_rows_the_cloud_refused_are_deleted_and_counted_apart_from_receipted_ones() -> None:
+    book = SpoolBook(capacity=1000)
+    book.admit(30)
+    sent_and_acked(book, now=100.0)
+    assert book.receipted([("b", 1, 10)]) == [(1, 10)]
+    assert book.refused([("b", 11, 20)]) == [(11, 20)]
+    assert book.refused([("b", 11, 20), ("other-boot", 1, 30)]) == []  # delivered twice
+    assert (book.depth, book.unconfirmed_rows, book.refused_total) == (10, 10, 10)
+    assert book.dropped_total == 0
+    assert book.expire(100.0 + RECEIPT_TIMEOUT) == 10  # only the unanswered rows go again
+    again = book.take()
+    assert again is not None and again.ranges == ((21, 30),)
+
+
+def test_a_refused_drop_report_passes_its_count_on_to_the_next_report() -> None:
+    book = SpoolBook(capacity=3)
+    book.admit(5)  # 2 dropped at once
+    sent_and_acked(book)  # rows 1-3 and the report of 2, row 4
+    assert book.refused([("b", 1, 4)]) == [(1, 4)]
+    assert (book.refused_total, book.dropped_total, book.dropped_unreported) == (3, 2, 2)
+    book.admit(1)
+    report = book.take()
+    assert report is not None and report.report_count == 2
+
+
 def test_a_full_spool_drops_the_oldest_unconfirmed_rows_too_but_never_those_in_flight() -> None:
     book = SpoolBook(capacity=10)
     book.admit(10)
@@ -290,6 +315,7 @@ def test_a_full_spool_drops_the_oldest_unconfirmed_rows_too_but_never_those_in_f
             st.tuples(st.just("take"), st.integers(1, 20)),
             st.tuples(st.just("ack"), st.integers(0, 10)),
             st.tuples(st.just("receipt"), st.integers(0, 2**40)),
+            st.tuples(st.just("refuse"), st.integers(0, 2**40)),
             st.tuples(st.just("expire"), st.integers(0, 60)),
             st.tuples(st.just("requeue"), st.just(0)),
         ),
@@ -299,11 +325,12 @@ def test_a_full_spool_drops_the_oldest_unconfirmed_rows_too_but_never_those_in_f
 def test_every_event_is_stored_receipted_or_counted_dropped(
     capacity: int, steps: list[tuple[str, int]]
 ) -> None:
-    """A model of the rows: nothing vanishes without a receipt or being counted."""
+    """A model of the rows: nothing vanishes without a receipt or being counted (dropped or
+    refused)."""
     book = SpoolBook(capacity)
     stored: set[int] = set()
     sent: set[int] = set()  # rows read for sending at least once: a receipt can name them
-    events_admitted = receipted_events = 0
+    events_admitted = receipted_events = refused_events = 0
     now = 0.0
     for op, n in steps:
         if op == "admit":
@@ -322,13 +349,17 @@ def test_every_event_is_stored_receipted_or_counted_dropped(
         elif op == "ack" and book.in_flight:
             number = sorted(book.in_flight)[n % len(book.in_flight)]
             book.acked(number, now)
-        elif op == "receipt":
+        elif op in ("receipt", "refuse"):
             named = {i for i in range(book.next_id) if n >> (i % 40) & 1}
             ranges = [("b", first, last) for first, last in merge((i, i) for i in named)]
             reports = set(book.reports)
-            gone = set(ids_of(book.receipted(ranges)))
+            answer = book.receipted if op == "receipt" else book.refused
+            gone = set(ids_of(answer(ranges)))
             assert gone == named & stored & sent
-            receipted_events += len(gone - reports)
+            if op == "receipt":
+                receipted_events += len(gone - reports)
+            else:
+                refused_events += len(gone - reports)
             stored -= gone
         elif op == "expire":
             now += n
@@ -346,7 +377,10 @@ def test_every_event_is_stored_receipted_or_counted_dropped(
             + [r for u in book.unconfirmed.values() for r in ids_of(list(u.ranges))]
         )
     waiting_events = len(stored - set(book.reports))
-    assert events_admitted == waiting_events + receipted_events + book.dropped_total
+    assert book.refused_total == refused_events
+    assert (
+        events_admitted == waiting_events + receipted_events + refused_events + book.dropped_total
+    )
 
 
 def test_flash_is_written_after_the_interval_or_many_changes_never_for_nothing() -> None:

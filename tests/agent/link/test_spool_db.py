@@ -3,6 +3,7 @@ only the cloud's receipt deletes an event."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,34 @@ def test_a_receipt_naming_unknown_or_forgotten_events_deletes_nothing_else(tmp_p
     assert spool.receipted(receipt_for(events[:2])) == 0  # the same receipt again
     assert spool.receipted(Receipt(ROUTER, (SeqRange("elsewhere", 1, 1000),))) == 0
     assert spool.stats().depth == 3
+
+
+def refusal_for(events: list[Event], reason: str) -> Receipt:
+    """What the cloud answers after dead-lettering the batch that held `events`."""
+    return Receipt(
+        ROUTER, refused=tuple(SeqRange(e.boot_id, e.seq, e.seq) for e in events), reason=reason
+    )
+
+
+def test_events_the_cloud_refused_are_deleted_counted_and_logged_with_its_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = open_spool(tmp_path)
+    spool.append(seen(5))
+    number, events = sent(spool)
+    spool.acked(number)
+    reason = "events[2].reason: is longer than the 64 characters events keeps"
+    with caplog.at_level(logging.WARNING, logger="loopspot.link"):
+        assert spool.receipted(refusal_for(events[:3], reason)) == 3
+        assert spool.receipted(refusal_for(events[:3], reason)) == 0  # the same refusal again
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "refused 3 events" in warning and reason in warning
+    stats = spool.stats()
+    assert (stats.depth, stats.unconfirmed, stats.refused, stats.dropped_total) == (2, 2, 3, 0)
+    restarted = open_spool(tmp_path)  # kill -9: the rows are gone on disk, the count kept
+    _, after = sent(restarted)
+    assert after == events[3:]
+    assert restarted.stats().refused == 3
 
 
 def test_events_of_the_last_boot_are_receipted_after_a_kill_9(tmp_path: Path) -> None:
