@@ -242,22 +242,26 @@ class Plan:
 
 
 def _plan_events(plan: Plan, item: Accepted, batch: wire.EventBatch) -> None:
-    rows = [event_row(event) for event in batch.events]
-    for i, row in enumerate(rows):
+    """Store the events that fit; dead-letter each one that does not, on its own.
+
+    A refused event goes to dead_letters as its own JSON, and the router is told of it
+    (a receipt's `refused`), so it stops sending what would only be refused again. Its
+    batch-mates are stored as usual: one bad field costs one event, not a hundred.
+    """
+    stored = False
+    for i, event in enumerate(batch.events):
+        row = event_row(event)
         problem = misfit(EVENTS, row)
-        if problem is not None:
-            reason = f"events[{i}].{problem}"
-            plan.refuse(item.topic, item.payload, reason)
-            # The router gets told, so that it stops sending what would only be refused again;
-            # only of its own events (read_message has checked that all are), never another's.
-            plan.refused.extend(
-                ((item.router_id, event.boot_id, event.seq), reason)
-                for event in batch.events
-                if event.router_id == item.router_id
-            )
-            return
-    plan.events.extend(rows)
-    plan.heard.add(item.router_id)
+        if problem is None:
+            plan.events.append(row)
+            stored = True
+            continue
+        reason = f"events[{i}].{problem}"
+        plan.refuse(item.topic, event.encode(), reason)
+        if event.router_id == item.router_id:  # read_message checked; never another's
+            plan.refused.append(((item.router_id, event.boot_id, event.seq), reason))
+    if stored:
+        plan.heard.add(item.router_id)
 
 
 def is_timeless_will(status: wire.Status) -> bool:

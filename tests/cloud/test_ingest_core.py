@@ -206,12 +206,27 @@ def test_an_event_too_long_for_its_column_is_dead_lettered_not_truncated() -> No
     assert plan.dead_letters[0]["reason"].startswith("events[0].reason: is longer than the 64")
 
 
-def test_a_batch_dead_lettered_for_a_misfit_event_names_all_its_events_as_refused() -> None:
-    items = [read_message(events_topic(), batch(seqs=range(4, 7), reason="x" * 100))]
-    plan = plan_batch(items, {"r1"}, NOW)
+def test_a_misfit_event_is_refused_alone_and_its_batch_mates_are_stored() -> None:
+    events = [
+        wire.Event(
+            router_id="r1",
+            boot_id="boot-a",
+            seq=seq,
+            at=1_800_000_000.0,
+            kind=wire.EventKind.SESSION_ENDED,
+            device_id=DEVICE,
+            reason="x" * 100 if seq == 5 else "idle",
+        )
+        for seq in (4, 5, 6)
+    ]
+    payload = wire.EventBatch(router_id="r1", events=tuple(events)).encode()
+    plan = plan_batch([read_message(events_topic(), payload)], {"r1"}, NOW)
     (dead,) = plan.dead_letters
-    assert plan.refused == [(("r1", "boot-a", seq), dead["reason"]) for seq in (4, 5, 6)]
-    assert plan.origins() == () and plan.heard == set()
+    assert dead["payload"] == events[1].encode()  # the one event, not its whole batch
+    assert dead["reason"].startswith("events[1].reason: is longer than the 64")
+    assert plan.refused == [(("r1", "boot-a", 5), dead["reason"])]
+    assert plan.origins() == (("r1", "boot-a", 4), ("r1", "boot-a", 6))
+    assert plan.heard == {"r1"}
 
 
 def test_no_events_are_named_as_refused_for_an_unknown_router_or_an_unreadable_payload() -> None:
@@ -404,5 +419,5 @@ def test_a_plan_stores_and_receipts_only_the_events_not_dead_lettered() -> None:
     ]
     plan = plan_batch(items, {"r1"}, NOW)
     assert plan.origins() == tuple(("r1", "boot-a", s) for s in (1, 2, 3, 6, 7))
-    assert len(plan.dead_letters) == 2
+    assert len(plan.dead_letters) == 3  # each misfit event alone, and the unknown router
     assert [origin for origin, _ in plan.refused] == [("r1", "boot-a", 4), ("r1", "boot-a", 5)]
