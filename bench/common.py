@@ -286,16 +286,24 @@ def proc_status(pid: int) -> dict[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class Memory:
-    """Peak and current resident set of one process, in bytes."""
+    """Peak and current resident set of one process, in bytes; `private` is the part of
+    `current` no other process shares (USS: its own heap, not libc's or libcrypto's code)."""
 
     peak: int
     current: int
+    private: int = 0
 
 
 def memory_of(pid: int) -> Memory:
-    """VmHWM and VmRSS of a running process."""
+    """VmHWM, VmRSS and the private resident set of a running process."""
     status = proc_status(pid)
-    return Memory(status["VmHWM"], status["VmRSS"])
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    private = sum(
+        int(line.split()[1]) * 1024
+        for line in rollup.splitlines()
+        if line.startswith(("Private_Clean:", "Private_Dirty:"))
+    )
+    return Memory(status["VmHWM"], status["VmRSS"], private)
 
 
 def as_the_daemon_imports(modules: str) -> str:

@@ -101,17 +101,37 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             C.median(m.peak for m in found[name]),
             C.median(m.current for m in found[name]),
         )
-        rows.append([f"floor: {name}", "-", mib(peak), mib(current), mib(peak - aiohttp_peak), ""])
-        figures[f"floor/{name}"] = {"peak": peak, "current": current}
+        private = C.median(m.private for m in found[name])
+        rows.append(
+            [
+                f"floor: {name}",
+                "-",
+                mib(peak),
+                mib(current),
+                mib(private),
+                mib(peak - aiohttp_peak),
+                "",
+            ]
+        )
+        figures[f"floor/{name}"] = {"peak": peak, "current": current, "private": private}
     for sessions in cases:
         peak = C.median(m.peak for m in agent[sessions])
         current = C.median(m.current for m in agent[sessions])
+        private = C.median(m.private for m in agent[sessions])
         label = "agent, idle" if sessions == 0 else "agent, after traffic and polls"
         met = "yes" if peak <= GOAL else f"no (+{mib(peak - GOAL)} MiB)"
         rows.append(
-            [label, f"{sessions:,}", mib(peak), mib(current), mib(peak - aiohttp_peak), met]
+            [
+                label,
+                f"{sessions:,}",
+                mib(peak),
+                mib(current),
+                mib(private),
+                mib(peak - aiohttp_peak),
+                met,
+            ]
         )
-        figures[f"agent/{sessions}"] = {"peak": peak, "current": current}
+        figures[f"agent/{sessions}"] = {"peak": peak, "current": current, "private": private}
     C.report(
         f"4. Memory (MiB; median of {args.rounds} rounds; {args.phones} phones x "
         f"{args.requests} portal requests; counter poll every {POLL_INTERVAL} s for "
@@ -121,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "sessions",
             "peak RSS (VmHWM)",
             "RSS (VmRSS)",
+            "private RSS (USS)",
             "peak above aiohttp floor",
             "peak <= 40 MiB",
         ],
