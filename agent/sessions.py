@@ -167,14 +167,15 @@ class SessionBook:
         ended: list[Ended] = []
         lost: list[Session] = []
         for mac, session in list(self._by_mac.items()):
-            if session.client in counted:
-                session = count_bytes(session, counted[session.client], now)
+            seen = counted.get(session.client)  # one lookup: hashing a Client is not free
+            if seen is not None:
+                session = count_bytes(session, seen, now)
                 self._by_mac[mac] = session
             reason = session.end_reason(now)
             if reason is not None:
                 del self._by_mac[mac]
                 ended.append(Ended(session, reason, now))
-            elif session.client not in counted:
+            elif seen is None:
                 lost.append(session)
         return Observed(ended, lost)
 

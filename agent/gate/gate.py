@@ -58,6 +58,7 @@ class Gate:
         self.nft = nft
         self.spec = spec
         self.sets = sets if sets is not None else KernelSets(TABLE)
+        self._clients: dict[bytes, Client] = {}  # by set key, as last read
 
     def install(self, grants: Iterable[Grant] = ()) -> None:
         """Replace the whole table atomically, with these clients already let through."""
@@ -83,10 +84,12 @@ class Gate:
         """Every authorized client in the kernel set, with its counters."""
         downloads = {e.key: e.bytes for e in self.sets.elements(DOWNLOADS_SET)}
         result: dict[Client, KernelClient] = {}
+        known, self._clients = self._clients, {}  # the same Client objects poll after poll
         for element in self.sets.elements(CLIENTS_SET):
-            client = client_of_key(element.key)
+            client = known.get(element.key) or client_of_key(element.key)
             if client is None:
                 continue
+            self._clients[element.key] = client
             expires = element.expires_ms
             result[client] = KernelClient(
                 client,
