@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import load_settings
@@ -22,7 +22,6 @@ from agent.link.commands import (
     live_changes,
     settings_with,
 )
-from agent.ruleset import TABLE, WALLED_GARDEN_SET
 from agent.service import AgentService
 from agent.settings import Settings
 from agent.wire import RouterConfig, WireError, decode
@@ -30,7 +29,12 @@ from agent.wire import RouterConfig, WireError, decode
 log = logging.getLogger("loopspot.link")
 
 APPLIED_FILE = "cloud-config.json"
-GARDEN_DOMAINS_FILE = "walled-garden.dnsmasq"  # nftset lines; see garden_domains_conf
+# The cloud's walled-garden domains, one a line, in flash_dir while a pushed config sets
+# them; the OpenWrt package's dnsmasq-sync reads it (deploy/openwrt/files/dnsmasq-loopspot.sh)
+# and makes dnsmasq fill the gate's walled_garden set with those domains' addresses.
+CLOUD_DOMAINS_FILE = "walled-garden.domains"
+DNSMASQ_SYNC = Path("/usr/libexec/loopspot/dnsmasq-sync")  # where the package installs it
+SYNC_TIMEOUT = 60.0
 
 
 def load_applied(flash_dir: Path) -> RouterConfig | None:
@@ -68,18 +72,29 @@ def with_applied(settings: Settings, applied: RouterConfig | None) -> Settings:
         return settings
 
 
-def garden_domains_conf(domains: Iterable[str]) -> str:
-    """dnsmasq lines that put the domains' IPv4 addresses into the gate's walled garden."""
-    family, table = TABLE.split()
-    names = "/".join(domains)
-    return f"nftset=/{names}/4#{family}#{table}#{WALLED_GARDEN_SET}\n" if names else ""
+def cloud_domains_text(settings: Settings, applied: RouterConfig | None) -> str | None:
+    """The domains file's text: the domains in force, if the cloud set them; else None."""
+    if applied is None or applied.walled_garden_domains is None:
+        return None
+    return "".join(f"{domain}\n" for domain in settings.walled_garden_domains)
 
 
-def _write_text(path: Path, text: str) -> None:
+def replace_file(path: Path, text: str | None) -> bool:
+    """Make `path` hold `text` (None: no file), atomically; True when that changed it."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except FileNotFoundError:
+        if text is None:
+            return False
+    if text is None:
+        path.unlink()
+        return True
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+    return True
 
 
 class AgentRouter:
@@ -94,6 +109,7 @@ class AgentRouter:
         *,
         config_file: Path | None = None,
         on_settings: Callable[[Settings], None] = lambda settings: None,
+        dnsmasq_sync: Path = DNSMASQ_SYNC,
     ) -> None:
         self.service = service
         self.base = base  # the UCI file's settings, before the cloud's
@@ -101,6 +117,7 @@ class AgentRouter:
         self.alliance_key = alliance_key
         self.config_file = config_file
         self.on_settings = on_settings
+        self.dnsmasq_sync = dnsmasq_sync
 
     @property
     def config_version(self) -> int:
@@ -118,10 +135,6 @@ class AgentRouter:
         settings = dataclasses.replace(before, **changes)
         await self.service.reconfigure(settings)
         self.on_settings(settings)
-        if settings.walled_garden_domains != before.walled_garden_domains:
-            path = settings.state_dir / GARDEN_DOMAINS_FILE
-            conf = garden_domains_conf(settings.walled_garden_domains)
-            await asyncio.to_thread(_write_text, path, conf)
         log.info("applied live: %s", ", ".join(live_changes(before, settings)) or "no change")
         return settings
 
@@ -138,7 +151,40 @@ class AgentRouter:
             await asyncio.to_thread(save_applied, self.base.flash_dir, config)
         except OSError as error:
             return f"applied, but not kept on flash: {error.strerror or error}"
+        await self.publish_domains()
         return ""
+
+    async def publish_domains(self) -> None:
+        """Give dnsmasq the walled-garden domains in force, if they changed (OpenWrt only).
+
+        Addresses go straight into the gate's set; a domain's addresses are only known when
+        a phone looks it up, so dnsmasq adds them (its nftset option), from the list that
+        dnsmasq-sync writes into /etc/config/dhcp.
+        """
+        path = self.base.flash_dir / CLOUD_DOMAINS_FILE
+        text = cloud_domains_text(self.service.settings, self.applied)
+        try:
+            if not await asyncio.to_thread(replace_file, path, text):
+                return
+            if not self.dnsmasq_sync.exists():
+                log.info("walled-garden domains kept in %s; no %s here", path, self.dnsmasq_sync)
+                return
+            sync = await asyncio.create_subprocess_exec(
+                str(self.dnsmasq_sync),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as error:
+            log.warning("walled-garden domains not given to dnsmasq: %s", error)
+            return
+        try:
+            _, err = await asyncio.wait_for(sync.communicate(), SYNC_TIMEOUT)
+        except TimeoutError:
+            sync.kill()
+            log.warning("%s took over %.0f s; stopped it", self.dnsmasq_sync, SYNC_TIMEOUT)
+            return
+        if sync.returncode != 0:
+            log.warning("%s failed: %s", self.dnsmasq_sync, err.decode(errors="replace").strip())
 
     async def revoke_device(self, device_id: str) -> str:
         """End the session of the device whose device_id this is."""
@@ -163,6 +209,7 @@ class AgentRouter:
         except LoopspotError as error:
             return str(error)
         self.base = base
+        await self.publish_domains()
         fixed = [
             f.name
             for f in dataclasses.fields(wanted)

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from agent.link.local import CLOUD_DOMAINS_FILE
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "deploy" / "openwrt"
 FILES = PACKAGE / "files"
@@ -305,6 +307,8 @@ def test_the_scripts_use_the_agents_defaults() -> None:
     assert f"DEFAULT_PORTAL_ADDRESS={defaults.portal_address}\n" in hook
     assert f"DEFAULT_PORTAL_PORT={defaults.portal_port}\n" in hook
     assert f"DEFAULT_LAN_INTERFACE={' '.join(defaults.lan_interfaces)}\n" in hook
+    assert f"DEFAULT_FLASH_DIR={defaults.flash_dir}\n" in hook
+    assert f"CLOUD_DOMAINS_FILE={CLOUD_DOMAINS_FILE} " in hook
 
 
 # A `uci` that keeps its configs in a JSON file: enough of uci(1) for these scripts.
@@ -551,6 +555,24 @@ def test_hook_fills_the_walled_garden_nftset_from_every_walled_garden_section(
     assert nftset == (
         "nftset=/pay.example.com/login.example.net/cdn.example.org/4#inet#loopspot#walled_garden"
     )
+
+
+def test_hook_takes_the_clouds_walled_garden_domains_once_the_agent_kept_them(
+    tmp_path: Path, shell: str
+) -> None:
+    flash = tmp_path / "flash"
+    router = shop_router(tmp_path, portal_address="10.20.0.1", flash_dir=str(flash))
+    flash.mkdir()
+    (flash / CLOUD_DOMAINS_FILE).write_text("pay.cloud.example\nlogin.cloud.example\n")
+    result = router.run(shell, HOOK)
+    assert result.returncode == 0, result.stderr
+    ipset = router.committed("dhcp", "loopspot_walled_garden")
+    assert ipset is not None
+    assert ipset["options"]["domain"] == ["pay.cloud.example", "login.cloud.example"]
+    (flash / CLOUD_DOMAINS_FILE).unlink()  # the cloud's list withdrawn: the UCI one again
+    assert router.run(shell, HOOK).returncode == 0
+    ipset = router.committed("dhcp", "loopspot_walled_garden")
+    assert ipset is not None and "pay.example.com" in ipset["options"]["domain"]
 
 
 def test_hook_run_twice_changes_nothing_the_second_time(router: Router, shell: str) -> None:

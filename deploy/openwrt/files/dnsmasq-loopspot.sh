@@ -4,6 +4,8 @@
 #    the RFC 8908 API URL http://<portal_address>:<portal_port>/api/captive;
 #  - a `config ipset` section that makes dnsmasq add the IPv4 addresses of walled-garden
 #    domains to the agent's set:  nftset=/<domain>/.../4#inet#loopspot#walled_garden
+#    The domains are those of /etc/config/loopspot, or, once the cloud has pushed a list,
+#    the cloud's: the agent keeps it in <flash_dir>/walled-garden.domains and runs this.
 #
 # It converges: a second run changes nothing. dnsmasq is reloaded only when
 # /etc/config/dhcp changed and dnsmasq is running. Installed as
@@ -19,6 +21,8 @@
 DEFAULT_LAN_INTERFACE=br-lan
 DEFAULT_PORTAL_ADDRESS=192.168.1.1
 DEFAULT_PORTAL_PORT=2050
+DEFAULT_FLASH_DIR=/etc/loopspot
+CLOUD_DOMAINS_FILE=walled-garden.domains # agent/link/local.py writes it
 API_PATH=/api/captive
 NFT_FAMILY=inet
 NFT_TABLE=loopspot
@@ -79,24 +83,36 @@ clean_domain() {
 	printf '%s\n' "$name"
 }
 
-# Every walled-garden domain of every `config walled_garden` section, once, in order.
-walled_garden_domains() {
-	local i=0 domain clean seen=" "
+# The walled-garden domains as written: the cloud's list when it pushed one, else those of
+# every `config walled_garden` section.
+listed_domains() {
+	local i=0 flash_dir
+	flash_dir=$(u get loopspot.agent.flash_dir) || flash_dir=$DEFAULT_FLASH_DIR
+	if [ -f "$flash_dir/$CLOUD_DOMAINS_FILE" ]; then
+		cat "$flash_dir/$CLOUD_DOMAINS_FILE"
+		return
+	fi
 	while [ "$(u get "loopspot.@walled_garden[$i]")" = walled_garden ]; do
-		for domain in $(u get "loopspot.@walled_garden[$i].domain"); do
-			if clean=$(clean_domain "$domain"); then
-				case "$seen" in
-					*" $clean "*) ;;
-					*)
-						seen="$seen$clean "
-						echo "$clean"
-						;;
-				esac
-			else
-				say "skipping walled-garden domain '$domain': not a domain name"
-			fi
-		done
+		u get "loopspot.@walled_garden[$i].domain"
 		i=$((i + 1))
+	done
+}
+
+# Every walled-garden domain, cleaned, once, in order.
+walled_garden_domains() {
+	local domain clean seen=" "
+	for domain in $(listed_domains); do
+		if clean=$(clean_domain "$domain"); then
+			case "$seen" in
+				*" $clean "*) ;;
+				*)
+					seen="$seen$clean "
+					echo "$clean"
+					;;
+			esac
+		else
+			say "skipping walled-garden domain '$domain': not a domain name"
+		fi
 	done
 }
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Network
 from pathlib import Path
 
 from agent.link.local import (
     APPLIED_FILE,
-    garden_domains_conf,
+    CLOUD_DOMAINS_FILE,
+    cloud_domains_text,
     load_applied,
+    replace_file,
     save_applied,
     with_applied,
 )
@@ -37,11 +40,22 @@ def test_a_stored_config_that_no_longer_fits_is_left_out(tmp_path: Path) -> None
     assert with_applied(Settings(), stored) == Settings()
 
 
-def test_walled_garden_domains_become_one_dnsmasq_nftset_line() -> None:
-    assert garden_domains_conf(["pay.example", "login.example"]) == (
-        "nftset=/pay.example/login.example/4#inet#loopspot#walled_garden\n"
-    )
-    assert garden_domains_conf([]) == ""
+def test_the_domains_file_holds_the_clouds_domains_only_while_the_cloud_sets_them() -> None:
+    settings = Settings(walled_garden_domains=("pay.example", "login.example"))
+    pushed = RouterConfig(version=2, walled_garden_domains=("pay.example", "login.example"))
+    assert cloud_domains_text(settings, pushed) == "pay.example\nlogin.example\n"
+    assert cloud_domains_text(settings, RouterConfig(version=3)) is None  # UCI's list holds
+    assert cloud_domains_text(settings, None) is None
+    emptied = RouterConfig(version=4, walled_garden_domains=())
+    assert cloud_domains_text(Settings(), emptied) == ""  # the cloud wants none at all
+
+
+def test_replace_file_reports_only_real_changes(tmp_path: Path) -> None:
+    path = tmp_path / "flash" / "walled-garden.domains"
+    assert replace_file(path, None) is False
+    assert replace_file(path, "a.example\n") is True and path.read_text() == "a.example\n"
+    assert replace_file(path, "a.example\n") is False
+    assert replace_file(path, None) is True and not path.exists()
 
 
 async def test_a_pushed_config_is_applied_live_kept_on_flash_and_revokes_by_device_id(
@@ -64,7 +78,11 @@ async def test_a_pushed_config_is_applied_live_kept_on_flash_and_revokes_by_devi
     )
     shown: list[Settings] = []
     key = b"k" * 16
-    router = AgentRouter(service, settings, None, key, on_settings=shown.append)
+    runs = tmp_path / "dnsmasq-sync.runs"
+    sync = tmp_path / "dnsmasq-sync"
+    sync.write_text(f"#!/bin/sh\necho run >> {runs}\n")
+    sync.chmod(0o755)
+    router = AgentRouter(service, settings, None, key, on_settings=shown.append, dnsmasq_sync=sync)
     config = RouterConfig(
         version=2,
         session_timeout=600,
@@ -77,10 +95,18 @@ async def test_a_pushed_config_is_applied_live_kept_on_flash_and_revokes_by_devi
     assert "add element inet loopspot walled_garden { 203.0.113.7/32 }" in nft.scripts[-1]
     assert service.book.limits.session_timeout == 600
     assert shown[-1].site_name == "Spa"
-    assert "pay.example" in (settings.state_dir / "walled-garden.dnsmasq").read_text()
+    assert (settings.flash_dir / CLOUD_DOMAINS_FILE).read_text() == "pay.example\n"
+    assert runs.read_text() == "run\n"  # dnsmasq-sync turns the file into dnsmasq's nftset
 
-    refused = await router.apply_config(RouterConfig(version=3, data_quota=5))
-    assert refused.startswith("data_quota: ") and router.config_version == 2
+    again = dataclasses.replace(config, version=3, site_name="Spa & Sauna")
+    assert await router.apply_config(again) == ""
+    assert runs.read_text() == "run\n"  # the same domains: dnsmasq is left alone
+    assert await router.apply_config(RouterConfig(version=4)) == ""
+    assert not (settings.flash_dir / CLOUD_DOMAINS_FILE).exists()  # UCI's domains again
+    assert runs.read_text() == "run\nrun\n"
+
+    refused = await router.apply_config(RouterConfig(version=5, data_quota=5))
+    assert refused.startswith("data_quota: ") and router.config_version == 4
 
     mac = "02:00:00:00:00:07"
     await service.accept(Client.of(mac, "192.168.1.7"), "1")
