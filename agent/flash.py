@@ -28,6 +28,30 @@ def snapshot_to_flash(db: sqlite3.Connection, target: Path) -> None:
     os.replace(temporary, target)
 
 
+def replace_file(path: Path, text: str | None) -> bool:
+    """Make `path` hold `text` (None: no file), atomically; True when that changed it.
+
+    A file with that text already is left alone: flash is not written for nothing.
+    """
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except FileNotFoundError:
+        if text is None:
+            return False
+    if text is None:
+        path.unlink()
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return True
+
+
 def restore_from_flash(snapshot: Path, target: Path) -> None:
     """Copy a flash snapshot back to tmpfs, as after a reboot emptied it."""
     source = sqlite3.connect(snapshot)

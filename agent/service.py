@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from agent.clients import Client
 from agent.errors import ClientUnknown
 from agent.events import NO_EVENTS, SessionEvents
-from agent.gate.gate import Gate, forget_connections
+from agent.flash import replace_file
+from agent.gate.gate import BOOT_GATE_FILE, Gate, forget_connections
 from agent.gate.neighbours import ARP_TABLE, ip_of, mac_of
 from agent.gate.netlink import NeighbourLookup
 from agent.ruleset import GateSpec, Grant
@@ -96,6 +97,7 @@ class AgentService:
         )
         grants = [Grant(s.client, s.kernel_timeout(now)) for s in plan.sessions]
         await self._on(self._nft, self.bulk.install, grants)
+        await self._on(self._db, self._keep_boot_gate)
         self.book = SessionBook(self.book.limits, plan.sessions)
         await self._on(self._db, self.store.replace_all, plan.sessions)
         await self._on(self._db, self.store.record_ended, plan.ended)
@@ -201,8 +203,16 @@ class AgentService:
             addresses = settings.walled_garden_addresses
             await self._on(self._nft, self.gate.set_walled_garden, addresses)
             self.gate.spec = self.bulk.spec = GateSpec.from_settings(settings)  # kept on install
+            await self._on(self._db, self._keep_boot_gate)
         self.settings = settings
         self.book.limits = limits_of(settings)
+
+    def _keep_boot_gate(self) -> None:
+        """Keep the table the router loads at boot in step with the one installed."""
+        try:
+            replace_file(self.settings.flash_dir / BOOT_GATE_FILE, self.gate.boot_script())
+        except OSError as error:
+            log.warning("the boot-time gate on flash is not up to date: %s", error)
 
     async def snapshot(self) -> None:
         """Write the session database to flash."""

@@ -51,6 +51,12 @@ class SetReader(Protocol):
         """Every element of one set, with its counter."""
 
 
+# On flash: the table with no client in it, which the OpenWrt package loads at boot, long
+# before the agent starts (deploy/openwrt/files/loopspot-boot-gate.sh), so that the LAN is
+# never open to phones that have not passed the portal.
+BOOT_GATE_FILE = "captive-at-boot.nft"
+
+
 class Gate:
     """The agent's table `inet loopspot`; every change is one nft transaction."""
 
@@ -63,6 +69,10 @@ class Gate:
     def install(self, grants: Iterable[Grant] = ()) -> None:
         """Replace the whole table atomically, with these clients already let through."""
         self.nft.run(render_table(self.spec, grants))
+
+    def boot_script(self) -> str:
+        """The table as installed at boot, before the agent runs: captive, no client yet."""
+        return render_table(self.spec)
 
     def grant(self, grant: Grant, *, replace: bool = False) -> None:
         """Let a client through until its timeout."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agent.config import load_settings
 from agent.errors import LoopspotError
+from agent.flash import replace_file
 from agent.link.commands import (
     LIVE_FIELDS,
     ConfigRefused,
@@ -77,24 +78,6 @@ def cloud_domains_text(settings: Settings, applied: RouterConfig | None) -> str 
     if applied is None or applied.walled_garden_domains is None:
         return None
     return "".join(f"{domain}\n" for domain in settings.walled_garden_domains)
-
-
-def replace_file(path: Path, text: str | None) -> bool:
-    """Make `path` hold `text` (None: no file), atomically; True when that changed it."""
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except FileNotFoundError:
-        if text is None:
-            return False
-    if text is None:
-        path.unlink()
-        return True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-    return True
 
 
 class AgentRouter:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from agent.gate.gate import BOOT_GATE_FILE
 from agent.link.local import CLOUD_DOMAINS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,6 +30,9 @@ MAKEFILE = PACKAGE / "Makefile"
 INIT = FILES / "loopspot.init"
 UCI_DEFAULTS = FILES / "loopspot.uci-defaults"
 HOOK = FILES / "dnsmasq-loopspot.sh"
+BOOT_GATE = FILES / "loopspot-boot-gate.sh"
+GATE_INIT = FILES / "loopspot-gate.init"
+BOOT_GATE_INSTALLED = "/usr/libexec/loopspot/boot-gate"
 HOOK_INSTALLED = "/usr/libexec/loopspot/dnsmasq-sync"
 CONFIG_INSTALLED = "/etc/config/loopspot"
 
@@ -285,14 +289,16 @@ def test_removing_the_package_flushes_the_table_but_upgrading_does_not() -> None
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-@pytest.mark.parametrize("script", [INIT, UCI_DEFAULTS, HOOK], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "script", [INIT, UCI_DEFAULTS, HOOK, BOOT_GATE, GATE_INIT], ids=lambda p: p.name
+)
 def test_shell_script_parses(shell: str, script: Path) -> None:
     result = subprocess.run([*shell.split(), "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
 def test_the_scripts_are_installed_executable() -> None:
-    for script in (INIT, UCI_DEFAULTS, HOOK):
+    for script in (INIT, UCI_DEFAULTS, HOOK, BOOT_GATE, GATE_INIT):
         assert f"$(INSTALL_BIN) ./files/{script.name}" in makefile()
 
 
@@ -309,6 +315,9 @@ def test_the_scripts_use_the_agents_defaults() -> None:
     assert f"DEFAULT_LAN_INTERFACE={' '.join(defaults.lan_interfaces)}\n" in hook
     assert f"DEFAULT_FLASH_DIR={defaults.flash_dir}\n" in hook
     assert f"CLOUD_DOMAINS_FILE={CLOUD_DOMAINS_FILE} " in hook
+    boot_gate = BOOT_GATE.read_text()
+    assert f"DEFAULT_FLASH_DIR={defaults.flash_dir}\n" in boot_gate
+    assert f"BOOT_GATE_FILE={BOOT_GATE_FILE} " in boot_gate
 
 
 # A `uci` that keeps its configs in a JSON file: enough of uci(1) for these scripts.
@@ -820,3 +829,52 @@ def test_init_flush_stops_the_agent_then_deletes_its_table(router: Router, shell
         "nft list table inet loopspot",
         "nft delete table inet loopspot",
     ]
+
+
+# --- the boot-time gate ---------------------------------------------------------------------
+
+
+def test_the_boot_gate_runs_early_from_where_the_makefile_installs_it() -> None:
+    assert f"./files/{BOOT_GATE.name} $(1){BOOT_GATE_INSTALLED}" in makefile()
+    init = GATE_INIT.read_text()
+    assert f"BOOT_GATE={BOOT_GATE_INSTALLED}\n" in init
+    start = int(re.search(r"^START=(\d+)$", init, re.M)[1])  # type: ignore[index]
+    agent_start = int(re.search(r"^START=(\d+)$", INIT.read_text(), re.M)[1])  # type: ignore[index]
+    assert start <= 19 < agent_start, "before the network (20) and long before the agent"
+
+
+def boot_gate_router(root: Path, table_up: bool) -> tuple[Router, Path]:
+    """A router whose nft says whether the agent's table is up; the agent's boot file."""
+    flash = root / "flash"
+    router = shop_router(root, flash_dir=str(flash))
+    router.stub(
+        "nft",
+        f'#!/bin/sh\necho "nft $*" >> "{router.log}"\n'
+        f'[ "$1" = list ] && exit {0 if table_up else 1}\nexit 0\n',
+    )
+    return router, flash / BOOT_GATE_FILE
+
+
+def test_boot_gate_loads_the_agents_captive_table_when_none_is_up(
+    tmp_path: Path, shell: str
+) -> None:
+    router, boot_file = boot_gate_router(tmp_path, table_up=False)
+    boot_file.parent.mkdir()
+    boot_file.write_text("table inet loopspot {}\n")
+    result = router.run(shell, BOOT_GATE)
+    assert result.returncode == 0, result.stderr
+    assert f"nft -f {boot_file}" in router.calls()
+
+
+def test_boot_gate_never_replaces_a_table_that_is_up(tmp_path: Path, shell: str) -> None:
+    router, boot_file = boot_gate_router(tmp_path, table_up=True)
+    boot_file.parent.mkdir()
+    boot_file.write_text("table inet loopspot {}\n")
+    assert router.run(shell, BOOT_GATE).returncode == 0
+    assert not [call for call in router.calls() if call.startswith("nft -f")]
+
+
+def test_boot_gate_does_nothing_before_the_agent_has_ever_run(tmp_path: Path, shell: str) -> None:
+    router, _ = boot_gate_router(tmp_path, table_up=False)
+    assert router.run(shell, BOOT_GATE).returncode == 0
+    assert not [call for call in router.calls() if call.startswith("nft")]

@@ -15,11 +15,18 @@ from agent.ruleset import CLIENTS_SET, DOWNLOADS_SET, TABLE, GateSpec
 from agent.settings import Settings
 from lab import netns
 from lab.polling import wait_until
+from lab.pytest_plugin import LabFactory
 from lab.router import RouterAgent
 from lab.topology import Lab
 from tests.lab.portal_steps import accept_terms, reaches_wan
 
 pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def lab(lab_factory: LabFactory) -> Lab:
+    """A shop with two phones."""
+    return lab_factory(phones=2)
 
 
 def listed_by_nft(lab: Lab) -> dict[Client, KernelClient]:

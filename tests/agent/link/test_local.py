@@ -11,7 +11,6 @@ from agent.link.local import (
     CLOUD_DOMAINS_FILE,
     cloud_domains_text,
     load_applied,
-    replace_file,
     save_applied,
     with_applied,
 )
@@ -48,14 +47,6 @@ def test_the_domains_file_holds_the_clouds_domains_only_while_the_cloud_sets_the
     assert cloud_domains_text(settings, None) is None
     emptied = RouterConfig(version=4, walled_garden_domains=())
     assert cloud_domains_text(Settings(), emptied) == ""  # the cloud wants none at all
-
-
-def test_replace_file_reports_only_real_changes(tmp_path: Path) -> None:
-    path = tmp_path / "flash" / "walled-garden.domains"
-    assert replace_file(path, None) is False
-    assert replace_file(path, "a.example\n") is True and path.read_text() == "a.example\n"
-    assert replace_file(path, "a.example\n") is False
-    assert replace_file(path, None) is True and not path.exists()
 
 
 async def test_a_pushed_config_is_applied_live_kept_on_flash_and_revokes_by_device_id(
