@@ -8,6 +8,7 @@ has left; the visit's dwell time goes with the departure.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -77,6 +78,42 @@ def latest(*sources: Mapping[str, float]) -> dict[str, float]:
         for mac, seen in source.items():
             merged[mac] = max(seen, merged.get(mac, seen))
     return merged
+
+
+# --- kept on tmpfs -----------------------------------------------------------------------
+
+VISITS_FILE = "presence.json"  # in state_dir (tmpfs): survives agent restarts, not reboots
+
+
+def visits_json(visits: Mapping[str, Visit]) -> str:
+    """The visits as JSON: {mac: [first_seen, last_seen]}."""
+    return json.dumps({mac: [v.first_seen, v.last_seen] for mac, v in sorted(visits.items())})
+
+
+def visits_from_json(text: str) -> dict[str, Visit]:
+    """Visits read back; entries that are not [first, last] numbers are skipped."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    visits: dict[str, Visit] = {}
+    if isinstance(data, dict):
+        for mac, times in data.items():
+            if (
+                isinstance(times, list)
+                and len(times) == 2
+                and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times)
+            ):
+                visits[mac] = Visit(float(times[0]), float(times[1]))
+    return visits
+
+
+def load_visits(path: Path) -> dict[str, Visit]:
+    """The visits an earlier run of the agent left, if any."""
+    try:
+        return visits_from_json(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, UnicodeDecodeError):
+        return {}
 
 
 # --- the reader ---------------------------------------------------------------------------

@@ -15,13 +15,22 @@ from typing import Any
 
 from agent.dhcp_leases import LeaseWatch, read_leases
 from agent.events import Emitter
+from agent.flash import replace_file
 from agent.link.errors import IdentityError
 from agent.link.identity import Identity, resolve_identity
 from agent.link.link import Link
 from agent.link.local import AgentRouter
 from agent.link.spool_db import SpoolDB
 from agent.link.spooler import Spooler
-from agent.presence import Arrived, NeighbourReader, Presence, latest
+from agent.presence import (
+    VISITS_FILE,
+    Arrived,
+    NeighbourReader,
+    Presence,
+    latest,
+    load_visits,
+    visits_json,
+)
 from agent.service import AgentService
 from agent.settings import Settings
 
@@ -34,8 +43,13 @@ async def watch_presence(
     emitter: Emitter,
     clock: Callable[[], float] = time.time,
 ) -> None:
-    """Report devices arriving and leaving, looking every presence_interval; until cancelled."""
-    presence = Presence(settings.presence_left_after)
+    """Report devices arriving and leaving, looking every presence_interval; until cancelled.
+
+    The visits in progress are kept on tmpfs, so a restarted agent neither reports a device
+    that never left as arriving again nor forgets one that left meanwhile.
+    """
+    kept = settings.state_dir / VISITS_FILE
+    presence = Presence(settings.presence_left_after, await asyncio.to_thread(load_visits, kept))
     leases = LeaseWatch()
     reader = NeighbourReader(settings.lan_interfaces)
     while True:
@@ -55,6 +69,10 @@ async def watch_presence(
                     emitter.device_seen(change.mac, change.at)
                 else:
                     emitter.device_left(change.mac, change.at, change.dwell)
+            try:
+                await asyncio.to_thread(replace_file, kept, visits_json(presence.visits))
+            except OSError as error:
+                log.warning("presence: cannot keep the visits in %s: %s", kept, error)
         await asyncio.sleep(settings.presence_interval)
 
 

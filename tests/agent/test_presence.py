@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +24,9 @@ from agent.presence import (
     Presence,
     Visit,
     latest,
+    load_visits,
+    visits_from_json,
+    visits_json,
 )
 
 A, B = "02:00:00:00:00:0a", "a4:5e:60:00:00:0b"
@@ -59,6 +64,25 @@ def test_a_sign_from_the_future_counts_as_now() -> None:
 def test_a_restart_can_resume_visits() -> None:
     presence = Presence(left_after=300, visits={A: Visit(0.0, 100.0)})
     assert presence.observe({A: 200.0, B: 200.0}, now=200.0) == [Arrived(B, 200.0)]
+
+
+def test_visits_kept_by_one_run_are_resumed_by_the_next(tmp_path: Path) -> None:
+    before = Presence(left_after=300)
+    before.observe({A: 100.0, B: 150.0}, now=150.0)
+    kept = tmp_path / "presence.json"
+    kept.write_text(visits_json(before.visits))
+    after = Presence(left_after=300, visits=load_visits(kept))
+    # A never left: no second arrival; B went quiet while the agent was down: it left
+    assert after.observe({A: 500.0}, now=500.0) == [Left(B, 150.0, 0.0)]
+
+
+def test_a_missing_or_damaged_visits_file_starts_afresh(tmp_path: Path) -> None:
+    assert load_visits(tmp_path / "none.json") == {}
+    (tmp_path / "bad.json").write_bytes(b"\xff{not json")
+    assert load_visits(tmp_path / "bad.json") == {}
+    mixed = json.dumps({A: [1, 2], B: ["x", 2], "c": [1], "d": [True, 2]})
+    assert visits_from_json(mixed) == {A: Visit(1.0, 2.0)}
+    assert visits_from_json("[1, 2]") == {}
 
 
 def test_the_latest_sign_wins_across_sources() -> None:

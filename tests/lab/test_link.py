@@ -383,3 +383,26 @@ def test_events_are_kept_until_the_cloud_receipts_them_and_sent_again_after_a_re
     again = wait_for(lambda: of_kind(cloud, EventKind.SESSION_STARTED)[1:], timeout=20)[0]
     assert (again.boot_id, again.seq) == (started.boot_id, started.seq)
     wait_for(lambda: spool(agent) == (0, 0), timeout=10)  # receipted now: gone
+
+
+def test_a_restarted_agent_does_not_report_a_phone_still_in_the_shop_as_arriving_again(
+    lab: Lab, make_agent: MakeAgent, cloud: CloudSide
+) -> None:
+    agent = start_linked(make_agent, lab)
+    phone = lab.phones[0]
+    phone_id = device_id(LAB_ALLIANCE_KEY, phone.mac)
+
+    def arrivals() -> list[Event]:
+        return [e for e in of_kind(cloud, EventKind.DEVICE_SEEN) if e.device_id == phone_id]
+
+    accept_terms(phone)  # traffic: the router's neighbour table has the phone now
+    wait_for(arrivals, timeout=10)
+    statuses = len(cloud.on(Channel.STATUS, Status))
+    agent.stop()
+    agent.start()
+    wait_for(lambda: len(cloud.on(Channel.STATUS, Status)) > statuses + 1, timeout=10)
+    assert online(cloud), "the restarted agent is online again"
+    assert reaches_wan(phone)  # a fresh sign of life, seen by the new run
+    time.sleep(3)  # three presence rounds of the new run
+    assert len(arrivals()) == 1
+    assert not [e for e in of_kind(cloud, EventKind.DEVICE_LEFT) if e.device_id == phone_id]
