@@ -204,6 +204,10 @@ class Status(Message):
     uptime: float = 0.0
     spool_depth: int = 0
     spool_dropped: int = 0
+    # When the MQTT connection this was sent on began (router clock). The Last Will, set at
+    # connect, carries its connection's: the cloud can tell a will that a newer connection
+    # has overtaken (delivered late, or to another ingest worker) from a live one.
+    connected_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

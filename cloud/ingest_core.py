@@ -17,6 +17,7 @@ from sqlalchemy import BigInteger, Integer, String, Table
 
 from agent import wire
 from cloud.models import Base
+from cloud.status import Will
 
 DEAD_LETTER_PAYLOAD_MAX = 64 * 1024  # bytes of a refused payload kept for inspection
 DEAD_LETTER_TOPIC_MAX = 255  # the dead_letters.topic column
@@ -209,6 +210,7 @@ def status_values(status: wire.Status, now: datetime) -> dict[str, Any]:
         "config_version": status.config_version,
         "spool_depth": status.spool_depth,
         "spool_dropped": status.spool_dropped,
+        "connected_at": status.connected_at or None,  # older agents do not say
     }
 
 
@@ -219,7 +221,7 @@ class Plan:
     received_at: datetime
     events: list[dict[str, Any]] = field(default_factory=list)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)  # newest per router
-    wills: dict[str, str | None] = field(default_factory=dict)  # router: boot_id of its will
+    wills: dict[str, Will] = field(default_factory=dict)  # a router's will, if it has one
     heard: set[str] = field(default_factory=set)  # routers whose events bump last_seen
     config_acks: list[dict[str, Any]] = field(default_factory=list)
     command_acks: list[dict[str, Any]] = field(default_factory=list)
@@ -276,7 +278,7 @@ def _plan_status(plan: Plan, item: Accepted, status: wire.Status) -> None:
         plan.refuse(item.topic, item.payload, problem)
         return
     if is_timeless_will(status):
-        plan.wills[item.router_id] = values["boot_id"]
+        plan.wills[item.router_id] = Will(values["boot_id"], values["connected_at"])
         return
     plan.wills.pop(item.router_id, None)  # it spoke after its will: it is back
     held = plan.statuses.get(item.router_id)

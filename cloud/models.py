@@ -69,6 +69,9 @@ class Router(Base):
     state: Mapped[str] = mapped_column(String(16), default="unknown")
     # The router's own `at` of the status stored here; an older status is ignored.
     status_at: Mapped[float | None] = mapped_column(Float)
+    # The router's time its MQTT connection of that status began; a will of an older one
+    # is ignored.
+    connected_at: Mapped[float | None] = mapped_column(Float)
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     boot_id: Mapped[str | None] = mapped_column(String(64))
     agent_version: Mapped[str | None] = mapped_column(String(32))

@@ -7,16 +7,19 @@ caller's transaction and is safe to repeat, so a redelivered message changes not
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     DateTime,
+    Float,
     Integer,
     String,
     Table,
     bindparam,
+    cast,
     func,
     or_,
     select,
@@ -30,6 +33,15 @@ ROUTERS: Table = Base.metadata.tables["routers"]
 CONFIGS: Table = Base.metadata.tables["router_configs"]
 COMMANDS: Table = Base.metadata.tables["commands"]
 _AT = DateTime(timezone=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """A router's Last Will: the boot and the connection it was set on (None: not said)."""
+
+    boot_id: str | None
+    connected_at: float | None
+
 
 # Bound names differ from column names: SQLAlchemy reserves those for SET clauses.
 _r = ROUTERS.c
@@ -50,9 +62,11 @@ _APPLY_STATUS = (
         config_version=bindparam("b_config_version", type_=Integer()),
         spool_depth=bindparam("b_spool_depth", type_=Integer()),
         spool_dropped=bindparam("b_spool_dropped"),
+        connected_at=bindparam("b_connected_at", type_=Float()),
     )
 )
-# A will has no time to compare; it stands unless the router has rebooted since.
+# A will has no time to compare; it stands unless the router has rebooted since, or has
+# spoken on a newer connection (agents that do not say when theirs began: always).
 _APPLY_WILL = (
     update(ROUTERS)
     .where(
@@ -61,6 +75,12 @@ _APPLY_WILL = (
             bindparam("b_boot_id", type_=String()).is_(None),
             _r.boot_id.is_(None),
             _r.boot_id == bindparam("b_boot_id", type_=String()),
+        ),
+        or_(
+            # typed in SQL: PostgreSQL cannot tell the type of a NULL parameter on its own
+            cast(bindparam("b_connected_at", type_=Float()), Float).is_(None),
+            _r.connected_at.is_(None),
+            _r.connected_at <= bindparam("b_connected_at", type_=Float()),
         ),
     )
     .values(state="offline")
@@ -110,12 +130,12 @@ def lock_routers(connection: Connection, router_ids: Collection[str]) -> None:
 def apply_statuses(
     connection: Connection,
     statuses: Mapping[str, dict[str, Any]],
-    wills: Mapping[str, str | None] | None = None,
+    wills: Mapping[str, Will] | None = None,
 ) -> None:
     """Store each router's status unless the stored one is newer (by the router's `at`).
 
-    `wills` (router: boot_id) are Last Wills without a time: the router goes offline
-    unless the stored status comes from another boot. They apply after `statuses`.
+    `wills` are Last Wills without a time: the router goes offline unless the stored status
+    comes from another boot or a newer connection. They apply after `statuses`.
     """
     if statuses:
         rows = [
@@ -125,7 +145,11 @@ def apply_statuses(
         connection.execute(_APPLY_STATUS, rows)
     if wills:
         connection.execute(
-            _APPLY_WILL, [{"b_id": r, "b_boot_id": boot} for r, boot in sorted(wills.items())]
+            _APPLY_WILL,
+            [
+                {"b_id": r, "b_boot_id": will.boot_id, "b_connected_at": will.connected_at}
+                for r, will in sorted(wills.items())
+            ],
         )
 
 

@@ -100,6 +100,7 @@ class Link:
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._tls: ssl.SSLContext | None = None
+        self._connected_at = 0.0  # when the current connection began
         self._recent = RecentCommands()
         self._stopped = asyncio.Event()
 
@@ -117,6 +118,7 @@ class Link:
             uptime=round(self.monotonic() - self.started_at, 1),
             spool_depth=stats.depth,
             spool_dropped=stats.dropped_total,
+            connected_at=self._connected_at,
         )
 
     def _will(self) -> Status:
@@ -125,6 +127,7 @@ class Link:
             state=RouterState.OFFLINE,
             boot_id=self.spooler.boot_id,
             agent_version=__version__,
+            connected_at=self._connected_at,
         )
 
     async def run(self) -> None:
@@ -159,6 +162,7 @@ class Link:
         self.reconnect.stop()
 
     async def _connection(self) -> None:
+        self._connected_at = round(self.clock(), 3)  # this connection's, in its will too
         client = mqtt.make_client(self.identity, self._will(), self.keepalive, self._tls)
         async with client:
             self.reconnect.connected(self.monotonic())

@@ -25,6 +25,7 @@ from cloud.ingest_core import (
     runs,
     weight,
 )
+from cloud.status import Will
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DEVICE = "0123456789abcdef0123456789abcdef"
@@ -281,8 +282,14 @@ def test_a_last_will_without_a_time_is_planned_apart_from_timed_statuses() -> No
         read_message(status_topic(), status(at=0.0, state=wire.RouterState.OFFLINE, boot_id="b")),
     ]
     plan = plan_batch(items, {"r1"}, NOW)
-    assert plan.wills == {"r1": "b"}
+    assert plan.wills == {"r1": Will("b", None)}  # an agent that does not say its connection
     assert plan.statuses["r1"]["status_at"] == 100.0
+
+
+def test_a_last_will_names_the_connection_it_was_set_on() -> None:
+    will = status(at=0.0, state=wire.RouterState.OFFLINE, boot_id="b", connected_at=50.0)
+    plan = plan_batch([read_message(status_topic(), will)], {"r1"}, NOW)
+    assert plan.wills == {"r1": Will("b", 50.0)}
 
 
 def test_a_status_after_its_routers_will_in_one_batch_cancels_the_will() -> None:

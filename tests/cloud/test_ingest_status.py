@@ -170,6 +170,28 @@ async def test_a_last_will_from_an_earlier_boot_is_ignored(
     assert router(engine, "r1").state == "online"
 
 
+async def test_a_last_will_overtaken_by_a_newer_connection_is_ignored(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    """The router reconnected (same boot); the broker's will for the old connection reaches
+    the cloud after the new connection's status, as it may with two ingest workers."""
+    enrol("r1")
+    await make_worker()
+    boot = {"boot_id": "boot-a"}
+    await publisher.publish(*status("r1", ONLINE, 5000.0, connected_at=4990.0, **boot))
+    await eventually(lambda: router(engine, "r1").state == "online")
+    await publisher.publish(*status("r1", OFFLINE, 0.0, connected_at=4000.0, **boot))  # late
+    await publisher.publish(*status("r1", ONLINE, 5001.0, connected_at=4990.0, clients=2, **boot))
+    await eventually(lambda: router(engine, "r1").clients == 2)
+    assert router(engine, "r1").state == "online"
+    await publisher.publish(*status("r1", OFFLINE, 0.0, connected_at=4990.0, **boot))  # its own
+    await eventually(lambda: router(engine, "r1").state == "offline")
+
+
 def configs_and_commands(engine: Engine) -> tuple[list[Any], list[Any]]:
     with Session(engine) as session:
         configs = session.execute(
