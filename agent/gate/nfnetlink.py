@@ -23,6 +23,8 @@ NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE = 0, 1
 NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM = 12, 13
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_DUMP_INTR = 0x10  # the set changed during the dump: what came may be incomplete
+DUMP_TRIES = 3
 FAMILIES = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
 NFTA_TABLE_NAME = 1
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
@@ -41,6 +43,10 @@ _U64 = struct.Struct(">Q")
 _COUNTER_NAME = _ATTR.pack(12, NFTA_EXPR_NAME) + b"counter\0"  # an expression's name attribute
 _RECEIVE = 16 * 1024  # a short hold of the GIL per read: a poll never stalls an accept
 _TIMEOUT = 2.0
+
+
+class DumpInterrupted(GateError):
+    """The set changed while it was being dumped; read it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +125,17 @@ def _element(data: memoryview, offset: int, end: int) -> SetElement | None:
 def parse_set_dump(data: memoryview, out: list[SetElement]) -> bool:
     """Append the elements in these netlink messages to `out`; True once the dump is done.
 
-    A kernel error (no such table or set, no permission) raises GateError naming it.
+    A kernel error (no such table or set, no permission) raises GateError naming it; a dump
+    the set changed under raises DumpInterrupted.
     """
     offset, size = 0, len(data)
     subsys_new = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM
     while offset + _HEADER.size <= size:
-        length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
+        length, kind, flags, _, _ = _HEADER.unpack_from(data, offset)
         if length < _HEADER.size or offset + length > size:
             raise GateError("the kernel sent a damaged nftables message")
+        if flags & NLM_F_DUMP_INTR:
+            raise DumpInterrupted("the set changed while it was read")
         body = offset + _HEADER.size
         if kind == NLMSG_DONE:
             return True
@@ -185,7 +194,18 @@ class KernelSets:
         return self._seq
 
     def elements(self, set_name: str) -> list[SetElement]:
-        """Every element of the set, with its counter; raises GateError if there is none."""
+        """Every element of the set, with its counter; raises GateError if there is none.
+
+        A dump that a grant or revoke interrupted is read again (it may lack elements).
+        """
+        for _ in range(DUMP_TRIES - 1):
+            try:
+                return self._dump(set_name)
+            except DumpInterrupted:
+                continue
+        return self._dump(set_name)
+
+    def _dump(self, set_name: str) -> list[SetElement]:
         attrs = _string(NFTA_SET_ELEM_LIST_TABLE, self.name)
         attrs += _string(NFTA_SET_ELEM_LIST_SET, set_name)
         request = _request(NFT_MSG_GETSETELEM, NLM_F_DUMP, self.family, attrs, self._next_seq())
@@ -198,6 +218,8 @@ class KernelSets:
                     size = sock.recv_into(self._buffer)
                     if size == 0 or parse_set_dump(view[:size], found):
                         return found
+        except DumpInterrupted:
+            raise
         except (OSError, GateError) as exc:
             raise GateError(f"cannot read set {set_name} of table {self.name}: {exc}") from exc
         finally:

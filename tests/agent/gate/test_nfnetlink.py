@@ -15,8 +15,10 @@ from agent.gate.nfnetlink import (
     NFT_MSG_NEWSETELEM,
     NFTA_SET_ELEM_EXPR,
     NFTA_SET_ELEM_EXPRESSIONS,
+    NLM_F_DUMP_INTR,
     NLMSG_DONE,
     NLMSG_ERROR,
+    DumpInterrupted,
     KernelSets,
     SetElement,
     parse_set_dump,
@@ -44,8 +46,8 @@ def element(key: bytes, *, expires_ms: int | None = None, expr: bytes = b"") -> 
     return attr(1, body + expr, nested=True)
 
 
-def message(kind: int, body: bytes) -> bytes:
-    return struct.pack("=IHHII", 16 + len(body), kind, 0x2, 7, 0) + body
+def message(kind: int, body: bytes, flags: int = 0x2) -> bytes:
+    return struct.pack("=IHHII", 16 + len(body), kind, flags, 7, 0) + body
 
 
 def elements_message(*elements: bytes) -> bytes:
@@ -92,6 +94,13 @@ def test_a_kernel_error_is_raised_with_its_name() -> None:
     error = message(NLMSG_ERROR, struct.pack("=i", -errno.ENOENT) + b"\0" * 16)
     with pytest.raises(GateError, match="ENOENT"):
         parse(error)
+
+
+def test_a_dump_the_set_changed_under_is_flagged_to_be_read_again() -> None:
+    whole = elements_message(element(PHONE_KEY))
+    interrupted = whole[:6] + struct.pack("=H", 0x2 | NLM_F_DUMP_INTR) + whole[8:]
+    with pytest.raises(DumpInterrupted):
+        parse(interrupted)
 
 
 def test_a_truncated_message_is_refused_not_misread() -> None:
