@@ -17,12 +17,12 @@ from agent.config import check_settings, check_value
 from agent.errors import ConfigError
 from agent.link.errors import LinkError
 from agent.settings import Settings
-from agent.wire import Ack, CommandAction, RouterConfig, device_id
+from agent.wire import MAX_TEXT, Ack, CommandAction, RouterConfig, device_id
 
 CONFIG_REF, COMMAND_REF = "config", "cmd"
 UNKNOWN_ACTION = "unknown action"
 REMEMBERED_COMMANDS = 256  # a redelivered command is answered again, never run twice
-MAX_ERROR = 256  # the wire's longest text
+MAX_ERROR = MAX_TEXT  # an error goes on the wire in a text field
 
 # Wire field -> (section, option) of the UCI file whose parser checks it.
 _OPTIONS: dict[str, tuple[str, str]] = {
