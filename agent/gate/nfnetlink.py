@@ -29,7 +29,8 @@ FAMILIES = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
 NFTA_TABLE_NAME = 1
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM = 1
-NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_EXPIRATION, NFTA_SET_ELEM_EXPR = 1, 5, 7
+NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_TIMEOUT, NFTA_SET_ELEM_EXPIRATION = 1, 4, 5
+NFTA_SET_ELEM_EXPR = 7
 NFTA_SET_ELEM_EXPRESSIONS = 11
 NFTA_DATA_VALUE = 1
 NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 2
@@ -41,6 +42,19 @@ _ATTR = struct.Struct("=HH")  # nlattr
 _ERRNO = struct.Struct("=i")
 _U64 = struct.Struct(">Q")
 _COUNTER_NAME = _ATTR.pack(12, NFTA_EXPR_NAME) + b"counter\0"  # an expression's name attribute
+# What the kernel sends after an element's key when its set has `counter`: the counter
+# expression (name, bytes, packets), then timeout and expiration if the element has them.
+# Matched whole, that layout is read in one unpack; anything else takes the general walk.
+_COUNTER_HEAD = (
+    _ATTR.pack(44, NFTA_SET_ELEM_EXPR)
+    + _COUNTER_NAME
+    + _ATTR.pack(28, NFTA_EXPR_DATA)
+    + _ATTR.pack(12, NFTA_COUNTER_BYTES)
+)
+_PACKETS_HEAD = _ATTR.pack(12, NFTA_COUNTER_PACKETS)
+_TIMES_HEADS = (_ATTR.pack(12, NFTA_SET_ELEM_TIMEOUT), _ATTR.pack(12, NFTA_SET_ELEM_EXPIRATION))
+_COUNTED = struct.Struct(">24sQ4sQ")  # counter head, bytes, packets head, packets
+_COUNTED_TIMED = struct.Struct(">24sQ4sQ4sQ4sQ")  # ... timeout head, timeout, expiry head, expiry
 _RECEIVE = 16 * 1024  # a short hold of the GIL per read: a poll never stalls an accept
 _TIMEOUT = 2.0
 
@@ -96,7 +110,38 @@ def _counter(data: memoryview, offset: int, end: int) -> tuple[int, int] | None:
 
 
 def _element(data: memoryview, offset: int, end: int) -> SetElement | None:
-    # The hot loop of a poll (10,000 of these): attributes walked inline, not via a generator.
+    return _counted_element(data, offset, end) or _any_element(data, offset, end)
+
+
+def _counted_element(data: memoryview, offset: int, end: int) -> SetElement | None:
+    """The element, if it has the kernel's usual layout for a set with `counter`."""
+    if end - offset < 8:
+        return None
+    key_length, kind = _ATTR.unpack_from(data, offset)
+    value_length, value_kind = _ATTR.unpack_from(data, offset + 4)
+    if kind & _TYPE_MASK != NFTA_SET_ELEM_KEY or value_kind & _TYPE_MASK != NFTA_DATA_VALUE:
+        return None
+    if not 4 <= value_length <= key_length - 4:
+        return None
+    rest = offset + ((key_length + 3) & ~3)
+    key = bytes(data[offset + 8 : offset + 4 + value_length])
+    if end - rest == _COUNTED_TIMED.size:
+        head, byte_count, packets_head, packets, *times = _COUNTED_TIMED.unpack_from(data, rest)
+        if (times[0], times[2]) != _TIMES_HEADS:
+            return None
+        expires: int | None = times[3]
+    elif end - rest == _COUNTED.size:
+        head, byte_count, packets_head, packets = _COUNTED.unpack_from(data, rest)
+        expires = None
+    else:
+        return None
+    if head != _COUNTER_HEAD or packets_head != _PACKETS_HEAD:
+        return None
+    return SetElement(key, expires, byte_count, packets)
+
+
+def _any_element(data: memoryview, offset: int, end: int) -> SetElement | None:
+    # Any attribute order or extra attributes: walked inline, not via a generator.
     key = b""
     expires: int | None = None
     counts = (0, 0)

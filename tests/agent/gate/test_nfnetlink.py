@@ -21,6 +21,7 @@ from agent.gate.nfnetlink import (
     DumpInterrupted,
     KernelSets,
     SetElement,
+    _counted_element,
     parse_set_dump,
 )
 from agent.ruleset import client_of_key
@@ -34,9 +35,9 @@ def attr(kind: int, value: bytes, *, nested: bool = False) -> bytes:
     return head + value + b"\0" * (-len(value) % 4)
 
 
-def counter(byte_count: int, packets: int) -> bytes:
+def counter(byte_count: int, packets: int, *, nested: bool = True) -> bytes:
     data = attr(1, struct.pack(">Q", byte_count)) + attr(2, struct.pack(">Q", packets))
-    return attr(1, b"counter\0") + attr(2, data, nested=True)
+    return attr(1, b"counter\0") + attr(2, data, nested=nested)
 
 
 def element(key: bytes, *, expires_ms: int | None = None, expr: bytes = b"") -> bytes:
@@ -67,6 +68,39 @@ def test_an_element_gives_its_key_time_left_and_counter() -> None:
     found, done = parse(elements_message(one))
     assert found == [SetElement(PHONE_KEY, 59_500, 1500, 3)]
     assert not done
+
+
+# One NFT_MSG_NEWSETELEM as Linux 6.18 sent it for `02:00:00:00:00:01 . 10.77.0.2 timeout 1h`
+# in a set with `counter`: key, counter expression, timeout, expiration.
+LINUX_6_18 = bytes.fromhex(
+    "900000000c0a020001000000004c000001000002"
+    "0d0001006c6f6f7073706f74000000000c000200636c69656e747300"
+    "600003005c00010014000100100001000200000000010000"
+    "0a4d00022c0007000c000100636f756e746572001c0002000c000100"
+    "00000000000000000c000200000000000000000"
+    "00c000400000000000036ee800c00050000000000"
+    "0036ee50"
+)
+
+
+def test_the_kernels_own_message_is_read_in_one_unpack() -> None:
+    found, _ = parse(LINUX_6_18)
+    key = bytes.fromhex("020000000001") + b"\0\0" + IPv4Address("10.77.0.2").packed
+    assert found == [SetElement(key, 3_599_952, 0, 0)]
+    start = LINUX_6_18.index(bytes.fromhex("14000100"))  # the element's first attribute
+    assert _counted_element(memoryview(LINUX_6_18), start, len(LINUX_6_18)) == found[0]
+
+
+def test_the_usual_layout_and_any_other_order_read_the_same() -> None:
+    timed = attr(4, struct.pack(">Q", 3_600_000)) + attr(5, struct.pack(">Q", 42_000))
+    key_attr = attr(1, attr(1, PHONE_KEY))  # no NLA_F_NESTED, as the kernel sends them
+    counted = attr(NFTA_SET_ELEM_EXPR, counter(1500, 3, nested=False))
+    usual = elements_message(attr(1, key_attr + counted + timed))
+    reordered = elements_message(attr(1, timed + key_attr + counted))
+    expected = SetElement(PHONE_KEY, 42_000, 1500, 3)
+    assert parse(usual)[0] == parse(reordered)[0] == [expected]
+    start = usual.index(key_attr)
+    assert _counted_element(memoryview(usual), start, start + len(key_attr + counted + timed))
 
 
 def test_counters_in_the_newer_expressions_list_are_read_too() -> None:
