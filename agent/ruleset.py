@@ -13,6 +13,9 @@ TABLE = "inet loopspot"
 CLIENTS_SET = "clients"  # ether_addr . ipv4_addr: authorization, and upload bytes
 DOWNLOADS_SET = "downloads"  # ipv4_addr: download bytes of the same clients
 WALLED_GARDEN_SET = "walled_garden"  # ipv4 intervals reachable before authorization
+# ether_addr of the same clients. Authorization is keyed on IPv4, so their IPv6 cannot pass,
+# but it is refused at once: a dual-stack phone falls back to IPv4 without waiting.
+ONLINE_MACS_SET = "online_macs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
     lan = ", ".join(f'"{name}"' for name in spec.lan_interfaces)
     clients = _elements(_client_key(g.client) + _timeout(g.timeout) for g in grants)
     downloads = _elements(f"{g.client.ip}{_timeout(g.timeout)}" for g in grants)
+    macs = _elements(f"{g.client.mac}{_timeout(g.timeout)}" for g in grants)
     garden = _elements(str(net) for net in spec.walled_garden)
     portal, port = spec.portal_address, spec.portal_port
     return f"""table {TABLE} {{}}
@@ -87,6 +91,10 @@ table {TABLE} {{
 \t\tflags timeout
 \t\tcounter
 {downloads}\t}}
+\tset {ONLINE_MACS_SET} {{
+\t\ttype ether_addr
+\t\tflags timeout
+{macs}\t}}
 \tset {WALLED_GARDEN_SET} {{
 \t\ttype ipv4_addr
 \t\tflags interval
@@ -110,13 +118,18 @@ table {TABLE} {{
 \t\toifname {{ {lan} }} jump to_lan
 \t}}
 \tchain from_lan {{
-\t\tmeta nfproto ipv6 drop
+\t\tmeta nfproto ipv6 jump ipv6_from_lan
 \t\tether saddr . ip saddr @{CLIENTS_SET} accept
 \t\tudp dport {{ 53, 67, 68 }} accept
 \t\ttcp dport 53 accept
 \t\tip daddr @{WALLED_GARDEN_SET} accept
 \t\ttcp dport 443 reject with tcp reset
 \t\ttcp flags & (syn | ack) == ack reject with tcp reset
+\t\tdrop
+\t}}
+\tchain ipv6_from_lan {{
+\t\tether saddr @{ONLINE_MACS_SET} meta l4proto tcp reject with tcp reset
+\t\tether saddr @{ONLINE_MACS_SET} reject with icmpx type admin-prohibited
 \t\tdrop
 \t}}
 \tchain to_lan {{
@@ -137,6 +150,7 @@ def render_grant(grant: Grant, *, replace: bool = False) -> str:
         head
         + f"add element {TABLE} {CLIENTS_SET} {{ {_client_key(grant.client)}{timeout} }}\n"
         + f"add element {TABLE} {DOWNLOADS_SET} {{ {grant.client.ip}{timeout} }}\n"
+        + f"add element {TABLE} {ONLINE_MACS_SET} {{ {grant.client.mac}{timeout} }}\n"
     )
 
 
@@ -148,6 +162,8 @@ def render_revoke(client: Client) -> str:
         f"delete element {TABLE} {CLIENTS_SET} {{ {key} }}\n"
         f"add element {TABLE} {DOWNLOADS_SET} {{ {client.ip} }}\n"
         f"delete element {TABLE} {DOWNLOADS_SET} {{ {client.ip} }}\n"
+        f"add element {TABLE} {ONLINE_MACS_SET} {{ {client.mac} }}\n"
+        f"delete element {TABLE} {ONLINE_MACS_SET} {{ {client.mac} }}\n"
     )
 
 

@@ -30,10 +30,19 @@ def test_table_names_every_lan_interface_and_the_portal() -> None:
 def test_unauthorized_https_is_reset_and_everything_else_dropped() -> None:
     from_lan = render_table(SPEC).split("chain from_lan {")[1].split("\n\t}")[0]
     lines = [line.strip() for line in from_lan.strip().splitlines()]
-    assert lines[0] == "meta nfproto ipv6 drop"
+    assert lines[0] == "meta nfproto ipv6 jump ipv6_from_lan"
     assert lines[1] == "ether saddr . ip saddr @clients accept"
     assert "tcp dport 443 reject with tcp reset" in lines
     assert lines[-1] == "drop"
+
+
+def test_ipv6_of_an_online_phone_is_refused_at_once_and_of_a_captive_one_dropped() -> None:
+    ipv6 = render_table(SPEC).split("chain ipv6_from_lan {")[1].split("\n\t}")[0]
+    assert [line.strip() for line in ipv6.strip().splitlines()] == [
+        "ether saddr @online_macs meta l4proto tcp reject with tcp reset",
+        "ether saddr @online_macs reject with icmpx type admin-prohibited",
+        "drop",
+    ]
 
 
 def test_granted_clients_are_carried_into_a_reinstalled_table_with_their_time() -> None:
@@ -48,14 +57,16 @@ def test_grant_is_one_element_in_each_set() -> None:
     assert render_grant(Grant(PHONE, 60)) == (
         "add element inet loopspot clients { 02:00:00:00:00:01 . 10.77.0.2 timeout 60s }\n"
         "add element inet loopspot downloads { 10.77.0.2 timeout 60s }\n"
+        "add element inet loopspot online_macs { 02:00:00:00:00:01 timeout 60s }\n"
     )
 
 
 def test_revoke_succeeds_even_when_the_element_is_already_gone() -> None:
     script = render_revoke(PHONE)
-    assert script.index("add element inet loopspot clients") < script.index(
-        "delete element inet loopspot clients"
-    )
+    for name in ("clients", "downloads", "online_macs"):
+        assert script.index(f"add element inet loopspot {name}") < script.index(
+            f"delete element inet loopspot {name}"
+        )
 
 
 def test_spec_comes_from_the_settings() -> None:
