@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     enrol.add_argument("--url", required=True, help="the cloud's enrolment URL (https://...)")
     enrol.add_argument("--ca", type=Path, help="the cloud's CA certificate that came with it")
     enrol.add_argument("--force", action="store_true", help="replace an existing identity")
+    renew = commands.add_parser(
+        "renew", help="renew this router's cloud certificate", parents=[common]
+    )
+    renew.add_argument(
+        "--if-due", action="store_true", help="only within 30 days of its end (the daemon's way)"
+    )
     return parser
 
 
@@ -108,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
                 str(settings.cloud_credentials_dir),
             ]
             return enrol_main(forwarded + ["--force"] * args.force + ["--json"] * args.json)
+        if args.command == "renew":
+            from agent.renewal import renewal_main  # cryptography: kept out of the daemon
+
+            return renewal_main(
+                settings.cloud_credentials_dir, only_if_due=args.if_due, as_json=args.json
+            )
         if args.command == "run":
             from agent.process import one_malloc_arena, without_public_roots
 

@@ -10,7 +10,10 @@ credentials_dir, identity.json last, each file through a rename:
     router.key  (0600)  the private key, PEM PKCS#8
     router.crt          the client certificate, CN = router_id
     ca.crt              the cloud CA: verifies the broker
-    identity.json       {router_id, broker_host, broker_port, alliance_key (hex)}
+    identity.json       {router_id, broker_host, broker_port, alliance_key (hex), enrol_url}
+
+Before the certificate expires, agent.renewal swaps in a new key and certificate the same
+way, through `.next` files that finish_renewal completes after a crash.
 
 Blocking on purpose: it runs once, from `loopspot-agent enrol CODE`, before the agent.
 """
@@ -46,6 +49,25 @@ MAX_ANSWER = 1024 * 1024
 KEY_FILE, CERT_FILE, CA_FILE, IDENTITY_FILE = "router.key", "router.crt", "ca.crt", "identity.json"
 
 
+NEXT = ".next"  # a renewed key or certificate, written whole before it replaces the old one
+
+
+def finish_renewal(credentials_dir: Path) -> None:
+    """Complete a renewal a crash interrupted, or drop one that never finished writing.
+
+    The key goes in before the certificate, and router.crt.next is written last: if it is
+    there, the new pair is whole, and whatever part is still pending is moved in.
+    """
+    key_next = credentials_dir / (KEY_FILE + NEXT)
+    cert_next = credentials_dir / (CERT_FILE + NEXT)
+    if not cert_next.exists():
+        key_next.unlink(missing_ok=True)
+        return
+    if key_next.exists():
+        os.replace(key_next, credentials_dir / KEY_FILE)
+    os.replace(cert_next, credentials_dir / CERT_FILE)
+
+
 class EnrolError(LoopspotError):
     """Enrolment failed: refused by the cloud, unreachable, or an unusable answer or file."""
 
@@ -61,6 +83,7 @@ class EnrolledIdentity:
     key_file: Path
     certificate_file: Path
     ca_file: Path
+    enrol_url: str = ""  # the enrolment endpoint; "" for identities enrolled before renewal
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -83,7 +106,8 @@ def _endpoint(url: str) -> str:
     return urllib.parse.urlunsplit(parts)
 
 
-def _tls_context(cloud_ca: Path) -> ssl.SSLContext:
+def cloud_tls_context(cloud_ca: Path) -> ssl.SSLContext:
+    """A TLS 1.2+ client context that trusts only the cloud's CA."""
     try:
         context = ssl.create_default_context(cafile=str(cloud_ca))
     except (OSError, ssl.SSLError) as exc:
@@ -94,7 +118,10 @@ def _tls_context(cloud_ca: Path) -> ssl.SSLContext:
     return context
 
 
-def _post(url: str, body: dict[str, str], context: ssl.SSLContext, timeout: float) -> Any:
+def post_json(
+    url: str, body: dict[str, str], context: ssl.SSLContext, timeout: float, what: str = "enrolment"
+) -> Any:
+    """POST `body` as JSON over HTTPS; the JSON answer, or EnrolError with the cloud's reason."""
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
@@ -109,9 +136,7 @@ def _post(url: str, body: dict[str, str], context: ssl.SSLContext, timeout: floa
             reason = json.loads(exc.read(4096)).get("error", "")
         except (ValueError, AttributeError):
             reason = ""
-        raise EnrolError(
-            f"the cloud refused enrolment ({exc.code}): {reason or exc.reason}"
-        ) from None
+        raise EnrolError(f"the cloud refused {what} ({exc.code}): {reason or exc.reason}") from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ssl.SSLCertVerificationError):
             raise EnrolError(
@@ -122,14 +147,15 @@ def _post(url: str, body: dict[str, str], context: ssl.SSLContext, timeout: floa
         raise EnrolError(f"{url}: no usable answer ({exc})") from None
 
 
-def _field(answer: Any, name: str, kind: type) -> Any:
+def answer_field(answer: Any, name: str, kind: type) -> Any:
+    """answer[name] if it is a `kind`; else EnrolError naming it."""
     value = answer.get(name) if isinstance(answer, dict) else None
     if not isinstance(value, kind) or isinstance(value, bool):
         raise EnrolError(f"the cloud's answer: {name} is missing or not a {kind.__name__}")
     return value
 
 
-def _check_certificate(
+def check_certificate(
     certificate: x509.Certificate, ca: x509.Certificate, router_id: str, key_pem: bytes
 ) -> None:
     """Raise EnrolError unless `certificate` is for our key, names `router_id`, `ca` signed it."""
@@ -145,7 +171,8 @@ def _check_certificate(
         raise EnrolError("the certificate was not issued by the CA that came with it") from None
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write `path` with `mode` through a synced temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as handle:
@@ -173,54 +200,61 @@ def enrol(
     identity_path = credentials_dir / IDENTITY_FILE
     if identity_path.exists() and not replace:
         raise EnrolError(f"{identity_path} exists: this router is enrolled; replace it on purpose")
-    context = _tls_context(cloud_ca_pem_path)
+    context = cloud_tls_context(cloud_ca_pem_path)
     key = new_key()
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     body = {"claim_code": claim_code, "csr": certificate_request(key).decode()}
-    answer = _post(endpoint, body, context, timeout)
+    answer = post_json(endpoint, body, context, timeout)
     try:
-        router_id = check_router_id(_field(answer, "router_id", str))
-        certificate = x509.load_pem_x509_certificate(_field(answer, "certificate", str).encode())
-        ca = x509.load_pem_x509_certificate(_field(answer, "ca", str).encode())
-        alliance_key = bytes.fromhex(_field(answer, "alliance_key", str))
+        router_id = check_router_id(answer_field(answer, "router_id", str))
+        certificate = x509.load_pem_x509_certificate(
+            answer_field(answer, "certificate", str).encode()
+        )
+        ca = x509.load_pem_x509_certificate(answer_field(answer, "ca", str).encode())
+        alliance_key = bytes.fromhex(answer_field(answer, "alliance_key", str))
     except (WireError, ValueError) as exc:
         raise EnrolError(f"the cloud's answer is unusable: {exc}") from None
-    broker_host = _field(answer, "broker_host", str)
-    broker_port = _field(answer, "broker_port", int)
-    _check_certificate(certificate, ca, router_id, key_pem)
+    broker_host = answer_field(answer, "broker_host", str)
+    broker_port = answer_field(answer, "broker_port", int)
+    check_certificate(certificate, ca, router_id, key_pem)
     credentials_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write(credentials_dir / KEY_FILE, key_pem, 0o600)
-    _write(credentials_dir / CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
-    _write(credentials_dir / CA_FILE, ca.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_file(credentials_dir / KEY_FILE, key_pem, 0o600)
+    write_file(
+        credentials_dir / CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM), 0o644
+    )
+    write_file(credentials_dir / CA_FILE, ca.public_bytes(serialization.Encoding.PEM), 0o644)
     identity = {
         "router_id": router_id,
         "broker_host": broker_host,
         "broker_port": broker_port,
         "alliance_key": alliance_key.hex(),
+        "enrol_url": endpoint,  # where the certificate is renewed, before it expires
     }
-    _write(identity_path, (json.dumps(identity, indent=2) + "\n").encode(), 0o600)
+    write_file(identity_path, (json.dumps(identity, indent=2) + "\n").encode(), 0o600)
     return load_identity(credentials_dir)
 
 
 def load_identity(credentials_dir: Path) -> EnrolledIdentity:
     """The identity stored by enrol(); EnrolError names the missing or inconsistent file."""
+    finish_renewal(credentials_dir)
     try:
         data = json.loads((credentials_dir / IDENTITY_FILE).read_text())
-        router_id = check_router_id(_field(data, "router_id", str))
+        router_id = check_router_id(answer_field(data, "router_id", str))
         identity = EnrolledIdentity(
             router_id=router_id,
-            broker_host=_field(data, "broker_host", str),
-            broker_port=_field(data, "broker_port", int),
-            alliance_key=bytes.fromhex(_field(data, "alliance_key", str)),
+            broker_host=answer_field(data, "broker_host", str),
+            broker_port=answer_field(data, "broker_port", int),
+            alliance_key=bytes.fromhex(answer_field(data, "alliance_key", str)),
             key_file=credentials_dir / KEY_FILE,
             certificate_file=credentials_dir / CERT_FILE,
             ca_file=credentials_dir / CA_FILE,
+            enrol_url=data.get("enrol_url", "") if isinstance(data.get("enrol_url"), str) else "",
         )
         certificate = x509.load_pem_x509_certificate(identity.certificate_file.read_bytes())
         ca = x509.load_pem_x509_certificate(identity.ca_file.read_bytes())
-        _check_certificate(certificate, ca, router_id, identity.key_file.read_bytes())
+        check_certificate(certificate, ca, router_id, identity.key_file.read_bytes())
     except EnrolError as exc:
         raise EnrolError(f"{credentials_dir}: broken credentials ({exc}); enrol again") from None
     except FileNotFoundError as exc:

@@ -163,6 +163,11 @@ class Link:
 
     async def _connection(self) -> None:
         self._connected_at = round(self.clock(), 3)  # this connection's, in its will too
+        if self.identity.tls is not None:  # read again: the certificate may have been renewed
+            try:
+                self._tls = await asyncio.to_thread(self.identity.tls.context)
+            except IdentityError as error:
+                log.warning("link: keeping the TLS files read before: %s", error)
         client = mqtt.make_client(self.identity, self._will(), self.keepalive, self._tls)
         async with client:
             self.reconnect.connected(self.monotonic())

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from agent.dhcp_leases import LeaseWatch, read_leases
 from agent.events import Emitter
 from agent.flash import replace_file
 from agent.link.errors import IdentityError
-from agent.link.identity import Identity, resolve_identity
+from agent.link.identity import CERT_FILE, Identity, resolve_identity
 from agent.link.link import Link
 from agent.link.local import AgentRouter
 from agent.link.spool_db import SpoolDB
@@ -76,6 +78,42 @@ async def watch_presence(
         await asyncio.sleep(settings.presence_interval)
 
 
+CERTIFICATE_FIRST_CHECK = 60.0  # seconds after start
+CERTIFICATE_CHECK = 6 * 3600.0  # seconds between checks
+
+
+async def watch_certificate(
+    credentials_dir: Path,
+    first: float = CERTIFICATE_FIRST_CHECK,
+    every: float = CERTIFICATE_CHECK,
+) -> None:
+    """Renew the router's certificate when it is due (agent.renewal); until cancelled.
+
+    Each check is a short process of its own: renewal needs `cryptography`, which the
+    daemon never imports (megabytes it would keep for a task of a few seconds a year).
+    The link takes a renewed certificate at its next connection.
+    """
+    await asyncio.sleep(first)
+    while True:
+        check = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent.renewal",
+            "--dir",
+            str(credentials_dir),
+            "--if-due",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await check.communicate()
+        said = (out or err).decode(errors="replace").strip()
+        if check.returncode != 0:
+            log.warning("certificate renewal failed: %s", said)
+        elif said.startswith("renewed"):
+            log.info("certificate %s", said)
+        await asyncio.sleep(every)
+
+
 class CloudLink:
     """The link's parts and tasks, started and stopped together."""
 
@@ -107,6 +145,11 @@ class CloudLink:
                 watch_presence(settings, service, self.emitter), name="presence-watch"
             ),
         ]
+        tls = self.identity.tls
+        if tls is not None and tls.cert == settings.cloud_credentials_dir / CERT_FILE:
+            # enrolled with a claim code; certificates set by hand in UCI are renewed by hand
+            watch = watch_certificate(settings.cloud_credentials_dir)
+            self._tasks.append(asyncio.create_task(watch, name="certificate-watch"))
 
     def status(self) -> dict[str, Any]:
         """The link's part of `loopspot-agent status`."""
