@@ -3,6 +3,11 @@
 Unknown, used, expired and malformed codes all get one answer, 403 "invalid or expired
 claim code", so guessing learns nothing; the log keeps the real reason. Each client address
 has a token bucket. The database work runs in a thread, off the event loop.
+
+POST /v1/renew {"csr"} answers a new certificate to a router that presents its current one
+as the TLS client certificate (cloud.enrol_renew). TLS asks for a client certificate but
+does not require one, so enrolment works without; one that is presented must be from the
+cloud CA, or the handshake fails. Each router id has a token bucket in the same limiter.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,11 +35,14 @@ from cloud.ca import (
 )
 from cloud.db import make_engine, sessions
 from cloud.enrol_claims import ClaimRefused, Enrolment, create_claim, normalise_code, redeem
+from cloud.enrol_renew import Presented, Renewal, RenewalRefused, renew
 from cloud.settings import CloudSettings
 
 __all__ = [
     "ClaimRefused",
     "Enrolment",
+    "Renewal",
+    "RenewalRefused",
     "build_enrol_app",
     "create_claim",
     "normalise_code",
@@ -45,6 +54,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REFUSAL = "invalid or expired claim code"
+CERTIFICATE_REQUIRED = "a router certificate is required"
+RENEWAL_REFUSAL = "this certificate may not renew"
 MAX_BODY = 64 * 1024
 ATTEMPT_RATE = 1 / 6  # attempts per second per client address, after the burst
 ATTEMPT_BURST = 10
@@ -52,10 +63,11 @@ ATTEMPT_BURST = 10
 
 @dataclass(frozen=True, slots=True)
 class _Desk:
-    """What the handler needs: the limiter, a blocking redeem, and a monotonic clock."""
+    """What the handlers need: the limiter, a blocking redeem and renew, a monotonic clock."""
 
     limiter: RateLimiter
     redeem: Callable[[str, str], Enrolment]
+    renew: Callable[[Presented, str], Renewal]
     monotonic: Callable[[], float]
 
 
@@ -66,23 +78,51 @@ def _answer(status: int, error: str, **headers: str) -> web.Response:
     return web.json_response({"error": error}, status=status, headers=headers or None)
 
 
-async def _enrol(request: web.Request) -> web.Response:
-    desk = request.app[_DESK]
-    client = request.remote or "unknown"
-    limiter = desk.limiter
-    if not limiter.allow(client, desk.monotonic()):
-        log.warning("enrolment from %s: rate limited", client)
-        retry = str(limiter.retry_after(client))
-        return _answer(429, "too many attempts; try again later", **{"Retry-After": retry})
+def _rate_limited(desk: _Desk, key: str) -> web.Response | None:
+    """The 429 answer when `key` has no token left; None when it may go on."""
+    if desk.limiter.allow(key, desk.monotonic()):
+        return None
+    retry = str(desk.limiter.retry_after(key))
+    return _answer(429, "too many attempts; try again later", **{"Retry-After": retry})
+
+
+async def _string_fields(request: web.Request, *fields: str) -> dict[str, str] | web.Response:
+    """The JSON object body with each of `fields` a non-empty string, or the 400 answer."""
     try:
         body = await request.json()
     except ValueError:
         return _answer(400, "the body must be a JSON object")
     if not isinstance(body, dict):
         return _answer(400, "the body must be a JSON object")
-    for field in ("claim_code", "csr"):
+    for field in fields:
         if not isinstance(body.get(field), str) or not body[field]:
             return _answer(400, f"{field}: a non-empty string is required")
+    return {field: body[field] for field in fields}
+
+
+def _presented(request: web.Request) -> Presented | None:
+    """The client certificate TLS verified against the cloud CA, or None if there was none."""
+    tls = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLObject) else None
+    if not der:
+        return None
+    try:
+        return Presented.from_der(der)
+    except ValueError:  # TLS parsed and verified it, so practically never
+        log.exception("renewal from %s: unreadable client certificate", request.remote)
+        return None
+
+
+async def _enrol(request: web.Request) -> web.Response:
+    desk = request.app[_DESK]
+    client = request.remote or "unknown"
+    limited = _rate_limited(desk, client)
+    if limited is not None:
+        log.warning("enrolment from %s: rate limited", client)
+        return limited
+    body = await _string_fields(request, "claim_code", "csr")
+    if isinstance(body, web.Response):
+        return body
     try:
         enrolment = await asyncio.to_thread(desk.redeem, body["claim_code"], body["csr"])
     except ClaimRefused as exc:
@@ -96,6 +136,36 @@ async def _enrol(request: web.Request) -> web.Response:
         return _answer(503, "enrolment is unavailable; try again later")
     log.info("router %s enrolled from %s", enrolment.router_id, client)
     return web.json_response(enrolment.to_json())
+
+
+async def _renew(request: web.Request) -> web.Response:
+    desk = request.app[_DESK]
+    client = request.remote or "unknown"
+    presented = _presented(request)
+    if presented is None:
+        log.warning("renewal from %s: no client certificate", client)
+        return _answer(401, CERTIFICATE_REQUIRED)
+    router = presented.router_id
+    limited = _rate_limited(desk, router)
+    if limited is not None:
+        log.warning("renewal for %r from %s: rate limited", router, client)
+        return limited
+    body = await _string_fields(request, "csr")
+    if isinstance(body, web.Response):
+        return body
+    try:
+        renewal = await asyncio.to_thread(desk.renew, presented, body["csr"])
+    except RenewalRefused as exc:
+        log.warning("renewal for %r from %s refused: %s", router, client, exc)
+        return _answer(403, RENEWAL_REFUSAL)
+    except CertificateRequestError as exc:
+        log.warning("renewal for %r from %s: bad request: %s", router, client, exc)
+        return _answer(400, str(exc))
+    except SQLAlchemyError:
+        log.exception("renewal for %r from %s: database error", router, client)
+        return _answer(503, "renewal is unavailable; try again later")
+    log.info("router %s renewed from %s until %s", router, client, renewal.not_after.isoformat())
+    return web.json_response(renewal.to_json())
 
 
 def build_enrol_app(
@@ -121,17 +191,32 @@ def build_enrol_app(
                 broker_port=settings.public_broker_port,
             )
 
+    def renew_now(presented: Presented, csr: str) -> Renewal:
+        with session_factory() as session:
+            return renew(session, presented.router_id, presented.fingerprint, csr, clock(), ca)
+
     app = web.Application(client_max_size=MAX_BODY)
-    app[_DESK] = _Desk(limiter or RateLimiter(ATTEMPT_RATE, ATTEMPT_BURST), redeem_now, monotonic)
+    limiter = limiter or RateLimiter(ATTEMPT_RATE, ATTEMPT_BURST)
+    app[_DESK] = _Desk(limiter, redeem_now, renew_now, monotonic)
     app.router.add_post("/v1/enrol", _enrol)
+    app.router.add_post("/v1/renew", _renew)
     return app
 
 
-def server_ssl_context(credentials: ServerCredentials) -> ssl.SSLContext:
-    """A TLS 1.2+ server context presenting `credentials`."""
+def server_ssl_context(
+    credentials: ServerCredentials, *, client_ca: Path | None = None
+) -> ssl.SSLContext:
+    """A TLS 1.2+ server context presenting `credentials`.
+
+    With `client_ca` (a PEM file), it asks for an optional client certificate, which must
+    then be issued by that CA; without, it asks for none, and /v1/renew always answers 401.
+    """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(credentials.certificate, credentials.key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(cafile=client_ca)
     return context
 
 
@@ -150,7 +235,7 @@ def serve_enrol(settings: CloudSettings) -> None:
             app,
             host=settings.enrol_host,
             port=settings.enrol_port,
-            ssl_context=server_ssl_context(credentials),
+            ssl_context=server_ssl_context(credentials, client_ca=ca.certificate_path),
             print=log.info,
         )
     finally:

@@ -33,13 +33,24 @@ NOW = datetime.now(UTC)
 
 
 @dataclass
+class Clock:
+    """The enrolment service's time: the real time, moved on by `ahead` when a test says so."""
+
+    ahead: timedelta = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+
+@dataclass
 class Desk:
-    """A running enrolment service, its CA, and a site to make claims for."""
+    """A running enrolment service, its CA and clock, and a site to make claims for."""
 
     url: str
     ca: CertificateAuthority
     engine: Engine
     site_id: int
+    clock: Clock
 
     def claim(self, now: datetime = NOW, ttl: timedelta = timedelta(hours=1)) -> str:
         with Session(self.engine) as session:
@@ -58,7 +69,10 @@ class Desk:
 async def running_desk(
     engine: Engine, ca: CertificateAuthority, folder: Path, broker: tuple[str, int], burst: int
 ) -> AsyncIterator[Desk]:
-    """The enrolment app on 127.0.0.1 (a free port) over HTTPS with a certificate from `ca`."""
+    """The enrolment app on 127.0.0.1 (a free port) over HTTPS with a certificate from `ca`.
+
+    It takes client certificates from `ca`, as serve_enrol does, for /v1/renew.
+    """
     with Session(engine) as session:
         create_merchant(session, "Spa Sud")
         site_id = create_site(session, "Spa Sud", "Harbour").id
@@ -66,14 +80,16 @@ async def running_desk(
     credentials = ca.ensure_server_credentials(["localhost", "127.0.0.1"], folder, NOW)
     settings = CloudSettings(public_broker_host=broker[0], public_broker_port=broker[1])
     limiter = RateLimiter(rate=0.001, burst=burst)
-    app = build_enrol_app(settings, sessions(engine), ca, limiter=limiter)
+    clock = Clock()
+    app = build_enrol_app(settings, sessions(engine), ca, limiter=limiter, clock=clock)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(credentials))
+    tls = server_ssl_context(credentials, client_ca=ca.certificate_path)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield Desk(f"https://127.0.0.1:{port}", ca, engine, site_id)
+        yield Desk(f"https://127.0.0.1:{port}", ca, engine, site_id, clock)
     finally:
         await runner.cleanup()
 
@@ -105,7 +121,9 @@ async def test_router_enrols_over_https_and_stores_its_identity(desk: Desk, tmp_
         "broker_host",
         "broker_port",
         "alliance_key",
+        "enrol_url",
     }
+    assert identity.enrol_url == f"{desk.url}/v1/enrol"
     certificate = x509.load_pem_x509_certificate((folder / "router.crt").read_bytes())
     with Session(desk.engine) as session:
         router = session.get_one(Router, identity.router_id)
