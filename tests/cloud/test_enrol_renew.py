@@ -337,3 +337,32 @@ async def test_renewal_is_unavailable_while_the_database_is(
     answer = await post_renew(desk, csr_body(new_key()), ClientCertificate.of(enrolled))
 
     assert answer == (503, {"error": "renewal is unavailable; try again later"})
+
+
+async def test_the_routers_own_renew_command_swaps_in_a_new_pair_the_cloud_knows(
+    desk: Desk, tmp_path: Path
+) -> None:
+    from agent.enrol import load_identity
+    from agent.renewal import renewal_main
+
+    folder = tmp_path / "credentials"
+    enrolled = await desk.enrol(desk.claim(), folder)
+    old_key = enrolled.key_file.read_bytes()
+
+    not_due = await asyncio.to_thread(renewal_main, folder, only_if_due=True, as_json=False)
+    assert not_due == 0 and enrolled.key_file.read_bytes() == old_key  # a year left: nothing
+
+    forced = await asyncio.to_thread(renewal_main, folder, only_if_due=False, as_json=False)
+    assert forced == 0
+    renewed = load_identity(folder)  # checks the new pair: key, CN, issuer
+    assert renewed.key_file.read_bytes() != old_key
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "ca.crt",
+        "identity.json",
+        "router.crt",
+        "router.key",
+    ]
+    presented = x509.load_pem_x509_certificate(renewed.certificate_file.read_bytes())
+    with Session(desk.engine) as session:
+        router = session.get_one(Router, renewed.router_id)
+        assert router.cert_fingerprint == fingerprint(presented)
