@@ -32,6 +32,27 @@ from lab.postgres import Postgres
 BROKER_IN_FLIGHT = 100  # lab.broker's max_inflight_messages
 
 
+def race(attempt: Callable[[], object], refused: type[Exception], times: int = 2) -> list[object]:
+    """Run `attempt` in `times` threads released at once; each result, or the `reason` of
+    the `refused` it raised."""
+    start = threading.Barrier(times)
+    outcomes: list[object] = []
+
+    def one() -> None:
+        start.wait()
+        try:
+            outcomes.append(attempt())
+        except refused as exc:
+            outcomes.append(getattr(exc, "reason", str(exc)))
+
+    threads = [threading.Thread(target=one) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
 def unavailable(reason: str) -> None:
     """Skip, or fail under CI=true, when a service the test needs cannot run here."""
     if os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}:

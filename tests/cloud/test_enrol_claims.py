@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from cloud.enrol_claims import (
 )
 from cloud.enrol_fleet import FleetError, create_merchant, create_site, list_routers
 from cloud.models import Alliance, ClaimCode, Merchant, Router
+from tests.cloud.conftest import race
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
@@ -169,22 +169,7 @@ def test_two_concurrent_redeems_of_one_code_give_one_router(
     engine: Engine, site_id: int, ca: CertificateAuthority
 ) -> None:
     code = claim(engine, site_id)
-    start = threading.Barrier(2)
-    outcomes: list[object] = []
-
-    def race() -> None:
-        csr = certificate_request(new_key())
-        start.wait()
-        try:
-            outcomes.append(use(engine, ca, code, csr))
-        except ClaimRefused as exc:
-            outcomes.append(exc.reason)
-
-    threads = [threading.Thread(target=race) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    outcomes = race(lambda: use(engine, ca, code, certificate_request(new_key())), ClaimRefused)
 
     assert sorted(type(o).__name__ for o in outcomes) == ["Enrolment", "str"]
     assert "used" in outcomes

@@ -7,7 +7,6 @@ import asyncio
 import json
 import socket
 import ssl
-import threading
 import urllib.parse
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from cloud.enrol import CERTIFICATE_REQUIRED, RENEWAL_REFUSAL, server_ssl_contex
 from cloud.enrol_renew import Renewal, RenewalRefused, renew
 from cloud.models import Router
 from tests.cloud import test_enrol_http
-from tests.cloud.conftest import Enrol
+from tests.cloud.conftest import Enrol, race
 from tests.cloud.test_enrol_http import NOW, Desk, running_desk
 
 desk = test_enrol_http.desk  # the enrolment service over HTTPS, with a fresh CA
@@ -302,23 +301,13 @@ def test_two_concurrent_renewals_with_one_certificate_give_one_new_certificate(
     with Session(engine) as session:
         session.get_one(Router, router_id).cert_fingerprint = fingerprint(current)
         session.commit()
-    start = threading.Barrier(2)
-    outcomes: list[object] = []
 
-    def race() -> None:
+    def attempt() -> Renewal:
         csr = certificate_request(new_key())
-        start.wait()
-        try:
-            with Session(engine) as session:
-                outcomes.append(renew(session, router_id, fingerprint(current), csr, NOW, ca))
-        except RenewalRefused as exc:
-            outcomes.append(exc.reason)
+        with Session(engine) as session:
+            return renew(session, router_id, fingerprint(current), csr, NOW, ca)
 
-    threads = [threading.Thread(target=race) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    outcomes = race(attempt, RenewalRefused)
 
     assert sorted(type(o).__name__ for o in outcomes) == ["Renewal", "str"]
     assert "replaced" in outcomes
