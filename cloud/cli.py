@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("router_id")
     command.add_argument("do", choices=["revoke_device", "reload_config", "send_status"])
     command.add_argument("--device", default="", help="device_id, for revoke_device")
+    retire = add("retire", "take a router out of the fleet for good")
+    retire.add_argument("router_id")
     add("sites", "list merchants' sites with their ids")
     add("routers", "list routers and their state")
     ingest = add("ingest", "run an ingest worker (MQTT to database)")
@@ -227,6 +229,15 @@ def _config_push(settings: CloudSettings, args: argparse.Namespace) -> dict[str,
     return {"router_id": args.router_id, "version": config.version}
 
 
+def _retire(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
+    from cloud.enrol_fleet import retire_router
+
+    with _session(settings) as session:
+        router = retire_router(session, args.router_id)
+        session.commit()
+        return {"router_id": router.id, "state": router.state}
+
+
 def _command(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
     from agent.wire import CommandAction
     from cloud.fleet_push import broker_publisher, send_command
@@ -280,6 +291,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[CloudSettings, Any], dict[str,
     ("claim", "create"): _claim_create,
     ("config", "push"): _config_push,
     ("command", None): _command,
+    ("retire", None): _retire,
     ("sites", None): _sites,
     ("routers", None): _routers,
     ("ingest", None): _ingest,

@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from cloud.errors import CloudError
-from cloud.models import Alliance, ClaimCode, Merchant, Router, Site
+from cloud.models import RETIRED, Alliance, ClaimCode, Merchant, Router, Site
 
 NAME_MAX = 120
 DEVICE_KEY_BYTES = 32
@@ -128,7 +128,7 @@ def list_routers(session: Session, now: datetime) -> list[RouterRow]:
     listing = []
     for router, site_name, merchant_name in rows:
         expires = pending.get(router.id)
-        if router.enrolled_at is not None:
+        if router.enrolled_at is not None or router.state == RETIRED:
             state = router.state
         else:
             state = "awaiting-enrolment" if expires is not None else "claim-expired"
@@ -145,3 +145,20 @@ def list_routers(session: Session, now: datetime) -> list[RouterRow]:
             )
         )
     return listing
+
+
+def retire_router(session: Session, router_id: str) -> Router:
+    """Take a router out of the fleet for good (a shop closed, a router stolen).
+
+    Ingest refuses its messages from then on, and its certificate can no longer renew;
+    the certificate itself stays valid on the broker until it expires (at most a year).
+    """
+    router = session.get(Router, router_id)
+    if router is None:
+        raise FleetError(f"router_id: no router {router_id!r}")
+    router.state = RETIRED
+    router.cert_fingerprint = None
+    session.execute(  # codes not yet redeemed would enrol it again
+        delete(ClaimCode).where(ClaimCode.router_id == router_id, ClaimCode.used_at.is_(None))
+    )
+    return router

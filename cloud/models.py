@@ -58,6 +58,9 @@ class Site(Base):
     __table_args__ = (UniqueConstraint("merchant_id", "name"),)
 
 
+RETIRED = "retired"  # Router.state of a router taken out of the fleet for good
+
+
 class Router(Base):
     """One enrolled OpenWrt router, and its latest reported status."""
 

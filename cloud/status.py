@@ -26,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 
-from cloud.models import Base
+from cloud.models import RETIRED, Base
 
 LAST_SEEN_RESOLUTION = 1.0  # seconds; a fresher last_seen is left alone (less row locking)
 ROUTERS: Table = Base.metadata.tables["routers"]
@@ -49,6 +49,7 @@ _APPLY_STATUS = (
     update(ROUTERS)
     .where(
         _r.id == bindparam("b_id"),
+        _r.state != RETIRED,
         # Equal counts as newer: a Last Will carries the time of the status it follows.
         or_(_r.status_at.is_(None), _r.status_at <= bindparam("b_status_at")),
     )
@@ -71,6 +72,7 @@ _APPLY_WILL = (
     update(ROUTERS)
     .where(
         _r.id == bindparam("b_id"),
+        _r.state != RETIRED,
         or_(
             bindparam("b_boot_id", type_=String()).is_(None),
             _r.boot_id.is_(None),
@@ -112,10 +114,12 @@ _ACK_COMMAND = (
 
 
 def enrolled(connection: Connection, router_ids: Collection[str]) -> set[str]:
-    """Which of `router_ids` have a row in routers."""
+    """Which of `router_ids` have a row in routers and are not retired."""
     if not router_ids:
         return set()
-    found = connection.execute(select(_r.id).where(_r.id.in_(sorted(router_ids))))
+    found = connection.execute(
+        select(_r.id).where(_r.id.in_(sorted(router_ids)), _r.state != RETIRED)
+    )
     return {row[0] for row in found}
 
 

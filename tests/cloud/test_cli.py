@@ -214,3 +214,24 @@ def test_installer_enrols_a_router_with_the_printed_code(
     assert load_identity(folder).router_id == claim["router_id"]
     routers = ready.json("routers")["routers"]
     assert routers[0]["enrolled_at"] is not None and routers[0]["state"] == "unknown"
+
+
+def test_a_retired_router_is_listed_as_retired_and_its_claim_code_is_void(ready: Cli) -> None:
+    ready.json("merchant", "create", "Bistro Nord")
+    site = ready.json("site", "create", "--merchant", "Bistro Nord", "Main Street")
+    claim = ready.json("claim", "create", "--site", str(site["site_id"]))
+
+    retired = ready.json("retire", claim["router_id"])
+
+    assert retired == {"router_id": claim["router_id"], "state": "retired"}
+    (row,) = ready.json("routers")["routers"]
+    assert (row["router_id"], row["state"], row["claim_expires_at"]) == (
+        claim["router_id"],
+        "retired",
+        None,
+    )
+
+
+def test_retiring_an_unknown_router_names_it_and_exits_1(ready: Cli) -> None:
+    code, _, err = ready("retire", "r-nobody0000")
+    assert code == 1 and "no router 'r-nobody0000'" in err

@@ -187,6 +187,16 @@ async def test_after_a_renewal_only_the_new_certificate_may_renew(
     assert (await post_renew(desk, csr_body(new_key()), new))[0] == 200
 
 
+async def test_a_retired_router_may_not_renew(desk: Desk, enrolled: EnrolledIdentity) -> None:
+    from cloud.enrol_fleet import retire_router
+
+    with Session(desk.engine) as session:
+        retire_router(session, enrolled.router_id)
+        session.commit()
+    refused = await post_renew(desk, csr_body(new_key()), ClientCertificate.of(enrolled))
+    assert refused == (403, {"error": RENEWAL_REFUSAL})
+
+
 async def test_cloud_certificate_of_no_enrolled_router_may_not_renew(
     desk: Desk,
     tmp_path: Path,

@@ -18,6 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Connection, Engine, func, inspect, select
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
 from agent import wire
 from cloud.broker_config import password_hash
@@ -508,3 +509,32 @@ async def test_the_worker_logs_in_with_the_service_password_and_waits_on_a_wrong
             await eventually(lambda: count_events(engine) == 10)
         finally:
             await worker.stop()
+
+
+async def test_a_retired_routers_messages_are_dead_lettered_and_its_status_stays_retired(
+    engine: Engine,
+    enrol: Enrol,
+    publisher: Publisher,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    from cloud.enrol_fleet import retire_router
+    from cloud.models import Router
+
+    enrol("r1", "r2")
+    with Session(engine) as session:
+        retire_router(session, "r1")
+        session.commit()
+    await make_worker()
+    status = wire.Status(router_id="r1", state=wire.RouterState.ONLINE, at=100.0)
+    await publisher.publish_all(
+        [
+            event_batch("r1", range(3)),
+            (str(wire.Topic("r1", wire.Channel.STATUS)), status.encode()),
+            event_batch("r2", range(2)),
+        ]
+    )
+    await eventually(lambda: count_events(engine) == 2 and len(dead_letters(engine)) == 2)
+    assert {reason for _, _, reason in dead_letters(engine)} == {"router_id: 'r1' is not enrolled"}
+    with Session(engine) as session:
+        assert session.get_one(Router, "r1").state == "retired"
