@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.errors import LoopspotError
+from agent.flash import write_atomically
 from agent.wire import WireError, check_router_id
 
 DEFAULT_CREDENTIALS_DIR = Path("/etc/loopspot/credentials")
@@ -171,18 +172,6 @@ def check_certificate(
         raise EnrolError("the certificate was not issued by the CA that came with it") from None
 
 
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write `path` with `mode` through a synced temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def enrol(
     url: str,
     claim_code: str,
@@ -220,11 +209,11 @@ def enrol(
     broker_port = answer_field(answer, "broker_port", int)
     check_certificate(certificate, ca, router_id, key_pem)
     credentials_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_file(credentials_dir / KEY_FILE, key_pem, 0o600)
-    write_file(
+    write_atomically(credentials_dir / KEY_FILE, key_pem, 0o600)
+    write_atomically(
         credentials_dir / CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM), 0o644
     )
-    write_file(credentials_dir / CA_FILE, ca.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomically(credentials_dir / CA_FILE, ca.public_bytes(serialization.Encoding.PEM), 0o644)
     identity = {
         "router_id": router_id,
         "broker_host": broker_host,
@@ -232,7 +221,7 @@ def enrol(
         "alliance_key": alliance_key.hex(),
         "enrol_url": endpoint,  # where the certificate is renewed, before it expires
     }
-    write_file(identity_path, (json.dumps(identity, indent=2) + "\n").encode(), 0o600)
+    write_atomically(identity_path, (json.dumps(identity, indent=2) + "\n").encode(), 0o600)
     return load_identity(credentials_dir)
 
 

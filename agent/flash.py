@@ -28,6 +28,19 @@ def snapshot_to_flash(db: sqlite3.Connection, target: Path) -> None:
     os.replace(temporary, target)
 
 
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `path` whole or not at all: a synced temporary file with `mode`, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temporary, mode)  # os.open's mode is cut by the umask
+    os.replace(temporary, path)
+
+
 def replace_file(path: Path, text: str | None) -> bool:
     """Make `path` hold `text` (None: no file), atomically; True when that changed it.
 
@@ -41,14 +54,8 @@ def replace_file(path: Path, text: str | None) -> bool:
             return False
     if text is None:
         path.unlink()
-        return True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    else:
+        write_atomically(path, text.encode())
     return True
 
 

@@ -38,8 +38,8 @@ from agent.enrol import (
     load_identity,
     new_key,
     post_json,
-    write_file,
 )
+from agent.flash import write_atomically
 
 RENEW_PATH = "/v1/renew"
 RENEW_BEFORE = timedelta(days=30)
@@ -88,9 +88,9 @@ def renew(credentials_dir: Path, *, timeout: float = TIMEOUT) -> EnrolledIdentit
     except ValueError as exc:
         raise EnrolError(f"the cloud's answer is unusable: {exc}") from None
     check_certificate(certificate, ca, identity.router_id, key_pem)
-    write_file(credentials_dir / (KEY_FILE + NEXT), key_pem, 0o600)
+    write_atomically(credentials_dir / (KEY_FILE + NEXT), key_pem, 0o600)
     certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    write_file(credentials_dir / (CERT_FILE + NEXT), certificate_pem, 0o644)
+    write_atomically(credentials_dir / (CERT_FILE + NEXT), certificate_pem, 0o644)
     finish_renewal(credentials_dir)
     return load_identity(credentials_dir)
 

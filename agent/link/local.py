@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import load_settings
 from agent.errors import LoopspotError
-from agent.flash import replace_file
+from agent.flash import replace_file, write_atomically
 from agent.link.commands import (
     LIVE_FIELDS,
     ConfigRefused,
@@ -52,14 +51,7 @@ def load_applied(flash_dir: Path) -> RouterConfig | None:
 
 def save_applied(flash_dir: Path, config: RouterConfig) -> None:
     """Keep `config` on flash atomically (temporary file, fsync, rename)."""
-    flash_dir.mkdir(parents=True, exist_ok=True)
-    path = flash_dir / APPLIED_FILE
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(config.encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(flash_dir / APPLIED_FILE, config.encode())
 
 
 def with_applied(settings: Settings, applied: RouterConfig | None) -> Settings:
