@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import ssl
 import sys
 import urllib.error
@@ -38,6 +37,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.credentials import (
+    CA_FILE,
+    CERT_FILE,
+    IDENTITY_FILE,
+    KEY_FILE,
+    finish_renewal,
+)
 from agent.errors import LoopspotError
 from agent.flash import write_atomically
 from agent.wire import WireError, check_router_id
@@ -47,26 +53,6 @@ DEFAULT_CLOUD_CA = Path("/etc/loopspot/cloud-ca.crt")
 ENROL_PATH = "/v1/enrol"
 TIMEOUT = 30.0
 MAX_ANSWER = 1024 * 1024
-KEY_FILE, CERT_FILE, CA_FILE, IDENTITY_FILE = "router.key", "router.crt", "ca.crt", "identity.json"
-
-
-NEXT = ".next"  # a renewed key or certificate, written whole before it replaces the old one
-
-
-def finish_renewal(credentials_dir: Path) -> None:
-    """Complete a renewal a crash interrupted, or drop one that never finished writing.
-
-    The key goes in before the certificate, and router.crt.next is written last: if it is
-    there, the new pair is whole, and whatever part is still pending is moved in.
-    """
-    key_next = credentials_dir / (KEY_FILE + NEXT)
-    cert_next = credentials_dir / (CERT_FILE + NEXT)
-    if not cert_next.exists():
-        key_next.unlink(missing_ok=True)
-        return
-    if key_next.exists():
-        os.replace(key_next, credentials_dir / KEY_FILE)
-    os.replace(cert_next, credentials_dir / CERT_FILE)
 
 
 class EnrolError(LoopspotError):

@@ -4,7 +4,7 @@ The router's certificate lasts a year (cloud.ca.ROUTER_LIFETIME). Within RENEW_B
 its end, the agent makes a new key here, sends a certificate request to the cloud's
 enrolment server over HTTPS, presenting its current certificate (mutual TLS), and swaps
 the new pair in: router.key.next and router.crt.next, then renames, which
-agent.enrol.finish_renewal completes after a crash. The MQTT link takes the new pair at
+agent.credentials.finish_renewal completes after a crash. The MQTT link takes the new pair at
 its next connection; the old one stays valid until then.
 
 Blocking: call it off the event loop.
@@ -23,10 +23,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from agent.credentials import CERT_FILE, KEY_FILE, NEXT, finish_renewal
 from agent.enrol import (
-    CERT_FILE,
-    KEY_FILE,
-    NEXT,
     TIMEOUT,
     EnrolError,
     EnrolledIdentity,
@@ -34,7 +32,6 @@ from agent.enrol import (
     certificate_request,
     check_certificate,
     cloud_tls_context,
-    finish_renewal,
     load_identity,
     new_key,
     post_json,

@@ -1,7 +1,8 @@
 """Who this router is in the cloud: UCI's `config cloud` over enrolment's identity.json.
 
-Reads files, so call it off the event loop. `load_identity` stands in for the enrolment
-module's own reader until that lands; swap the import and nothing else changes.
+Reads files, so call it off the event loop. `load_identity` only reads identity.json:
+agent.enrol's reader also checks the certificates, with `cryptography`, which the daemon
+does not import.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.credentials import CA_FILE, CERT_FILE, IDENTITY_FILE, KEY_FILE
 from agent.link.errors import IdentityError
 from agent.settings import Settings
 from agent.wire import WireError, check_router_id
 
-IDENTITY_FILE = "identity.json"
-CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "router.crt", "router.key"
 TLS_PORT, PLAIN_PORT = 8883, 1883
 MIN_KEY_BYTES = 16
 _ENROL_FIX = "enrol the router (loopspot-agent enrol) or set it in 'config cloud'."

@@ -15,11 +15,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from agent.credentials import CERT_FILE
 from agent.dhcp_leases import LeaseWatch, read_leases
 from agent.events import Emitter
 from agent.flash import replace_file
 from agent.link.errors import IdentityError
-from agent.link.identity import CERT_FILE, Identity, resolve_identity
+from agent.link.identity import Identity, resolve_identity
 from agent.link.link import Link
 from agent.link.local import AgentRouter
 from agent.link.spool_db import SpoolDB

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.enrol import CERT_FILE, IDENTITY_FILE, KEY_FILE, NEXT, EnrolError, finish_renewal
+from agent.credentials import CERT_FILE, IDENTITY_FILE, KEY_FILE, NEXT, finish_renewal
+from agent.enrol import EnrolError
 from agent.renewal import renew, renew_url, renewal_due
 from tests.agent.test_enrol import FakeCloud, cloud, enrol_with
 
