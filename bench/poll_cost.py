@@ -19,21 +19,20 @@ import ctypes
 import ctypes.util
 import json
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from agent.gate.gate import Gate
 from agent.gate.nft import LibNftables
-from agent.ruleset import CLIENTS_SET, DOWNLOADS_SET, TABLE, GateSpec
+from agent.ruleset import TABLE, GateSpec
 from agent.service import AgentService
 from agent.store import SessionStore
 from bench import common as C
 from bench.grant_kernel import bench_settings
+from lab.nft_listing import listed_clients
 
 ACCEPTS = 50
 DURING_POLL = 15
@@ -67,30 +66,6 @@ def _timed(step: Callable[[], object]) -> float:
     return time.perf_counter() - began
 
 
-def read_with_nft_json() -> dict[tuple[str, str], tuple[int | None, int, int]]:
-    """The counters the way the agent read them until it spoke netlink: `nft -j`, then JSON."""
-
-    def elements(name: str) -> list[dict[str, Any]]:
-        shown = subprocess.run(
-            ["nft", "-j", "list", "set", *TABLE.split(), name],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        sets = [item["set"] for item in json.loads(shown)["nftables"] if "set" in item]
-        return [e["elem"] for e in sets[0].get("elem", [])]
-
-    downloads = {e["val"]: e["counter"]["bytes"] for e in elements(DOWNLOADS_SET)}
-    return {
-        (e["val"]["concat"][0], e["val"]["concat"][1]): (
-            e.get("expires"),
-            e["counter"]["bytes"],
-            downloads.get(e["val"]["concat"][1], 0),
-        )
-        for e in elements(CLIENTS_SET)
-    }
-
-
 async def measure(clients: int, way: str) -> PollCost:
     """Everything for N = `clients`, in this process (run inside the router namespace)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -105,7 +80,9 @@ async def measure(clients: int, way: str) -> PollCost:
             await service.start()
             libc.malloc_trim(0)
             before = C.proc_status(os.getpid())
-            read = gate.read_clients if way == "netlink" else read_with_nft_json
+            read = (
+                gate.read_clients if way == "netlink" else listed_clients
+            )  # as the agent read them before
             reads = [_timed(read) for _ in range(READS)]
             after = C.proc_status(os.getpid())
             libc.malloc_trim(0)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from ipaddress import IPv4Address
-from typing import Any
 
 import pytest
 
 from agent.clients import Client
 from agent.gate.gate import Gate, KernelClient
 from agent.gate.nft import NftProcess
-from agent.ruleset import CLIENTS_SET, DOWNLOADS_SET, TABLE, GateSpec
+from agent.ruleset import TABLE, GateSpec
 from agent.settings import Settings
 from lab import netns
+from lab.nft_listing import listed_clients
 from lab.polling import wait_until
 from lab.pytest_plugin import LabFactory
 from lab.router import RouterAgent
@@ -31,19 +30,10 @@ def lab(lab_factory: LabFactory) -> Lab:
 
 def listed_by_nft(lab: Lab) -> dict[Client, KernelClient]:
     """The clients and their counters as `nft -j list set` shows them."""
-
-    def elements(name: str) -> list[dict[str, Any]]:
-        shown = netns.run(lab.router, "nft", "-j", "list", "set", *TABLE.split(), name).stdout
-        found = [i["set"] for i in json.loads(shown)["nftables"] if "set" in i]
-        return [e["elem"] for e in found[0].get("elem", [])]
-
-    downloads = {e["val"]: e["counter"]["bytes"] for e in elements(DOWNLOADS_SET)}
     result = {}
-    for elem in elements(CLIENTS_SET):
-        mac, ip = elem["val"]["concat"]
+    for (mac, ip), (expires, up, down) in listed_clients(lab.router).items():
         client = Client(mac, IPv4Address(ip))
-        up = elem["counter"]["bytes"]
-        result[client] = KernelClient(client, elem.get("expires"), up, downloads[ip])
+        result[client] = KernelClient(client, expires, up, down)
     return result
 
 
