@@ -50,8 +50,13 @@ def _timeout(seconds: int | None) -> str:
     return "" if seconds is None else f" timeout {max(1, int(seconds))}s"
 
 
-def _client_key(client: Client) -> str:
-    return f"{client.mac} . {client.ip}"
+def _client_keys(client: Client) -> dict[str, str]:
+    """The sets a client is an element of, each with its key there."""
+    return {
+        CLIENTS_SET: f"{client.mac} . {client.ip}",
+        DOWNLOADS_SET: str(client.ip),
+        ONLINE_MACS_SET: client.mac,
+    }
 
 
 def client_of_key(key: bytes) -> Client | None:
@@ -73,9 +78,11 @@ def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
     """The whole table as one atomic script that replaces any earlier version."""
     grants = list(grants)
     lan = ", ".join(f'"{name}"' for name in spec.lan_interfaces)
-    clients = _elements(_client_key(g.client) + _timeout(g.timeout) for g in grants)
-    downloads = _elements(f"{g.client.ip}{_timeout(g.timeout)}" for g in grants)
-    macs = _elements(f"{g.client.mac}{_timeout(g.timeout)}" for g in grants)
+    keyed = [(_client_keys(g.client), _timeout(g.timeout)) for g in grants]
+    clients, downloads, macs = (
+        _elements(keys[name] + timeout for keys, timeout in keyed)
+        for name in (CLIENTS_SET, DOWNLOADS_SET, ONLINE_MACS_SET)
+    )
     garden = _elements(str(net) for net in spec.walled_garden)
     portal, port = spec.portal_address, spec.portal_port
     return f"""table {TABLE} {{}}
@@ -146,24 +153,17 @@ def render_grant(grant: Grant, *, replace: bool = False) -> str:
     """One transaction adding a client; `replace` first drops an element it already has."""
     head = render_revoke(grant.client) if replace else ""
     timeout = _timeout(grant.timeout)
-    return (
-        head
-        + f"add element {TABLE} {CLIENTS_SET} {{ {_client_key(grant.client)}{timeout} }}\n"
-        + f"add element {TABLE} {DOWNLOADS_SET} {{ {grant.client.ip}{timeout} }}\n"
-        + f"add element {TABLE} {ONLINE_MACS_SET} {{ {grant.client.mac}{timeout} }}\n"
+    return head + "".join(
+        f"add element {TABLE} {name} {{ {key}{timeout} }}\n"
+        for name, key in _client_keys(grant.client).items()
     )
 
 
 def render_revoke(client: Client) -> str:
     """One transaction removing a client; adding first makes it succeed if it is absent."""
-    key = _client_key(client)
-    return (
-        f"add element {TABLE} {CLIENTS_SET} {{ {key} }}\n"
-        f"delete element {TABLE} {CLIENTS_SET} {{ {key} }}\n"
-        f"add element {TABLE} {DOWNLOADS_SET} {{ {client.ip} }}\n"
-        f"delete element {TABLE} {DOWNLOADS_SET} {{ {client.ip} }}\n"
-        f"add element {TABLE} {ONLINE_MACS_SET} {{ {client.mac} }}\n"
-        f"delete element {TABLE} {ONLINE_MACS_SET} {{ {client.mac} }}\n"
+    return "".join(
+        f"add element {TABLE} {name} {{ {key} }}\ndelete element {TABLE} {name} {{ {key} }}\n"
+        for name, key in _client_keys(client).items()
     )
 
 

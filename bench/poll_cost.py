@@ -80,9 +80,8 @@ async def measure(clients: int, way: str) -> PollCost:
             await service.start()
             libc.malloc_trim(0)
             before = C.proc_status(os.getpid())
-            read = (
-                gate.read_clients if way == "netlink" else listed_clients
-            )  # as the agent read them before
+            # listed_clients: nft -j and JSON, as the agent read the counters before
+            read = gate.read_clients if way == "netlink" else listed_clients
             reads = [_timed(read) for _ in range(READS)]
             after = C.proc_status(os.getpid())
             libc.malloc_trim(0)

@@ -22,7 +22,6 @@ from agent.wire import MAX_TEXT, Ack, CommandAction, RouterConfig, device_id
 CONFIG_REF, COMMAND_REF = "config", "cmd"
 UNKNOWN_ACTION = "unknown action"
 REMEMBERED_COMMANDS = 256  # a redelivered command is answered again, never run twice
-MAX_ERROR = MAX_TEXT  # an error goes on the wire in a text field
 
 # Wire field -> (section, option) of the UCI file whose parser checks it.
 _OPTIONS: dict[str, tuple[str, str]] = {
@@ -76,13 +75,13 @@ def settings_with(settings: Settings, config: RouterConfig) -> Settings:
         try:
             changes[name] = _checked(name, value)
         except ConfigError as error:
-            raise ConfigRefused(f"{name}: {error}"[:MAX_ERROR]) from None
+            raise ConfigRefused(f"{name}: {error}"[:MAX_TEXT]) from None
     candidate = dataclasses.replace(settings, **changes)
     try:
         return check_settings(candidate)
     except ConfigError as error:  # pushed values that clash with the router's own options
         fields = ", ".join(live_changes(settings, candidate)) or "config"
-        raise ConfigRefused(f"{fields}: {error}"[:MAX_ERROR]) from None
+        raise ConfigRefused(f"{fields}: {error}"[:MAX_TEXT]) from None
 
 
 def live_changes(before: Settings, after: Settings) -> tuple[str, ...]:
@@ -92,12 +91,12 @@ def live_changes(before: Settings, after: Settings) -> tuple[str, ...]:
 
 def config_ack(router_id: str, version: int, error: str, at: float) -> Ack:
     """The answer to config `version`: ok when `error` is empty."""
-    return Ack(router_id, CONFIG_REF, str(version), not error, error[:MAX_ERROR], round(at, 3))
+    return Ack(router_id, CONFIG_REF, str(version), not error, error[:MAX_TEXT], round(at, 3))
 
 
 def command_ack(router_id: str, command_id: str, error: str, at: float) -> Ack:
     """The answer to command `command_id`: ok when `error` is empty."""
-    return Ack(router_id, COMMAND_REF, command_id, not error, error[:MAX_ERROR], round(at, 3))
+    return Ack(router_id, COMMAND_REF, command_id, not error, error[:MAX_TEXT], round(at, 3))
 
 
 def find_device(alliance_key: bytes, wanted: str, macs: Iterable[str]) -> str | None:
