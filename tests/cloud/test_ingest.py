@@ -29,25 +29,15 @@ from cloud.models import DeadLetter, Event
 from cloud.settings import CloudSettings
 from lab.broker import Broker
 from tests.cloud.conftest import Enrol, Publisher, WorkerFactory
+from tests.cloud.test_ingest_core import DEVICE, batch
 
 Eventually = Callable[..., Awaitable[object]]
-DEVICE = "0123456789abcdef0123456789abcdef"
 
 
 def event_batch(router_id: str, seqs: range, boot: str = "boot-a") -> tuple[str, bytes]:
-    events = tuple(
-        wire.Event(
-            router_id=router_id,
-            boot_id=boot,
-            seq=seq,
-            at=1_800_000_000.0 + seq,
-            kind=wire.EventKind.SESSION_STARTED,
-            device_id=DEVICE,
-        )
-        for seq in seqs
-    )
-    topic = str(wire.Topic(router_id, wire.Channel.EVENTS))
-    return topic, wire.EventBatch(router_id=router_id, events=events).encode()
+    """An events message of `router_id` on its own topic."""
+    payload = batch(router_id, seqs, boot, wire.EventKind.SESSION_STARTED)
+    return str(wire.Topic(router_id, wire.Channel.EVENTS)), payload
 
 
 def batches(router_id: str, count: int, size: int, boot: str = "boot-a") -> list[tuple[str, bytes]]:

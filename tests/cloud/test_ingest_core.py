@@ -44,7 +44,11 @@ def ack_topic(router_id: str = "r1") -> str:
 
 
 def batch(
-    router_id: str = "r1", seqs: range = range(3), boot: str = "boot-a", **fields: object
+    router_id: str = "r1",
+    seqs: range = range(3),
+    boot: str = "boot-a",
+    kind: wire.EventKind = wire.EventKind.DEVICE_SEEN,
+    **fields: object,
 ) -> bytes:
     events = tuple(
         wire.Event(
@@ -52,7 +56,7 @@ def batch(
             boot_id=boot,
             seq=seq,
             at=1_800_000_000.0 + seq,
-            kind=wire.EventKind.DEVICE_SEEN,
+            kind=kind,
             device_id=DEVICE,
             **fields,  # type: ignore[arg-type]
         )
