@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.child import run_child
 from agent.config import load_settings
 from agent.errors import LoopspotError
 from agent.flash import replace_file, write_atomically
@@ -141,25 +142,15 @@ class AgentRouter:
         try:
             if not await asyncio.to_thread(replace_file, path, text):
                 return
-            if not self.dnsmasq_sync.exists():
-                log.info("walled-garden domains kept in %s; no %s here", path, self.dnsmasq_sync)
-                return
-            sync = await asyncio.create_subprocess_exec(
-                str(self.dnsmasq_sync),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
         except OSError as error:
             log.warning("walled-garden domains not given to dnsmasq: %s", error)
             return
-        try:
-            _, err = await asyncio.wait_for(sync.communicate(), SYNC_TIMEOUT)
-        except TimeoutError:
-            sync.kill()
-            log.warning("%s took over %.0f s; stopped it", self.dnsmasq_sync, SYNC_TIMEOUT)
+        if not self.dnsmasq_sync.exists():
+            log.info("walled-garden domains kept in %s; no %s here", path, self.dnsmasq_sync)
             return
-        if sync.returncode != 0:
-            log.warning("%s failed: %s", self.dnsmasq_sync, err.decode(errors="replace").strip())
+        sync = await run_child(str(self.dnsmasq_sync), within=SYNC_TIMEOUT)
+        if not sync.ok:
+            log.warning("%s failed: %s", self.dnsmasq_sync, sync.said)
 
     async def revoke_device(self, device_id: str) -> str:
         """End the session of the device whose device_id this is."""

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from agent.child import run_child
 from agent.credentials import CERT_FILE
 from agent.dhcp_leases import LeaseWatch, read_leases
 from agent.events import Emitter
@@ -81,6 +82,7 @@ async def watch_presence(
 
 CERTIFICATE_FIRST_CHECK = 60.0  # seconds after start
 CERTIFICATE_CHECK = 6 * 3600.0  # seconds between checks
+CERTIFICATE_CHECK_TIMEOUT = 120.0  # a renewal's HTTPS call gives up after 30 s
 
 
 async def watch_certificate(
@@ -95,23 +97,13 @@ async def watch_certificate(
     The link takes a renewed certificate at its next connection.
     """
     await asyncio.sleep(first)
+    renewal = (sys.executable, "-m", "agent.renewal", "--dir", str(credentials_dir), "--if-due")
     while True:
-        check = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent.renewal",
-            "--dir",
-            str(credentials_dir),
-            "--if-due",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await check.communicate()
-        said = (out or err).decode(errors="replace").strip()
-        if check.returncode != 0:
-            log.warning("certificate renewal failed: %s", said)
-        elif said.startswith("renewed"):
-            log.info("certificate %s", said)
+        check = await run_child(*renewal, within=CERTIFICATE_CHECK_TIMEOUT)
+        if not check.ok:
+            log.warning("certificate renewal failed: %s", check.said)
+        elif check.said.startswith("renewed"):
+            log.info("certificate %s", check.said)
         await asyncio.sleep(every)
 
 
