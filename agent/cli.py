@@ -121,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                 settings.cloud_credentials_dir, only_if_due=args.if_due, as_json=args.json
             )
         if args.command == "run":
-            from agent.process import one_malloc_arena, without_public_roots
+            from agent.process import aiohttp_without_its_client, one_malloc_arena
 
             one_malloc_arena()  # before any thread starts
-            with without_public_roots():  # the daemon's imports; other commands skip them
-                from agent.daemon import run
+            aiohttp_without_its_client()  # before the daemon's imports; other commands skip it
+            from agent.daemon import run
 
             logging.basicConfig(
                 level=args.log_level.upper(),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import importlib.util
+import re
+import sys
 
 M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
+AIOHTTP = "aiohttp"
+UNKNOWN_VERSION = "unknown"
 
 
 def one_malloc_arena() -> bool:
@@ -25,20 +27,33 @@ def one_malloc_arena() -> bool:
     return bool(libc.mallopt(M_ARENA_MAX, 1))
 
 
-@contextmanager
-def without_public_roots() -> Iterator[None]:
-    """Imports made inside see an empty default CA file.
+def aiohttp_without_its_client() -> bool:
+    """Let `import aiohttp.web` load aiohttp's server and not its HTTP client.
 
-    aiohttp builds two TLS client contexts as it is imported, each parsing every public
-    root certificate of the system (1.8 MiB together on Debian). The agent never uses
-    aiohttp's client, and its own TLS contexts are made later, with the default restored.
+    aiohttp's package `__init__` imports the whole client first: sessions, connector, cookie
+    jar, multipart, two TLS contexts holding every public root certificate. That is 4 MiB of
+    a router's memory for a client the daemon never uses. This registers the package
+    without running its `__init__`; its submodules import each other by name, and the one
+    package attribute they read, `__version__`, is set here. Afterwards `aiohttp.web` works
+    as usual and `aiohttp.ClientSession` does not exist. True when this was done; False
+    when aiohttp was imported already (then nothing changes) or cannot be found.
     """
-    saved = os.environ.get("SSL_CERT_FILE")
-    os.environ["SSL_CERT_FILE"] = os.devnull
+    if AIOHTTP in sys.modules:
+        return False
+    spec = importlib.util.find_spec(AIOHTTP)
+    if spec is None or spec.submodule_search_locations is None:
+        return False
+    package = importlib.util.module_from_spec(spec)  # made, and not run
+    package.__version__ = _declared_version(spec)  # type: ignore[attr-defined]
+    sys.modules[AIOHTTP] = package
+    return True
+
+
+def _declared_version(spec: importlib.machinery.ModuleSpec) -> str:
+    """The `__version__ = "…"` line of a package's source; UNKNOWN_VERSION without source."""
     try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["SSL_CERT_FILE"]
-        else:
-            os.environ["SSL_CERT_FILE"] = saved
+        source = spec.loader.get_source(spec.name) if spec.loader else None  # type: ignore[attr-defined]
+    except ImportError:
+        source = None
+    found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", source or "", re.MULTILINE)
+    return found.group(1) if found else UNKNOWN_VERSION
