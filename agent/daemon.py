@@ -16,8 +16,8 @@ from aiohttp import web
 
 from agent.control import serve_control
 from agent.events import NO_EVENTS
-from agent.gate.gate import Gate
-from agent.gate.nft import open_bulk_nft, open_nft
+from agent.gate.gate import Gate, open_grants
+from agent.gate.nft import open_nft
 from agent.portal.app import PORTAL, build_app
 from agent.ruleset import GateSpec
 from agent.service import AgentService
@@ -98,13 +98,14 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
         settings, applied, cloud = await _open_cloud(settings)
     store = SessionStore(settings.state_dir, settings.flash_dir)
     spec = GateSpec.from_settings(settings)
-    gate = Gate(open_nft(settings.nft_backend), spec)
+    nft = open_nft(settings.nft_backend)
+    gate = Gate(nft, spec, grants=open_grants(settings.nft_backend, nft))
     service = AgentService(
         settings,
         gate,
         store,
         events=cloud.emitter if cloud is not None else NO_EVENTS,
-        bulk=Gate(open_bulk_nft(settings.nft_backend), spec),
+        bulk=Gate(nft, spec),
     )
     app = build_app(settings, service, csrf_key(settings.flash_dir))
     if cloud is not None:
@@ -145,9 +146,10 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info(
-        "portal on %s, %d sessions, nft backend %s",
+        "portal on %s, %d sessions, grants through %s, table through %s",
         settings.portal_url,
         len(service.book),
+        gate.grants.name,
         gate.nft.name,
     )
     try:

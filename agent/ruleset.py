@@ -59,11 +59,21 @@ def _client_keys(client: Client) -> dict[str, str]:
     }
 
 
-def client_of_key(key: bytes) -> Client | None:
-    """The client of a `clients` element key as the kernel stores it, None if malformed.
+def kernel_keys(client: Client) -> dict[str, bytes]:
+    """The same elements as `_client_keys`, each key as the kernel stores it.
 
     A concatenation pads each part to 4 bytes: the MAC takes 6 + 2, the IPv4 address 4.
     """
+    mac = bytes.fromhex(client.mac.replace(":", ""))
+    return {
+        CLIENTS_SET: mac + b"\0\0" + client.ip.packed,
+        DOWNLOADS_SET: client.ip.packed,
+        ONLINE_MACS_SET: mac,
+    }
+
+
+def client_of_key(key: bytes) -> Client | None:
+    """The client of a `clients` element key as the kernel stores it, None if malformed."""
     if len(key) != 12:
         return None
     return Client(key[:6].hex(":"), IPv4Address(key[8:12]))

@@ -21,7 +21,7 @@ class Settings:
     flash_dir: Path = Path("/etc/loopspot")
     snapshot_interval: int = 300
     control_socket: Path = Path("/var/run/loopspot.sock")
-    nft_backend: str = "auto"  # auto | libnftables | nft
+    nft_backend: str = "auto"  # auto (= netlink) | netlink | libnftables | nft
     counter_poll_interval: float = 2.0
     # session
     session_timeout: int = 3600  # 0 = no limit

@@ -1,4 +1,5 @@
-"""The gate adapter: applies rendered rules through an Nft backend and reads the kernel set."""
+"""The gate adapter: applies the rendered table through an Nft backend, grants through a
+GrantWriter, and reads the kernel's sets."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
 from agent.clients import Client
+from agent.gate.netlink_grants import NetlinkGrants
 from agent.gate.nfnetlink import KernelSets, SetElement
 from agent.gate.nft import Nft
 from agent.ruleset import (
@@ -41,6 +43,41 @@ class KernelClient:
         return self.bytes_up + self.bytes_down
 
 
+class GrantWriter(Protocol):
+    """Adds and removes one client's elements, each change one transaction."""
+
+    name: str
+
+    def grant(self, grant: Grant, *, replace: bool = False) -> None:
+        """Let a client through until its timeout; `replace` first drops its elements."""
+
+    def revoke(self, client: Client) -> None:
+        """Take a client out of every set; absent already is no error."""
+
+
+class ScriptedGrants:
+    """Grants and revokes as nft scripts (agent.ruleset), run by an Nft backend."""
+
+    def __init__(self, nft: Nft) -> None:
+        self.nft = nft
+        self.name = nft.name
+
+    def grant(self, grant: Grant, *, replace: bool = False) -> None:
+        """Let a client through until its timeout."""
+        self.nft.run(render_grant(grant, replace=replace))
+
+    def revoke(self, client: Client) -> None:
+        """Take a client out of every set."""
+        self.nft.run(render_revoke(client))
+
+
+def open_grants(backend: str, nft: Nft) -> GrantWriter:
+    """Netlink for `auto` and `netlink`; otherwise scripts through the chosen Nft backend."""
+    if backend in ("auto", "netlink"):
+        return NetlinkGrants(TABLE)
+    return ScriptedGrants(nft)
+
+
 class SetReader(Protocol):
     """Reads the table's sets from the kernel (agent.gate.nfnetlink.KernelSets)."""
 
@@ -60,10 +97,17 @@ BOOT_GATE_FILE = "captive-at-boot.nft"
 class Gate:
     """The agent's table `inet loopspot`; every change is one nft transaction."""
 
-    def __init__(self, nft: Nft, spec: GateSpec, sets: SetReader | None = None) -> None:
+    def __init__(
+        self,
+        nft: Nft,
+        spec: GateSpec,
+        sets: SetReader | None = None,
+        grants: GrantWriter | None = None,
+    ) -> None:
         self.nft = nft
         self.spec = spec
         self.sets = sets if sets is not None else KernelSets(TABLE)
+        self.grants = grants if grants is not None else ScriptedGrants(nft)
         self._clients: dict[bytes, Client] = {}  # by set key, as last read
 
     def install(self, grants: Iterable[Grant] = ()) -> None:
@@ -76,11 +120,11 @@ class Gate:
 
     def grant(self, grant: Grant, *, replace: bool = False) -> None:
         """Let a client through until its timeout."""
-        self.nft.run(render_grant(grant, replace=replace))
+        self.grants.grant(grant, replace=replace)
 
     def revoke(self, client: Client) -> None:
         """Stop letting a client through; its open connections are cut by `forget_connections`."""
-        self.nft.run(render_revoke(client))
+        self.grants.revoke(client)
 
     def set_walled_garden(self, addresses: Iterable[IPv4Network]) -> None:
         """Replace the addresses reachable before authorization."""

@@ -2,8 +2,8 @@
 
 A counter poll asks for the elements of one set in one dump and parses them as they
 arrive, in a buffer it reuses, so 10,000 sessions cost a few hundred kilobytes of netlink
-messages instead of megabytes of JSON turned into dicts. Writes still go through
-libnftables or `nft` (agent.gate.nft): this module only reads.
+messages instead of megabytes of JSON turned into dicts. The messages are built with the
+helpers here, which agent.gate.netlink_grants shares to write elements.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE = 0, 1
 NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM = 12, 13
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x400
+NLA_F_NESTED = 0x8000
 NLM_F_DUMP_INTR = 0x10  # the set changed during the dump: what came may be incomplete
 DUMP_TRIES = 3
 FAMILIES = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
@@ -199,23 +200,50 @@ def parse_set_dump(data: memoryview, out: list[SetElement]) -> bool:
     return False
 
 
-def raise_for_error(data: memoryview, body: int) -> None:
+def raise_for_error(data: memoryview, body: int, doing: str = "list nftables") -> None:
     """Raise GateError for an NLMSG_ERROR whose code is not 0 (0 is an acknowledgement)."""
     (code,) = _ERRNO.unpack_from(data, body)
     if code:
         name = errno.errorcode.get(-code, str(-code))
-        raise GateError(f"the kernel refused to list nftables: {name} ({os.strerror(-code)})")
+        raise GateError(f"the kernel refused to {doing}: {name} ({os.strerror(-code)})")
 
 
-def _string(kind: int, text: str) -> bytes:
-    value = text.encode() + b"\0"
+def attribute(kind: int, value: bytes) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
     return _ATTR.pack(_ATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
 
 
-def _request(message: int, flags: int, family: int, attrs: bytes, seq: int) -> bytes:
+def nested(kind: int, *attributes: bytes) -> bytes:
+    """An attribute holding other attributes."""
+    return attribute(kind | NLA_F_NESTED, b"".join(attributes))
+
+
+def string_attribute(kind: int, text: str) -> bytes:
+    """A NUL-terminated string attribute (table and set names)."""
+    return attribute(kind, text.encode() + b"\0")
+
+
+def nft_message(message: int, flags: int, family: int, attrs: bytes, seq: int) -> bytes:
+    """One nf_tables request: netlink header, nfgenmsg, attributes."""
     body = _NFGENMSG.pack(family, 0, 0) + attrs
     kind = (NFNL_SUBSYS_NFTABLES << 8) | message
     return _HEADER.pack(_HEADER.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
+
+
+def parse_acks(data: memoryview, waiting: set[int], doing: str) -> None:
+    """Take the acknowledgements in these messages off `waiting` (their sequence numbers).
+
+    The first refusal raises GateError naming the kernel's error.
+    """
+    offset, size = 0, len(data)
+    while offset + _HEADER.size <= size:
+        length, kind, _, seq, _ = _HEADER.unpack_from(data, offset)
+        if length < _HEADER.size or offset + length > size:
+            raise GateError("the kernel sent a damaged nftables message")
+        if kind == NLMSG_ERROR and length >= _HEADER.size + _ERRNO.size:
+            raise_for_error(data, offset + _HEADER.size, doing)
+            waiting.discard(seq)
+        offset += (length + 3) & ~3
 
 
 class KernelSets:
@@ -251,9 +279,9 @@ class KernelSets:
         return self._dump(set_name)
 
     def _dump(self, set_name: str) -> list[SetElement]:
-        attrs = _string(NFTA_SET_ELEM_LIST_TABLE, self.name)
-        attrs += _string(NFTA_SET_ELEM_LIST_SET, set_name)
-        request = _request(NFT_MSG_GETSETELEM, NLM_F_DUMP, self.family, attrs, self._next_seq())
+        attrs = string_attribute(NFTA_SET_ELEM_LIST_TABLE, self.name)
+        attrs += string_attribute(NFTA_SET_ELEM_LIST_SET, set_name)
+        request = nft_message(NFT_MSG_GETSETELEM, NLM_F_DUMP, self.family, attrs, self._next_seq())
         found: list[SetElement] = []
         view = memoryview(self._buffer)
         try:
@@ -272,8 +300,8 @@ class KernelSets:
 
     def table_exists(self) -> bool:
         """True when the table is in the kernel."""
-        attrs = _string(NFTA_TABLE_NAME, self.name)
-        request = _request(NFT_MSG_GETTABLE, NLM_F_ACK, self.family, attrs, self._next_seq())
+        attrs = string_attribute(NFTA_TABLE_NAME, self.name)
+        request = nft_message(NFT_MSG_GETTABLE, NLM_F_ACK, self.family, attrs, self._next_seq())
         try:
             with self._open() as sock:
                 sock.sendto(request, (0, 0))

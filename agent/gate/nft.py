@@ -1,6 +1,7 @@
-"""Two ways to change nftables: libnftables in process, or an `nft -f -` process.
+"""Two ways to run nft scripts: libnftables in process, or an `nft -f -` process.
 
-Reading the sets back goes over netlink (agent.gate.nfnetlink), whichever writes.
+Grants may skip both and go over netlink (agent.gate.netlink_grants); reading the sets
+back always does (agent.gate.nfnetlink).
 """
 
 from __future__ import annotations
@@ -87,24 +88,15 @@ class NftProcess:
 
 
 def open_nft(backend: str) -> Nft:
-    """The configured backend; `auto` prefers libnftables and falls back to `nft`."""
+    """The backend that runs nft scripts: whole-table installs, walled garden, and, for
+    `libnftables` and `nft`, the grants too.
+
+    With `auto` and `netlink` the grants go over netlink (agent.gate.netlink_grants) and
+    the few scripts through an `nft` process, so libnftables and its 2 MiB never load;
+    libnftables serves only where there is no `nft` binary.
+    """
     if backend == "nft":
         return NftProcess()
-    if backend == "libnftables":
+    if backend == "libnftables" or not shutil.which("nft"):
         return LibNftables()
-    try:
-        return LibNftables()
-    except GateError:
-        return NftProcess()
-
-
-def open_bulk_nft(backend: str) -> Nft:
-    """For whole-table installs: an `nft` process when there is one.
-
-    libnftables keeps megabytes of cache after installing 10,000 elements; in a
-    short-lived process that memory is not the agent's, and the extra few ms do not
-    matter off the grant path.
-    """
-    if backend != "libnftables" and shutil.which("nft"):
-        return NftProcess()
-    return open_nft(backend)
+    return NftProcess()

@@ -217,8 +217,8 @@ def test_rfc8908_api_says_captive_then_counts_down(lab: Lab, agent: RouterAgent)
     assert first["can-extend-session"] is False
 
 
-@pytest.mark.parametrize("backend", ["libnftables", "nft"])
-def test_grant_and_revoke_work_through_either_nft_backend(
+@pytest.mark.parametrize("backend", ["netlink", "libnftables", "nft"])
+def test_grant_and_revoke_work_through_each_nft_backend(
     lab: Lab, make_agent: Callable[..., RouterAgent], backend: str
 ) -> None:
     agent = make_agent(nft_backend=backend)
