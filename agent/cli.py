@@ -121,10 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                 settings.cloud_credentials_dir, only_if_due=args.if_due, as_json=args.json
             )
         if args.command == "run":
-            from agent.process import aiohttp_without_its_client, one_malloc_arena
+            from agent.process import prepare_daemon
 
-            one_malloc_arena()  # before any thread starts
-            aiohttp_without_its_client()  # before the daemon's imports; other commands skip it
+            prepare_daemon()  # other commands skip it
             from agent.daemon import run
 
             logging.basicConfig(

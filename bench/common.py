@@ -21,6 +21,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from agent.clients import Client
+from agent.portal.app import TEMPLATE_CACHE
 from agent.ruleset import TABLE
 from agent.sessions import Session
 from agent.store import SessionStore
@@ -217,11 +218,30 @@ def start_agent(
     return agent, started
 
 
+def first_start(lab: Lab) -> None:
+    """Start the agent once and stop it, as a router does once after install.
+
+    That start compiles the portal's pages onto flash; every later start loads them.
+    """
+    agent, _ = start_agent(lab)
+    stop_agent(agent)
+
+
 def wipe_agent_state(agent: RouterAgent) -> None:
-    """No table in the kernel and no saved sessions: the next start begins from nothing."""
+    """No table in the kernel and no saved sessions: the next start begins from nothing.
+
+    Only the portal's compiled pages stay on flash, as on a router after its first start.
+    """
     netns.run(agent.lab.router, "nft", "delete", "table", *TABLE.split(), check=False)
-    for sub in ("tmpfs", "flash"):
-        shutil.rmtree(agent.workdir / sub, ignore_errors=True)
+    shutil.rmtree(agent.workdir / "tmpfs", ignore_errors=True)
+    flash = agent.workdir / "flash"
+    for path in flash.iterdir() if flash.is_dir() else ():
+        if path.name == TEMPLATE_CACHE:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def stop_agent(agent: RouterAgent) -> None:
@@ -321,12 +341,7 @@ def memory_of(pid: int) -> Memory:
 
 def as_the_daemon_imports(modules: str) -> str:
     """Python code importing `modules` the way `loopspot-agent run` does (agent.process)."""
-    return (
-        "from agent.process import aiohttp_without_its_client, one_malloc_arena\n"
-        "one_malloc_arena()\n"
-        "aiohttp_without_its_client()\n"
-        f"import {modules}\n"
-    )
+    return f"from agent.process import prepare_daemon\nprepare_daemon()\nimport {modules}\n"
 
 
 def floor(code: str) -> Memory:

@@ -97,6 +97,7 @@ def one_round(events: int) -> dict[str, C.Memory | float]:
     """Measure the three cases once, each with a fresh lab and agent."""
     found: dict[str, C.Memory | float] = {}
     with Lab.create(1) as lab, Broker() as broker:
+        C.first_start(lab)
         workdir = lab.workdir / "agent"
         fill_spool(workdir, events)
         options = {"spool_max_events": str(events * 2), "keepalive": "60"}
@@ -124,6 +125,7 @@ def one_round(events: int) -> dict[str, C.Memory | float]:
             relay.wait(5)
             agent.stop()
     with Lab.create(1) as lab:
+        C.first_start(lab)
         agent = RouterAgent(lab)
         agent.start()
         assert agent.process is not None

@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     found: dict[str, list[C.Memory]] = {name: [] for name in FLOORS}
     agent: dict[int, list[C.Memory]] = {n: [] for n in cases}
     with C.open_lab(phones=args.phones) as lab:
+        C.first_start(lab)
 
         def one_round(_: int) -> None:
             for name, code in FLOORS.items():

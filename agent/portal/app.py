@@ -14,7 +14,7 @@ import jinja2
 from aiohttp import web
 
 from agent.clients import Client
-from agent.errors import ClientUnknown
+from agent.errors import ClientUnknown, ConfigError
 from agent.portal.csrf import check_token, issue_token
 from agent.portal.i18n import (
     TEMPLATE_FILTERS,
@@ -37,6 +37,10 @@ SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+PAGES = ("portal.html", "online.html", "error.html", "unknown_client.html")
+TEMPLATE_CACHE = "template-cache"  # in flash_dir: the pages compiled, for every later start
+
+
 def default_templates_dir() -> Path:
     """The portal_templates/ shipped beside the agent, or the OpenWrt install path."""
     beside = Path(__file__).resolve().parents[2] / "portal_templates"
@@ -56,8 +60,10 @@ class Portal:
             loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
             autoescape=True,
             auto_reload=False,
+            bytecode_cache=compiled_pages_cache(settings.flash_dir),
         )
         self.env.filters.update(TEMPLATE_FILTERS)
+        self.pages = load_pages(self.env)
         messages_file = next(
             (d / "messages.json" for d in self.dirs if (d / "messages.json").exists()),
             self.dirs[-1] / "messages.json",
@@ -92,7 +98,7 @@ class Portal:
             "portal_path": "/portal",
             **extra,
         }
-        body = self.env.get_template(name).render(context)
+        body = self.pages[name].render(context)
         return web.Response(
             text=body, status=status, content_type="text/html", charset="utf-8", headers=NO_STORE
         )
@@ -101,6 +107,39 @@ class Portal:
         """True when the request was addressed to the portal, not redirected traffic."""
         host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
         return host in self.portal_hosts
+
+
+def compiled_pages_cache(flash_dir: Path) -> jinja2.BytecodeCache | None:
+    """Where compiled pages are kept, so that only the first start compiles them.
+
+    Compiling takes the Python compiler half a megabyte of a router's memory. A page
+    whose template changed is compiled again (the cache checks each source).
+    """
+    directory = flash_dir / TEMPLATE_CACHE
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        log.warning("the portal's pages will be compiled at every start: %s", error)
+        return None
+    return jinja2.FileSystemBytecodeCache(str(directory))
+
+
+def load_pages(env: jinja2.Environment) -> dict[str, jinja2.Template]:
+    """Every page, loaded at start with the layouts and parts they use.
+
+    A broken template stops the agent, naming its file and line, before any phone sees it.
+    """
+    pages = {}
+    for name in sorted({*PAGES, *env.list_templates(extensions=["html"])}):
+        try:
+            pages[name] = env.get_template(name)
+        except jinja2.TemplateSyntaxError as error:
+            raise ConfigError(
+                f"portal template {error.filename or name}, line {error.lineno}: {error.message}"
+            ) from error
+        except jinja2.TemplateError as error:
+            raise ConfigError(f"portal template {name}: {error}") from error
+    return pages
 
 
 PORTAL: web.AppKey[Portal] = web.AppKey("portal", Portal)

@@ -102,3 +102,16 @@ def test_a_package_without_a_version_line_gets_the_unknown_version(tmp_path: Pat
 def test_glibc_takes_the_one_arena_setting() -> None:
     libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
     assert one_malloc_arena() is bool(libc)
+
+
+def test_static_files_are_typed_from_python_s_own_table_only() -> None:
+    found = run_python(
+        "import json, mimetypes\n"
+        "from agent.process import prepare_daemon\n"
+        "prepare_daemon()\n"
+        "from aiohttp.web_fileresponse import CONTENT_TYPES\n"
+        "print(json.dumps({'css': CONTENT_TYPES.guess_type('portal.css')[0],"
+        " 'files_read': mimetypes._db is not None and bool(mimetypes._db.types_map[1].keys()"
+        " - mimetypes._types_map_default.keys())}))"
+    )
+    assert found == {"css": "text/css", "files_read": False}
