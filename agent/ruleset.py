@@ -60,16 +60,20 @@ def _client_keys(client: Client) -> dict[str, str]:
 
 
 def kernel_keys(client: Client) -> dict[str, bytes]:
-    """The same elements as `_client_keys`, each key as the kernel stores it.
+    """The same elements as `_client_keys`, each key as the kernel stores it."""
+    return {
+        CLIENTS_SET: clients_key(client),
+        DOWNLOADS_SET: client.ip.packed,
+        ONLINE_MACS_SET: bytes.fromhex(client.mac.replace(":", "")),
+    }
+
+
+def clients_key(client: Client) -> bytes:
+    """A client's key in the `clients` set, as the kernel stores it.
 
     A concatenation pads each part to 4 bytes: the MAC takes 6 + 2, the IPv4 address 4.
     """
-    mac = bytes.fromhex(client.mac.replace(":", ""))
-    return {
-        CLIENTS_SET: mac + b"\0\0" + client.ip.packed,
-        DOWNLOADS_SET: client.ip.packed,
-        ONLINE_MACS_SET: mac,
-    }
+    return bytes.fromhex(client.mac.replace(":", "")) + b"\0\0" + client.ip.packed
 
 
 def client_of_key(key: bytes) -> Client | None:

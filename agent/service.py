@@ -58,13 +58,9 @@ class AgentService:
         arp_table: Path = ARP_TABLE,
         flush_conntrack: bool = True,
         events: SessionEvents = NO_EVENTS,
-        bulk: Gate | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate
-        # Whole-table installs and counter reads (10,000 counters: ~80 ms) go through
-        # `bulk`, the reads on their own thread, so they never hold up a grant.
-        self.bulk = bulk or gate
         self.store = store
         self.clock = clock
         self.arp_table = arp_table
@@ -75,9 +71,8 @@ class AgentService:
         self.book = SessionBook(limits_of(settings))
         self.started_at = clock()
         self._nft = ThreadPoolExecutor(1, thread_name_prefix="nft")
-        self._counters = (
-            self._nft if bulk is None else ThreadPoolExecutor(1, thread_name_prefix="nft-counters")
-        )
+        # Counter reads (10,000 counters: ~80 ms) on their own thread never hold up a grant.
+        self._counters = ThreadPoolExecutor(1, thread_name_prefix="nft-counters")
         self._db = ThreadPoolExecutor(1, thread_name_prefix="store")
 
     async def _on(self, pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
@@ -87,8 +82,8 @@ class AgentService:
         """Reconcile saved sessions with the kernel set and install the table with them."""
         now = self.clock()
         saved = await self._on(self._db, self.store.load)
-        exists = await self._on(self._nft, self.bulk.exists)
-        kernel = await self._on(self._nft, self.bulk.read_clients) if exists else {}
+        exists = await self._on(self._nft, self.gate.exists)
+        kernel = await self._on(self._nft, self.gate.read_clients) if exists else {}
         plan = reconcile(
             saved,
             {c: (k.expires_in, k.bytes_total) for c, k in kernel.items()},
@@ -96,7 +91,7 @@ class AgentService:
             self.book.limits,
         )
         grants = [Grant(s.client, s.kernel_timeout(now)) for s in plan.sessions]
-        await self._on(self._nft, self.bulk.install, grants)
+        await self._on(self._nft, self.gate.install, grants)
         await self._on(self._db, self._keep_boot_gate)
         self.book = SessionBook(self.book.limits, plan.sessions)
         await self._on(self._db, self.store.replace_all, plan.sessions)
@@ -173,7 +168,7 @@ class AgentService:
 
     async def poll(self) -> Observed:
         """Read the kernel counters, end sessions past a limit, restore lost elements."""
-        kernel = await self._on(self._counters, self.bulk.read_clients)
+        kernel = await self._on(self._counters, self.gate.read_clients)
         before = {s.client.mac: s for s in self.book.all()}
         observed = self.book.observe({c: k.bytes_total for c, k in kernel.items()}, self.clock())
         now = self.clock()
@@ -202,7 +197,7 @@ class AgentService:
         if settings.walled_garden_addresses != self.settings.walled_garden_addresses:
             addresses = settings.walled_garden_addresses
             await self._on(self._nft, self.gate.set_walled_garden, addresses)
-            self.gate.spec = self.bulk.spec = GateSpec.from_settings(settings)  # kept on install
+            self.gate.spec = GateSpec.from_settings(settings)  # kept on install
             await self._on(self._db, self._keep_boot_gate)
         self.settings = settings
         self.book.limits = limits_of(settings)

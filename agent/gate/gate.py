@@ -21,6 +21,7 @@ from agent.ruleset import (
     GateSpec,
     Grant,
     client_of_key,
+    clients_key,
     render_grant,
     render_revoke,
     render_table,
@@ -108,11 +109,15 @@ class Gate:
         self.spec = spec
         self.sets = sets if sets is not None else KernelSets(TABLE)
         self.grants = grants if grants is not None else ScriptedGrants(nft)
-        self._clients: dict[bytes, Client] = {}  # by set key, as last read
+        # The Client objects granted, by `clients` key: a poll hands back these same
+        # objects, not a second copy of every client (200 bytes each).
+        self._clients: dict[bytes, Client] = {}
 
     def install(self, grants: Iterable[Grant] = ()) -> None:
         """Replace the whole table atomically, with these clients already let through."""
+        grants = list(grants)
         self.nft.run(render_table(self.spec, grants))
+        self._clients = {clients_key(g.client): g.client for g in grants}
 
     def boot_script(self) -> str:
         """The table as installed at boot, before the agent runs: captive, no client yet."""
@@ -121,10 +126,12 @@ class Gate:
     def grant(self, grant: Grant, *, replace: bool = False) -> None:
         """Let a client through until its timeout."""
         self.grants.grant(grant, replace=replace)
+        self._clients[clients_key(grant.client)] = grant.client
 
     def revoke(self, client: Client) -> None:
         """Stop letting a client through; its open connections are cut by `forget_connections`."""
         self.grants.revoke(client)
+        self._clients.pop(clients_key(client), None)
 
     def set_walled_garden(self, addresses: Iterable[IPv4Network]) -> None:
         """Replace the addresses reachable before authorization."""
@@ -138,12 +145,16 @@ class Gate:
         """Every authorized client in the kernel set, with its counters."""
         downloads = {e.key: e.bytes for e in self.sets.elements(DOWNLOADS_SET)}
         result: dict[Client, KernelClient] = {}
-        known, self._clients = self._clients, {}  # the same Client objects poll after poll
+        known = self._clients
+        seen: set[bytes] = set()
         for element in self.sets.elements(CLIENTS_SET):
-            client = known.get(element.key) or client_of_key(element.key)
+            client = known.get(element.key)
             if client is None:
-                continue
-            self._clients[element.key] = client
+                client = client_of_key(element.key)
+                if client is None:
+                    continue
+                known[element.key] = client
+            seen.add(element.key)
             expires = element.expires_ms
             result[client] = KernelClient(
                 client,
@@ -151,6 +162,8 @@ class Gate:
                 element.bytes,
                 downloads.get(client.ip.packed, 0),
             )
+        for gone in known.keys() - seen:  # expired in the kernel; a grant made since is
+            known.pop(gone, None)  # only copied again at the next poll
         return result
 
 

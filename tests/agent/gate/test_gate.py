@@ -1,0 +1,81 @@
+"""The gate hands back the Client objects it granted, poll after poll, and forgets revoked ones."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from agent.clients import Client
+from agent.gate.gate import Gate
+from agent.gate.nfnetlink import SetElement
+from agent.ruleset import CLIENTS_SET, GateSpec, Grant, clients_key
+
+PHONE = Client("02:aa:bb:cc:dd:01", IPv4Address("10.77.0.11"))
+TABLET = Client("02:aa:bb:cc:dd:02", IPv4Address("10.77.0.12"))
+
+
+class KernelStandIn:
+    """The kernel's sets as a dict of elements, changed by the grants below (pure logic)."""
+
+    name = "stand-in"
+
+    def __init__(self) -> None:
+        self.elements_of: dict[str, list[SetElement]] = {CLIENTS_SET: []}
+
+    def run(self, script: str) -> None:
+        """Whole-table scripts: nothing to keep."""
+
+    def grant(self, grant: Grant, *, replace: bool = False) -> None:
+        self.elements_of[CLIENTS_SET].append(SetElement(clients_key(grant.client), None, 10, 1))
+
+    def revoke(self, client: Client) -> None:
+        key = clients_key(client)
+        self.elements_of[CLIENTS_SET] = [e for e in self.elements_of[CLIENTS_SET] if e.key != key]
+
+    def table_exists(self) -> bool:
+        return True
+
+    def elements(self, set_name: str) -> list[SetElement]:
+        return list(self.elements_of.get(set_name, []))
+
+
+def gate_on(kernel: KernelStandIn) -> Gate:
+    spec = GateSpec(("br-lan",), IPv4Address("192.168.1.1"), 8080)
+    return Gate(kernel, spec, sets=kernel, grants=kernel)
+
+
+def test_a_poll_returns_the_very_client_objects_that_were_granted() -> None:
+    kernel = KernelStandIn()
+    gate = gate_on(kernel)
+    gate.grant(Grant(PHONE, 60))
+    for _ in range(2):
+        (read,) = gate.read_clients()
+        assert read is PHONE
+
+
+def test_clients_installed_with_the_table_are_shared_too() -> None:
+    kernel = KernelStandIn()
+    gate = gate_on(kernel)
+    gate.install([Grant(TABLET, 60)])
+    kernel.grant(Grant(TABLET, 60))  # what the table's elements put in the kernel
+    (read,) = gate.read_clients()
+    assert read is TABLET
+
+
+def test_a_client_the_gate_never_granted_is_read_from_its_key() -> None:
+    kernel = KernelStandIn()
+    kernel.grant(Grant(PHONE, 60))  # e.g. left in the kernel by the agent before a restart
+    (read,) = gate_on(kernel).read_clients()
+    assert read == PHONE and read is not PHONE
+
+
+def test_revoked_and_expired_clients_are_not_kept() -> None:
+    kernel = KernelStandIn()
+    gate = gate_on(kernel)
+    gate.grant(Grant(PHONE, 60))
+    gate.grant(Grant(TABLET, 60))
+    gate.revoke(PHONE)
+    kernel.revoke(TABLET)  # its element timed out in the kernel
+    assert gate.read_clients() == {}
+    kernel.grant(Grant(TABLET, 60))
+    (read,) = gate.read_clients()
+    assert read == TABLET and read is not TABLET
