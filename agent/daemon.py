@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,6 +92,9 @@ async def _open_cloud(
 
 async def run(settings: Settings, config_file: Path | None = None) -> None:
     """Run the agent until SIGTERM or SIGINT; leave the gate's table in place on exit."""
+    # Short file reads and writes (presence, applied config, conntrack) share one thread:
+    # asyncio's default pool would start up to five, each a little of a router's memory.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1, "io"))
     base = settings
     cloud: CloudLink | None = None
     applied: RouterConfig | None = None
@@ -105,7 +109,6 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
         gate,
         store,
         events=cloud.emitter if cloud is not None else NO_EVENTS,
-        bulk=Gate(nft, spec),
     )
     app = build_app(settings, service, csrf_key(settings.flash_dir))
     if cloud is not None:

@@ -1,7 +1,7 @@
 """Figure 1a's inner half: time AgentService.accept and Gate.grant in this process.
 
 Run by bench.grant_latency inside the lab's router namespace (`ip netns exec`), so both
-nft backends talk to that namespace's nftables; prints the rounds as JSON on stdout.
+backends talk to that namespace's nftables; prints the rounds as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from agent.gate.gate import Gate
-from agent.gate.nft import LibNftables, Nft, NftProcess
+from agent.gate.gate import Gate, open_grants
+from agent.gate.nft import LibNftables, open_nft
 from agent.ruleset import TABLE, GateSpec, Grant
 from agent.service import AgentService
 from agent.settings import Settings
@@ -26,7 +26,7 @@ from agent.store import SessionStore
 from bench import common as C
 from lab import addresses as A
 
-KERNEL_BACKENDS = ("libnftables", "nft")
+KERNEL_BACKENDS = ("netlink", "libnftables", "nft")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +45,6 @@ class KernelRound:
     def from_json(cls, item: dict[str, Any]) -> KernelRound:
         """A round from bench.grant_kernel's output."""
         return cls(**item)
-
-
-def open_backend(name: str) -> Nft:
-    """The nft backend `name`, as agent.gate.nft builds it."""
-    if name == "libnftables":
-        return LibNftables()
-    if name == "nft":
-        return NftProcess()
-    raise C.BenchError(f"unknown nft backend {name!r}; use one of {KERNEL_BACKENDS}")
 
 
 def bench_settings(workdir: Path) -> Settings:
@@ -75,8 +66,10 @@ async def measure_round(backend: str, clients: int, index: int, accepts: int) ->
             settings.flash_dir,
             C.sessions_for(C.synthetic_clients(clients), time.time()),
         )
-        nft = open_backend(backend)
-        gate = Gate(nft, GateSpec.from_settings(settings))
+        if backend not in KERNEL_BACKENDS:
+            raise C.BenchError(f"unknown nft backend {backend!r}; use one of {KERNEL_BACKENDS}")
+        nft = open_nft(backend)  # as the daemon builds its gate
+        gate = Gate(nft, GateSpec.from_settings(settings), grants=open_grants(backend, nft))
         service = AgentService(settings, gate, SessionStore(settings.state_dir, settings.flash_dir))
         try:
             began = time.perf_counter()

@@ -1,7 +1,7 @@
 """How long from 'accept' until the phone is let through, with many clients already online.
 
 a. accept -> element in the kernel set: AgentService.accept (book + gate.grant + store write)
-   and gate.grant alone, in process, inside the lab's router namespace, for both nft backends.
+   and gate.grant alone, in process, inside the lab's router namespace, for each backend.
 b. accept -> the phone's first packet forwarded: the real agent and portal; a phone posts the
    accept form, and as soon as the 303 arrives it opens TCP to the wan web server.
 
@@ -56,9 +56,7 @@ def report_in_kernel(results: Sequence[KernelRound]) -> dict[str, object]:
     rows: list[list[object]] = []
     figures: dict[str, object] = {}
     p99s: dict[tuple[str, int], float] = {}
-    keys = sorted(
-        {(r.backend, r.clients) for r in results}, key=lambda k: (k[0] != "libnftables", k)
-    )
+    keys = sorted({(r.backend, r.clients) for r in results})
     for backend, clients in keys:
         mine = [r for r in results if r.backend == backend and r.clients == clients]
         acc = C.median_spread([C.Spread.of(r.accept) for r in mine])
@@ -106,12 +104,13 @@ def report_in_kernel(results: Sequence[KernelRound]) -> dict[str, object]:
         ],
         rows,
     )
-    lib = {r.clients for r in results if r.backend == "libnftables"}
-    if len(lib) > 1:
-        low, high = min(lib), max(lib)
-        flat = p99s[("libnftables", high)] / p99s[("libnftables", low)]
-        figures["libnftables_flatness"] = flat
-        print(f"libnftables accept p99 at {high:,} / at {low:,} clients: {flat:.2f}x\n")
+    for backend in sorted({r.backend for r in results}):
+        counts = {r.clients for r in results if r.backend == backend}
+        if len(counts) > 1:
+            low, high = min(counts), max(counts)
+            flat = p99s[(backend, high)] / p99s[(backend, low)]
+            figures[f"{backend}_flatness"] = flat
+            print(f"{backend} accept p99 at {high:,} / at {low:,} clients: {flat:.2f}x")
     return figures
 
 
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     parser.add_argument("--backends", type=C.parse_names, default=list(KERNEL_BACKENDS))
     parser.add_argument(
-        "--agent-backends", type=C.parse_names, default=["libnftables"], help="backends for b"
+        "--agent-backends", type=C.parse_names, default=["netlink"], help="backends for b"
     )
     parser.add_argument(
         "--poll",
