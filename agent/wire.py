@@ -14,7 +14,7 @@ import json
 import re
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 from agent.errors import LoopspotError
@@ -140,7 +140,7 @@ class Message:
     def to_json(self) -> dict[str, Any]:
         """The message as a JSON-ready dict; fields at their default are left out."""
         body: dict[str, Any] = {"v": SCHEMA_VERSION, "type": self.TYPE}
-        for f in fields(self):
+        for f in _fields(type(self)):
             value = getattr(self, f.name)
             if value != f.default:
                 body[f.name] = _plain(value)
@@ -290,12 +290,21 @@ CHANNEL_TYPES: dict[Channel, type[Message]] = {
 MAX_TEXT = 256  # characters of the longest text field
 _MAX_INT = 2**63 - 1
 _HINTS: dict[type[Message], dict[str, Any]] = {}
+_FIELDS: dict[type[Message], tuple[Field[Any], ...]] = {}
 
 
 def _hints(cls: type[Message]) -> dict[str, Any]:
     if cls not in _HINTS:
         _HINTS[cls] = typing.get_type_hints(cls)
     return _HINTS[cls]
+
+
+def _fields(cls: type[Message]) -> tuple[Field[Any], ...]:
+    # dataclasses.fields builds a new tuple at each call: once per class here, not per event
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = fields(cls)
+    return found
 
 
 def _value(kind: Any, raw: Any, name: str) -> Any:
@@ -349,7 +358,7 @@ def _build(cls: type[M], body: dict[str, Any], prefix: str = "") -> M:
     hints = _hints(cls)
     values = {
         f.name: _value(hints[f.name], body[f.name], prefix + f.name)
-        for f in fields(cls)
+        for f in _fields(cls)
         if f.name in body
     }
     message = cls(**values)
