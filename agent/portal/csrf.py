@@ -22,8 +22,8 @@ def issue_token(key: bytes, subject: str, now: float) -> str:
 
 def check_token(key: bytes, subject: str, token: str | None, now: float) -> bool:
     """True when `token` was issued by us to `subject` within the token lifetime."""
-    if not token or len(token) > 64 or "." not in token:
-        return False
+    if not token or len(token) > 64 or "." not in token or not token.isascii():
+        return False  # a forged token may hold anything; ours are ASCII
     issued_text, signature = token.split(".", 1)
     if not issued_text.isdigit():
         return False
