@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agent.flash import open_on_tmpfs, snapshot_to_flash
 from agent.link.spool import Batch, FlushPolicy, Range, SpoolBook, count_of, merge, origins_of
-from agent.wire import Event, EventBatch, EventKind, Receipt, SeqRange, decode
+from agent.wire import Event, EventKind, Receipt, SeqRange, decode, encoded_batch
 
 log = logging.getLogger("loopspot.link")
 
@@ -30,7 +30,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     body BLOB NOT NULL,
-    report INTEGER NOT NULL DEFAULT 0
+    report INTEGER NOT NULL DEFAULT 0,
+    boot_id TEXT,
+    seq INTEGER
 );
 CREATE TABLE IF NOT EXISTS boots (
     boot_id TEXT PRIMARY KEY,
@@ -39,6 +41,9 @@ CREATE TABLE IF NOT EXISTS boots (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# The event's (boot_id, seq), beside its body so that sending it needs no decoding. A spool
+# written by an older agent lacks these columns: they are added, and its rows decoded.
+_ORIGIN_COLUMNS = {"boot_id": "TEXT", "seq": "INTEGER"}
 # Runs of consecutive ids ("gaps and islands"): the book's ranges, read in one query.
 _RANGES = """
 SELECT MIN(id), MAX(id) FROM (SELECT id, id - ROW_NUMBER() OVER (ORDER BY id) AS run FROM events)
@@ -79,12 +84,20 @@ class SpoolDB:
         self.policy = FlushPolicy(flush_interval)
         self._db = open_on_tmpfs(self.path, self.snapshot_path, _SCHEMA)
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self._add_origin_columns()
         self.boot_id = secrets.token_hex(8)
         self._next_seq = 1
         self.book = self._load(capacity)
         self._changes = 1  # the new boot is a change worth a snapshot
         self._on_flash = (-1, 0, 0, 0)  # unknown until the first snapshot
         self._snapshot_at = monotonic()
+
+    def _add_origin_columns(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        with self._db:
+            for name, kind in _ORIGIN_COLUMNS.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
 
     def _counter(self, name: str, default: str = "0") -> str:
         row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
@@ -177,12 +190,15 @@ class SpoolDB:
         before = (self.book.dropped_total, self.book.dropped_unreported)
         admitted = self.book.admit(len(events))
         newest = events[len(events) - len(admitted.ids) :]
-        rows = [(i, self._stamp(e).encode()) for i, e in zip(admitted.ids, newest, strict=True)]
+        stamped = [self._stamp(e) for e in newest]
+        rows = [(i, e.encode(), *_origin(e)) for i, e in zip(admitted.ids, stamped, strict=True)]
         try:
             with self._db:
                 self._db.execute("BEGIN")
                 self._delete(admitted.dropped)
-                self._db.executemany("INSERT INTO events (id, body) VALUES (?, ?)", rows)
+                self._db.executemany(
+                    "INSERT INTO events (id, body, boot_id, seq) VALUES (?, ?, ?, ?)", rows
+                )
                 self._save_book()
         except sqlite3.Error as error:  # e.g. tmpfs full: count the loss, keep the book true
             log.error("spool: cannot store %d events: %s", len(rows), error)
@@ -210,22 +226,26 @@ class SpoolDB:
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.execute(
-                    "INSERT INTO events (id, body, report) VALUES (?, ?, ?)",
-                    (batch.report_id, report.encode(), batch.report_count),
+                    "INSERT INTO events (id, body, report, boot_id, seq) VALUES (?, ?, ?, ?, ?)",
+                    (batch.report_id, report.encode(), batch.report_count, *_origin(report)),
                 )
                 self._save_book()
             self._changes += 1
-        events: list[Event] = []
-        ids: list[int] = []
+        bodies: list[bytes] = []
+        origins: list[tuple[int, str, int]] = []
         for first, last in batch.ranges:
             rows = self._db.execute(
-                "SELECT id, body FROM events WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
+                "SELECT id, body, boot_id, seq FROM events WHERE id BETWEEN ? AND ? ORDER BY id",
+                (first, last),
             )
-            for row, body in rows:
-                ids.append(row)
-                events.append(decode(bytes(body), Event))
-        self.book.learn(origins_of((i, e.boot_id, e.seq) for i, e in zip(ids, events, strict=True)))
-        return batch, EventBatch(router_id=self.router_id, events=tuple(events)).encode()
+            for row, body, boot_id, seq in rows:
+                if boot_id is None:  # stored by an older agent
+                    event = decode(bytes(body), Event)
+                    boot_id, seq = event.boot_id, event.seq
+                bodies.append(body)
+                origins.append((row, boot_id, seq))
+        self.book.learn(origins_of(origins))
+        return batch, encoded_batch(self.router_id, bodies)
 
     def acked(self, number: int) -> None:
         """The broker acknowledged batch `number`: its rows wait for the cloud's receipt."""
@@ -303,6 +323,10 @@ class SpoolDB:
         if self._changes:
             self.snapshot()
         self._db.close()
+
+
+def _origin(event: Event) -> tuple[str, int]:
+    return event.boot_id, event.seq
 
 
 def _seqs(ranges: tuple[SeqRange, ...]) -> list[tuple[str, int, int]]:

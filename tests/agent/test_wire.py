@@ -12,12 +12,16 @@ from agent.wire import (
     MAX_TEXT,
     MESSAGE_TYPES,
     Channel,
+    Event,
+    EventBatch,
+    EventKind,
     Receipt,
     SeqRange,
     Topic,
     WireError,
     decode,
     decode_from,
+    encoded_batch,
 )
 
 ROUTER = "shop-1"
@@ -127,3 +131,13 @@ def test_a_malformed_refusal_is_refused_naming_the_field(extra: str, field: str)
 def test_a_receipt_for_another_router_on_this_routers_topic_is_refused() -> None:
     with pytest.raises(WireError, match="router_id"):
         decode_from(f"loopspot/v1/{ROUTER}/down/receipt", Receipt("shop-2").encode())
+
+
+def test_events_joined_as_encoded_decode_as_the_batch_of_those_events() -> None:
+    events = tuple(
+        Event(router_id="shop-1", boot_id="b1", seq=n, at=1.5, kind=EventKind.PORTAL_VIEWED)
+        for n in (1, 2)
+    )
+    joined = encoded_batch("shop-1", [e.encode() for e in events])
+    assert decode(joined, EventBatch) == EventBatch(router_id="shop-1", events=events)
+    assert decode(encoded_batch("shop-1", []), EventBatch) == EventBatch(router_id="shop-1")

@@ -4,6 +4,7 @@ only the cloud's receipt deletes an event."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,24 @@ def test_a_link_that_keeps_up_never_writes_flash(tmp_path: Path) -> None:
         now[0] = 300.0 * minute
         assert not spool.maybe_snapshot()
     assert (tmp_path / "flash" / DB_NAME).stat().st_mtime_ns == written
+
+
+def test_a_spool_an_older_agent_wrote_is_sent_and_receipted_after_an_upgrade(
+    tmp_path: Path,
+) -> None:
+    spool = open_spool(tmp_path)
+    spool.append(seen(4))
+    spool.close()
+    # As the agent before (boot_id, seq) had their own columns left it: bodies only.
+    db = sqlite3.connect(tmp_path / "tmpfs" / DB_NAME)
+    with db:
+        db.execute("CREATE TABLE old AS SELECT id, body, report FROM events")
+        db.execute("DROP TABLE events")
+        db.execute("ALTER TABLE old RENAME TO events")
+    db.close()
+    upgraded = open_spool(tmp_path)
+    upgraded.append(seen(1))
+    _, events = sent(upgraded)
+    assert [e.seq for e in events] == [1, 2, 3, 4, 1]
+    assert upgraded.receipted(receipt_for(events)) == 5
+    assert upgraded.stats().depth == 0
