@@ -230,6 +230,21 @@ def test_router_is_online_on_connect_and_offline_by_last_will_after_kill_9(
     assert time.monotonic() - killed_at < 1.5 * 5 + 2
 
 
+def test_a_linked_agent_serving_phones_loads_no_library_it_does_not_need(
+    lab: Lab, make_agent: MakeAgent, cloud: CloudSide
+) -> None:
+    agent = start_linked(make_agent, lab)
+    wait_for(lambda: online(cloud), timeout=10)
+    assert accept_terms(lab.phones[0]).status == 303  # a grant, over netlink
+    assert reaches_wan(lab.phones[0])
+    assert agent.process is not None
+    mapped = Path(f"/proc/{agent.process.pid}/maps").read_text()
+    # libnftables (grants go over netlink), cryptography (renewal runs as its own
+    # process), SQLAlchemy (the cloud's): megabytes a router's agent never needs
+    for library in ("libnftables", "cryptography", "sqlalchemy"):
+        assert library not in mapped, f"the agent loaded {library}"
+
+
 def test_accepting_the_terms_reports_session_and_terms_without_the_mac(
     lab: Lab, make_agent: MakeAgent, cloud: CloudSide
 ) -> None:
