@@ -49,8 +49,9 @@ def aiohttp_without_its_client() -> bool:
     """Let `import aiohttp.web` load aiohttp's server and not its HTTP client.
 
     aiohttp's package `__init__` imports the whole client first: sessions, connector, cookie
-    jar, multipart, two TLS contexts holding every public root certificate. That is 4 MiB of
-    a router's memory for a client the daemon never uses. This registers the package
+    jar, multipart, two TLS contexts holding every public root certificate. That is over
+    3 MiB of a router's memory (35.9 against 32.5 MiB for `import aiohttp.web` on Debian)
+    for a client the daemon never uses. This registers the package
     without running its `__init__`; its submodules import each other by name, and the one
     package attribute they read, `__version__`, is set here. Afterwards `aiohttp.web` works
     as usual and `aiohttp.ClientSession` does not exist. True when this was done; False
