@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.clients import Client
-from agent.errors import ClientUnknown
+from agent.errors import ClientUnknown, GateError
 from agent.events import NO_EVENTS, SessionEvents
 from agent.flash import replace_file
 from agent.gate.gate import BOOT_GATE_FILE, Gate, forget_connections
 from agent.gate.neighbours import ARP_TABLE, ip_of, mac_of
 from agent.gate.netlink import NeighbourLookup
-from agent.ruleset import GateSpec, Grant
+from agent.ruleset import TABLE, GateSpec, Grant
 from agent.sessions import (
     Ended,
     EndReason,
@@ -167,8 +167,18 @@ class AgentService:
             await self._on(None, forget_connections, client.ip)
 
     async def poll(self) -> Observed:
-        """Read the kernel counters, end sessions past a limit, restore lost elements."""
-        kernel = await self._on(self._counters, self.gate.read_clients)
+        """Read the kernel counters, end sessions past a limit, restore lost elements.
+
+        A table that vanished (deleted by hand, or a whole ruleset flushed) is put back
+        first, with every live session: without it the LAN is open to every phone.
+        """
+        try:
+            kernel = await self._on(self._counters, self.gate.read_clients)
+        except GateError:
+            if await self._on(self._counters, self.gate.exists):
+                raise
+            await self._put_table_back()
+            kernel = await self._on(self._counters, self.gate.read_clients)
         before = {s.client.mac: s for s in self.book.all()}
         observed = self.book.observe({c: k.bytes_total for c, k in kernel.items()}, self.clock())
         now = self.clock()
@@ -183,6 +193,14 @@ class AgentService:
         await self._on(self._db, self.store.save, changed)
         await self._on(self._db, self.store.record_ended, observed.ended)
         return observed
+
+    async def _put_table_back(self) -> None:
+        now = self.clock()
+        sessions = self.book.all()
+        log.warning("table %s was gone; putting it back with %d sessions", TABLE, len(sessions))
+        grants = [Grant(s.client, s.kernel_timeout(now)) for s in sessions]
+        await self._on(self._nft, self.gate.install, grants)
+        self.book.counters_restarted()
 
     async def portal_viewed(self, ip: IPv4Address) -> None:
         """The device behind `ip` was shown the portal page (unknown devices are not counted)."""

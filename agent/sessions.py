@@ -162,6 +162,10 @@ class SessionBook:
         session = self._by_mac.pop(mac, None)
         return None if session is None else Ended(session, reason, now)
 
+    def counters_restarted(self) -> None:
+        """Every element was added again with a zero counter: carry what was counted so far."""
+        self._by_mac = {mac: s.with_fresh_counter() for mac, s in self._by_mac.items()}
+
     def observe(self, counted: Mapping[Client, int], now: float) -> Observed:
         """Apply the kernel's byte counters; end sessions past a limit; find lost elements."""
         ended: list[Ended] = []

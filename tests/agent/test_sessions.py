@@ -153,3 +153,16 @@ def test_kernel_elements_without_a_record_are_adopted_with_the_kernels_time() ->
     adopted = plan.adopted[0]
     assert adopted.seconds_remaining(T0) == 120
     assert adopted.bytes_used == 77
+
+
+def test_counters_restarted_with_the_table_carry_the_bytes_counted_so_far() -> None:
+    sessions = book(quota=2_000)
+    sessions.start(PHONE, T0, "1")
+    sessions.observe({PHONE: 700}, T0 + 1)
+    sessions.counters_restarted()  # the table was put back: every counter starts from 0
+    # 800 more since, past the 700 read before: only the restart tells that it is new
+    assert sessions.observe({PHONE: 800}, T0 + 2).ended == []
+    session = sessions.of_client(PHONE)
+    assert session is not None and session.bytes_used == 1_500
+    ended = sessions.observe({PHONE: 1_300}, T0 + 3).ended
+    assert [(e.reason, e.session.bytes_used) for e in ended] == [(EndReason.QUOTA, 2_000)]
