@@ -121,17 +121,23 @@ class AgentService:
         return self.book.of_client(client)
 
     async def accept(self, client: Client, terms_version: str) -> Session:
-        """The shopper accepted the terms: start the session and open the gate."""
+        """The shopper accepted the terms: start the session and open the gate.
+
+        If the kernel refuses the grant, GateError is raised, but the session stands: the
+        next counter poll finds its element missing and adds it.
+        """
         now = self.clock()
         previous = self.book.of_mac(client.mac)
         session, moved = self.book.start(client, now, terms_version)
         if moved is not None:
             await self._close_in_kernel(moved.session.client)
-        await self._on(self._nft, self.gate.grant, Grant(client, session.kernel_timeout(now)))
-        await self._on(self._db, self.store.record_acceptance, session, now)
-        if moved is not None:
-            await self._on(self._db, self.store.record_ended, [moved])
-        self._report_start(previous, session, now, terms_version)
+        try:
+            await self._on(self._nft, self.gate.grant, Grant(client, session.kernel_timeout(now)))
+        finally:  # a grant the kernel refused is retried by the next counter poll
+            await self._on(self._db, self.store.record_acceptance, session, now)
+            if moved is not None:
+                await self._on(self._db, self.store.record_ended, [moved])
+            self._report_start(previous, session, now, terms_version)
         return session
 
     def _report_start(

@@ -14,7 +14,7 @@ import jinja2
 from aiohttp import web
 
 from agent.clients import Client
-from agent.errors import ClientUnknown, ConfigError
+from agent.errors import ClientUnknown, ConfigError, GateError
 from agent.portal.csrf import check_token, issue_token
 from agent.portal.i18n import (
     TEMPLATE_FILTERS,
@@ -245,7 +245,14 @@ async def accept(request: web.Request) -> web.StreamResponse:
         )
     if form.get("terms_version") != portal.settings.terms_version:
         raise web.HTTPSeeOther(f"/portal?lang={lang}")
-    await portal.service.accept(client, portal.settings.terms_version)
+    try:
+        await portal.service.accept(client, portal.settings.terms_version)
+    except GateError as error:  # the session stands; the next counter poll adds it again
+        log.error("could not let %s through: %s", client.ip, error)
+        t = portal.messages[lang]
+        return portal.render(
+            request, "error.html", status=503, title=t["error_gate_title"], message=t["error_gate"]
+        )
     raise web.HTTPSeeOther(f"/portal/online?lang={lang}")
 
 

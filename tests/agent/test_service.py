@@ -98,3 +98,32 @@ async def test_a_table_that_is_there_but_unreadable_is_an_error_not_a_reinstall(
         raise AssertionError("the poll hid a kernel error")
     assert len(kernel.installs) == 1
     await service.close()
+
+
+async def test_a_refused_grant_fails_the_accept_but_the_next_poll_lets_the_phone_through(
+    tmp_path: Path,
+) -> None:
+    kernel = KernelStandIn()
+    service = service_on(kernel, tmp_path)
+    await service.start()
+    refusals = [GateError("the kernel refused to grant: ENOMEM")]
+    granting = kernel.grant
+
+    def refuse_once(grant: Grant, *, replace: bool = False) -> None:
+        if refusals:
+            raise refusals.pop()
+        granting(grant, replace=replace)
+
+    kernel.grant = refuse_once  # type: ignore[method-assign]
+    try:
+        await service.accept(PHONE, "1")
+    except GateError:
+        pass
+    else:
+        raise AssertionError("a refused grant was reported as a success")
+    assert clients_key(PHONE) not in kernel.clients
+    assert service.session_of(PHONE) is not None  # the session stands, as recorded
+    assert [v for v, _ in service.store.acceptances(PHONE.mac)] == ["1"]
+    await service.poll()
+    assert clients_key(PHONE) in kernel.clients
+    await service.close()

@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
+from agent.ruleset import TABLE
 from lab import addresses as A
+from lab import netns
 from lab.client import http_get, http_post_form
 from lab.dns import dns_query
 from lab.router import RouterAgent
@@ -233,3 +235,15 @@ def test_grant_and_revoke_work_through_each_nft_backend(
     assert tcp_outcome(phone, A.WAN_IP6, 80) == "dropped"  # captive again: silence
     assert agent.ctl("grant", phone.mac).returncode == 0
     assert reaches_wan(phone)
+
+
+def test_an_accept_the_kernel_refuses_shows_a_page_to_try_again_not_a_crash(
+    lab: Lab, make_agent: Callable[..., RouterAgent]
+) -> None:
+    agent = make_agent(counter_poll_interval="60")  # no poll puts the table back meanwhile
+    phone = lab.phones[0]
+    netns.run(lab.router, "nft", "delete", "table", *TABLE.split())
+    answer = accept_terms(phone)
+    assert answer.status == 503
+    assert "tap the button again" in answer.text
+    assert "could not let" in agent.logs()
