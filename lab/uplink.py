@@ -33,7 +33,13 @@ async def _forward_from(ns: str, listen: tuple[str, int], target: tuple[str, int
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except asyncio.CancelledError:
+            # The relay is stopping. Ending quietly: Python 3.11's streams log a handler
+            # that ends cancelled as an error, with a traceback, in every bench's output.
+            writer.close()
+            up_writer.close()
 
     server = await asyncio.start_server(on_connection, sock=sock, backlog=1024)
     async with server:
