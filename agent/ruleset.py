@@ -46,8 +46,14 @@ class Grant:
     timeout: int | None
 
 
+def element_timeout(seconds: int | None) -> int | None:
+    """The whole seconds an element is given: at least 1 (0 would mean none), or None."""
+    return None if seconds is None else max(1, int(seconds))
+
+
 def _timeout(seconds: int | None) -> str:
-    return "" if seconds is None else f" timeout {max(1, int(seconds))}s"
+    kept = element_timeout(seconds)
+    return "" if kept is None else f" timeout {kept}s"
 
 
 def _client_keys(client: Client) -> dict[str, str]:

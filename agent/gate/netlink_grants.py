@@ -36,7 +36,7 @@ from agent.gate.nfnetlink import (
     parse_acks,
     string_attribute,
 )
-from agent.ruleset import TABLE, Grant, kernel_keys
+from agent.ruleset import TABLE, Grant, element_timeout, kernel_keys
 
 NFT_MSG_DELSETELEM = 14
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
@@ -57,7 +57,7 @@ def _batch_marker(kind: int, seq: int) -> bytes:
 def grant_changes(grant: Grant, *, replace: bool = False) -> list[Change]:
     """The element changes of a grant, in order; `replace` first drops those it has."""
     head = revoke_changes(grant.client) if replace else []
-    timeout = None if grant.timeout is None else max(1, int(grant.timeout))
+    timeout = element_timeout(grant.timeout)
     return head + [
         (NFT_MSG_NEWSETELEM, name, key, timeout) for name, key in kernel_keys(grant.client).items()
     ]
