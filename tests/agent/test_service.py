@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent.clients import Client
 from agent.errors import GateError
 from agent.gate.gate import Gate
@@ -90,12 +92,8 @@ async def test_a_table_that_is_there_but_unreadable_is_an_error_not_a_reinstall(
         raise GateError("permission denied")
 
     kernel.elements = unreadable  # type: ignore[method-assign]
-    try:
+    with pytest.raises(GateError, match="permission denied"):
         await service.poll()
-    except GateError as error:
-        assert "permission denied" in str(error)
-    else:
-        raise AssertionError("the poll hid a kernel error")
     assert len(kernel.installs) == 1
     await service.close()
 
@@ -115,12 +113,8 @@ async def test_a_refused_grant_fails_the_accept_but_the_next_poll_lets_the_phone
         granting(grant, replace=replace)
 
     kernel.grant = refuse_once  # type: ignore[method-assign]
-    try:
+    with pytest.raises(GateError):
         await service.accept(PHONE, "1")
-    except GateError:
-        pass
-    else:
-        raise AssertionError("a refused grant was reported as a success")
     assert clients_key(PHONE) not in kernel.clients
     assert service.session_of(PHONE) is not None  # the session stands, as recorded
     assert [v for v, _ in service.store.acceptances(PHONE.mac)] == ["1"]

@@ -6,39 +6,15 @@ from ipaddress import IPv4Address
 
 from agent.clients import Client
 from agent.gate.gate import Gate
-from agent.gate.nfnetlink import SetElement
-from agent.ruleset import CLIENTS_SET, GateSpec, Grant, clients_key
+from agent.ruleset import GateSpec, Grant
+from tests.agent.test_service import KernelStandIn
 
 PHONE = Client("02:aa:bb:cc:dd:01", IPv4Address("10.77.0.11"))
 TABLET = Client("02:aa:bb:cc:dd:02", IPv4Address("10.77.0.12"))
 
 
-class KernelStandIn:
-    """The kernel's sets as a dict of elements, changed by the grants below (pure logic)."""
-
-    name = "stand-in"
-
-    def __init__(self) -> None:
-        self.elements_of: dict[str, list[SetElement]] = {CLIENTS_SET: []}
-
-    def run(self, script: str) -> None:
-        """Whole-table scripts: nothing to keep."""
-
-    def grant(self, grant: Grant, *, replace: bool = False) -> None:
-        self.elements_of[CLIENTS_SET].append(SetElement(clients_key(grant.client), None, 10, 1))
-
-    def revoke(self, client: Client) -> None:
-        key = clients_key(client)
-        self.elements_of[CLIENTS_SET] = [e for e in self.elements_of[CLIENTS_SET] if e.key != key]
-
-    def table_exists(self) -> bool:
-        return True
-
-    def elements(self, set_name: str) -> list[SetElement]:
-        return list(self.elements_of.get(set_name, []))
-
-
 def gate_on(kernel: KernelStandIn) -> Gate:
+    kernel.table = True
     spec = GateSpec(("br-lan",), IPv4Address("192.168.1.1"), 8080)
     return Gate(kernel, spec, sets=kernel, grants=kernel)
 
