@@ -18,6 +18,7 @@ from aiohttp import web
 from agent.control import serve_control
 from agent.events import NO_EVENTS
 from agent.gate.gate import Gate, open_grants
+from agent.gate.interception import ensure_portal_route, portal_listener
 from agent.gate.nft import open_nft
 from agent.portal.app import PORTAL, build_app
 from agent.ruleset import GateSpec
@@ -103,7 +104,8 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
     store = SessionStore(settings.state_dir, settings.flash_dir)
     spec = GateSpec.from_settings(settings)
     nft = open_nft(settings.nft_backend)
-    gate = Gate(nft, spec, grants=open_grants(settings.nft_backend, nft))
+    grants = open_grants(settings.nft_backend, nft)
+    gate = Gate(nft, spec, grants=grants, route_to_portal=ensure_portal_route)
     service = AgentService(
         settings,
         gate,
@@ -115,9 +117,8 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
         app.middlewares.append(count_portal_views(service))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(
-        runner, str(settings.portal_address), settings.portal_port, reuse_address=True, backlog=1024
-    )
+    listener = portal_listener(settings.portal_address, settings.portal_port)
+    site = web.SockSite(runner, listener, backlog=1024)
     await site.start()  # bind first: a portal that cannot listen must not hold phones captive
     await service.start()
     if cloud is not None:

@@ -16,6 +16,11 @@ WALLED_GARDEN_SET = "walled_garden"  # ipv4 intervals reachable before authoriza
 # ether_addr of the same clients. Authorization is keyed on IPv4, so their IPv6 cannot pass,
 # but it is refused at once: a dual-stack phone falls back to IPv4 without waiting.
 ONLINE_MACS_SET = "online_macs"
+# A captive phone's web traffic is handed to the portal by `tproxy`, not `redirect`, so the
+# gate needs no connection tracking (agent.gate.interception). Its packets carry this mark,
+# which a routing rule sends to this routing table, where every address is local.
+PORTAL_MARK = 0x00800000
+PORTAL_ROUTE_TABLE = 9050
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,8 @@ def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
     )
     garden = _elements(str(net) for net in spec.walled_garden)
     portal, port = spec.portal_address, spec.portal_port
+    mark = f"meta mark set meta mark or {PORTAL_MARK:#010x}"
+    to_portal = f"meta l4proto tcp tproxy ip to {portal}:{port} {mark} accept"
     return f"""table {TABLE} {{}}
 delete table {TABLE}
 table {TABLE} {{
@@ -128,16 +135,15 @@ table {TABLE} {{
 \t\tauto-merge
 {garden}\t}}
 \tchain prerouting {{
-\t\ttype nat hook prerouting priority dstnat - 5; policy accept;
-\t\tiifname {{ {lan} }} jump captive_nat
+\t\ttype filter hook prerouting priority mangle - 5; policy accept;
+\t\ttcp dport 80 iifname {{ {lan} }} jump captive
 \t}}
-\tchain captive_nat {{
+\tchain captive {{
 \t\tmeta nfproto != ipv4 return
-\t\tip daddr {portal} tcp dport 80 redirect to :{port}
-\t\ttcp dport != 80 return
+\t\tip daddr {portal} {to_portal}
 \t\tip daddr @{WALLED_GARDEN_SET} return
 \t\tether saddr . ip saddr @{CLIENTS_SET} return
-\t\tmeta l4proto tcp redirect to :{port}
+\t\t{to_portal}
 \t}}
 \tchain forward {{
 \t\ttype filter hook forward priority filter - 5; policy accept;
@@ -162,7 +168,10 @@ table {TABLE} {{
 \tchain to_lan {{
 \t\tmeta nfproto ipv6 drop
 \t\tip daddr @{DOWNLOADS_SET} accept
-\t\tct state established,related accept
+\t\tudp sport {{ 53, 67, 68 }} accept
+\t\ttcp sport 53 accept
+\t\tip saddr @{WALLED_GARDEN_SET} accept
+\t\ticmp type {{ destination-unreachable, time-exceeded }} accept
 \t\tdrop
 \t}}
 }}

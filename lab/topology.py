@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from agent.gate.interception import BRIDGE_NETFILTER
 from lab import addresses as A
 from lab import netns
 from lab.errors import LabError, LabSetupError
@@ -233,6 +234,11 @@ class Lab:
             ],
             ns=r,
         )
+        # OpenWrt loads no br_netfilter, so frames its bridges pass up skip the IP hooks of
+        # the bridge layer. This host may have it, and it would lose tproxy's socket.
+        if BRIDGE_NETFILTER.exists():
+            for table in ("iptables", "ip6tables", "arptables"):
+                netns.sysctl_set(r, f"net.bridge.bridge-nf-call-{table}", 0)
         # Bridge ports are layer 2 only; without IPv6 on them they send no RS/MLD noise.
         netns.sysctl_set(r, "net.ipv6.conf.default.disable_ipv6", 1)
         netns.ip_batch(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
@@ -104,11 +104,15 @@ class Gate:
         spec: GateSpec,
         sets: SetReader | None = None,
         grants: GrantWriter | None = None,
+        route_to_portal: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
         self.nft = nft
         self.spec = spec
         self.sets = sets if sets is not None else KernelSets(TABLE)
         self.grants = grants if grants is not None else ScriptedGrants(nft)
+        # Puts in place what, beside the table, takes captive phones' web traffic to the
+        # portal (agent.gate.interception.ensure_portal_route); None where nothing must.
+        self.route_to_portal = route_to_portal
         # The Client objects granted, by `clients` key: a poll hands back these same
         # objects, not a second copy of every client (200 bytes each).
         self._clients: dict[bytes, Client] = {}
@@ -116,6 +120,8 @@ class Gate:
     def install(self, grants: Iterable[Grant] = ()) -> None:
         """Replace the whole table atomically, with these clients already let through."""
         grants = list(grants)
+        if self.route_to_portal is not None:
+            self.route_to_portal(self.spec.lan_interfaces)
         self.nft.run(render_table(self.spec, grants))
         self._clients = {clients_key(g.client): g.client for g in grants}
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from agent.clients import Client
-from agent.ruleset import GateSpec, Grant, render_grant, render_revoke, render_table
+from agent.ruleset import (
+    PORTAL_MARK,
+    GateSpec,
+    Grant,
+    render_grant,
+    render_revoke,
+    render_table,
+)
 from agent.settings import Settings
 
 SPEC = GateSpec(
@@ -22,14 +29,50 @@ def test_table_replaces_itself_atomically() -> None:
 
 def test_table_names_every_lan_interface_and_the_portal() -> None:
     script = render_table(SPEC)
-    assert 'iifname { "br-lan", "wlan1" } jump captive_nat' in script
-    assert "redirect to :2050" in script
+    assert 'tcp dport 80 iifname { "br-lan", "wlan1" } jump captive' in script
+    assert "tproxy ip to 10.77.0.1:2050" in script
     assert "198.51.100.20/32" in script
 
 
+def _chain(script: str, name: str) -> list[str]:
+    body = script.split(f"chain {name} {{")[1].split("\n\t}")[0]
+    return [line.strip() for line in body.strip().splitlines()]
+
+
+def test_a_captive_phone_s_web_traffic_is_handed_to_the_portal_marked_for_local_delivery() -> None:
+    mark = f"meta mark set meta mark or {PORTAL_MARK:#010x}"
+    to_portal = f"meta l4proto tcp tproxy ip to 10.77.0.1:2050 {mark} accept"
+    assert _chain(render_table(SPEC), "captive") == [
+        "meta nfproto != ipv4 return",
+        f"ip daddr 10.77.0.1 {to_portal}",
+        "ip daddr @walled_garden return",
+        "ether saddr . ip saddr @clients return",
+        to_portal,
+    ]
+
+
+def test_the_gate_needs_no_connection_tracking() -> None:
+    """No nat chain and no `ct` match: forwarding pays for no conntrack lookup."""
+    script = render_table(SPEC)
+    assert "type nat" not in script
+    assert "redirect" not in script
+    assert " ct " not in script
+
+
+def test_replies_reach_a_captive_phone_only_from_dns_dhcp_and_the_walled_garden() -> None:
+    assert _chain(render_table(SPEC), "to_lan") == [
+        "meta nfproto ipv6 drop",
+        "ip daddr @downloads accept",
+        "udp sport { 53, 67, 68 } accept",
+        "tcp sport 53 accept",
+        "ip saddr @walled_garden accept",
+        "icmp type { destination-unreachable, time-exceeded } accept",
+        "drop",
+    ]
+
+
 def test_unauthorized_https_is_reset_and_everything_else_dropped() -> None:
-    from_lan = render_table(SPEC).split("chain from_lan {")[1].split("\n\t}")[0]
-    lines = [line.strip() for line in from_lan.strip().splitlines()]
+    lines = _chain(render_table(SPEC), "from_lan")
     assert lines[0] == "meta nfproto ipv6 jump ipv6_from_lan"
     assert lines[1] == "ether saddr . ip saddr @clients accept"
     assert "tcp dport 443 reject with tcp reset" in lines
@@ -37,8 +80,7 @@ def test_unauthorized_https_is_reset_and_everything_else_dropped() -> None:
 
 
 def test_ipv6_of_an_online_phone_is_refused_at_once_and_of_a_captive_one_dropped() -> None:
-    ipv6 = render_table(SPEC).split("chain ipv6_from_lan {")[1].split("\n\t}")[0]
-    assert [line.strip() for line in ipv6.strip().splitlines()] == [
+    assert _chain(render_table(SPEC), "ipv6_from_lan") == [
         "ether saddr @online_macs meta l4proto tcp reject with tcp reset",
         "ether saddr @online_macs reject with icmpx type admin-prohibited",
         "drop",

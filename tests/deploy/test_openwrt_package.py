@@ -245,7 +245,9 @@ def test_every_module_the_agent_imports_is_installed_on_the_router() -> None:
 
 def test_the_package_asks_for_the_kernel_and_user_space_tools_of_the_gate() -> None:
     depends = package_depends()
-    assert {"python3-light", "nftables-json", "conntrack"} <= depends
+    # tproxy hands captive phones' web traffic to the portal; conntrack-tools cut a revoked
+    # phone's connections where fw4 tracks them.
+    assert {"python3-light", "nftables-json", "kmod-nft-tproxy", "conntrack"} <= depends
 
 
 def test_every_file_the_makefile_installs_is_in_the_repository() -> None:

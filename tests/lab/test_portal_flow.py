@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.ruleset import TABLE
+from agent.ruleset import PORTAL_MARK, PORTAL_ROUTE_TABLE, TABLE
 from lab import addresses as A
 from lab import netns
 from lab.client import http_get, http_post_form
@@ -84,6 +84,19 @@ def test_a_captive_phone_gets_dns_and_the_portal_but_not_the_internet(
     assert tcp_outcome(phone, A.WEB_IP, 443) == "reset"
     assert tcp_outcome(phone, A.WEB_IP, 8080) == "dropped"
     assert tcp_outcome(phone, A.WAN_IP6, 80) == "dropped"  # IPv6 of a captive phone
+
+
+def test_the_gate_takes_phones_to_the_portal_without_tracking_connections(
+    lab: Lab, agent: RouterAgent
+) -> None:
+    """tproxy, not NAT: forwarded traffic pays for no conntrack lookup (docs/benchmarks.md §2)."""
+    phone = lab.phones[0]
+    assert http_get(phone.ns, WAN_PAGE).status == 302  # captive: answered by the portal
+    accept_terms(phone)
+    assert reaches_wan(phone)
+    assert netns.run(lab.router, "conntrack", "-C").stdout.strip() == "0"
+    rules = netns.run(lab.router, "ip", "rule").stdout
+    assert f"fwmark {PORTAL_MARK:#x}/{PORTAL_MARK:#x} lookup {PORTAL_ROUTE_TABLE}" in rules
 
 
 def test_walled_garden_is_reachable_before_accepting(lab: Lab, agent: RouterAgent) -> None:

@@ -55,3 +55,25 @@ def test_revoked_and_expired_clients_are_not_kept() -> None:
     kernel.grant(Grant(TABLET, 60))
     (read,) = gate.read_clients()
     assert read == TABLET and read is not TABLET
+
+
+def test_the_route_to_the_portal_is_put_in_place_before_each_table() -> None:
+    kernel = KernelStandIn()
+    order: list[str] = []
+    spec = GateSpec(("br-lan",), IPv4Address("192.168.1.1"), 8080)
+    gate = Gate(
+        kernel,
+        spec,
+        sets=kernel,
+        grants=kernel,
+        route_to_portal=lambda lan: order.append(
+            f"route for {list(lan)}, with {len(kernel.installs)} tables installed"
+        ),
+    )
+    gate.install()
+    gate.install([Grant(PHONE, 60)])  # put back after `nft flush ruleset`
+    assert order == [
+        "route for ['br-lan'], with 0 tables installed",
+        "route for ['br-lan'], with 1 tables installed",
+    ]
+    assert len(kernel.installs) == 2
