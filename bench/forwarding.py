@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
     C.check_root()
     variants = args.iptables if args.iptables is not None else iptables_tools()
+    if args.iptables is None and not variants:
+        raise C.BenchError(
+            "no iptables-legacy-restore or iptables-nft-restore for the per-client-rule design: "
+            "apt-get install iptables (or pass --iptables '' to measure the nft set alone)"
+        )
     with C.open_lab(phones=1) as lab:
         phone = lab.phones[0]
         nothing = Design("none (no portal)", 0, lambda: None, lambda: None)
