@@ -100,7 +100,14 @@ def _elements(items: Iterable[str]) -> str:
 
 
 def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
-    """The whole table as one atomic script that replaces any earlier version."""
+    """The whole table as one atomic script that replaces any earlier version.
+
+    `forward` lets an online phone's packets through first, with one set lookup each way:
+    `from_lan` and `to_lan` only ever see captive phones' traffic. Every rule on that path
+    costs each forwarded packet (bench.forwarding --packets). `downloads` is asked only
+    after every packet from the LAN has gone to `from_lan`, which ends each one, so a
+    captive phone cannot reach an online one through another LAN interface.
+    """
     grants = list(grants)
     lan = ", ".join(f'"{name}"' for name in spec.lan_interfaces)
     keyed = [(_client_keys(g.client), _timeout(g.timeout)) for g in grants]
@@ -147,12 +154,13 @@ table {TABLE} {{
 \t}}
 \tchain forward {{
 \t\ttype filter hook forward priority filter - 5; policy accept;
+\t\tether saddr . ip saddr @{CLIENTS_SET} accept
 \t\tiifname {{ {lan} }} jump from_lan
+\t\tip daddr @{DOWNLOADS_SET} accept
 \t\toifname {{ {lan} }} jump to_lan
 \t}}
 \tchain from_lan {{
 \t\tmeta nfproto ipv6 jump ipv6_from_lan
-\t\tether saddr . ip saddr @{CLIENTS_SET} accept
 \t\tudp dport {{ 53, 67, 68 }} accept
 \t\ttcp dport 53 accept
 \t\tip daddr @{WALLED_GARDEN_SET} accept
@@ -167,7 +175,6 @@ table {TABLE} {{
 \t}}
 \tchain to_lan {{
 \t\tmeta nfproto ipv6 drop
-\t\tip daddr @{DOWNLOADS_SET} accept
 \t\tudp sport {{ 53, 67, 68 }} accept
 \t\ttcp sport 53 accept
 \t\tip saddr @{WALLED_GARDEN_SET} accept

@@ -9,6 +9,7 @@ Rounds interleave the designs, alternating their order; each ratio is the median
 rounds of (design / none) measured in the same round.
 
     sudo .venv/bin/python -m bench.forwarding [--clients 1000,10000] [--rounds 7] [--seconds 4]
+        [--packets]   UDP datagrams of 64 bytes: packets/s, and each design's ns per packet
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ IPERF_PORT = 5201
 IPERF_IDLE_TIMEOUT = 60  # the server restarts itself if a client vanishes mid-test
 IPERF_GRACE = 20.0
 GOAL = 0.95
+SMALL_DATAGRAM = 64  # bytes of UDP payload in --packets mode
 CHAIN = "ndsAUT"  # nodogsplash's chain of authenticated clients
 _PHONE_RULE = re.compile(r"^\s*(\d+)\s+\d+\s+ACCEPT\b", re.MULTILINE)
 
@@ -132,8 +134,10 @@ def iptables_design(lab: Lab, phone: Phone, clients: int, variant: str) -> Desig
     return Design(f"iptables-{variant} per-client rules", clients, setup, teardown, check)
 
 
-def iperf(phone: Phone, seconds: float) -> float:
-    """One TCP iperf3 run phone -> wan; bits per second received."""
+def iperf(phone: Phone, seconds: float, *, packets: bool = False) -> float:
+    """One iperf3 run phone -> wan: TCP bits per second received, or with `packets`, UDP
+    datagrams of 64 bytes per second received (the per-packet cost, payload aside)."""
+    udp = ["-u", "-b", "0", "-l", str(SMALL_DATAGRAM)] if packets else ["-O", "1"]
     done = netns.run(
         phone.ns,
         "iperf3",
@@ -143,16 +147,18 @@ def iperf(phone: Phone, seconds: float) -> float:
         str(IPERF_PORT),
         "-t",
         f"{seconds:g}",
-        "-O",
-        "1",
+        *udp,
         "-J",
         timeout=seconds + IPERF_GRACE,
         check=False,
     )
     try:
         result = json.loads(done.stdout)
+        if packets:
+            received = result["end"]["sum_received"]
+            return float(received["packets"]) / float(received["seconds"])
         return float(result["end"]["sum_received"]["bits_per_second"])
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, ZeroDivisionError) as exc:
         raise C.BenchError(f"iperf3 failed ({done.returncode}): {done.stdout[-800:]}") from exc
 
 
@@ -186,12 +192,22 @@ def shares(speeds: list[float], baseline: list[float]) -> list[float]:
     return [s / b for s, b in zip(speeds, baseline, strict=True)]
 
 
+def extra_ns(rates: list[float], baseline: list[float]) -> list[float]:
+    """Per round: the nanoseconds each packet took beyond the same round's baseline."""
+    return [1e9 / r - 1e9 / b for r, b in zip(rates, baseline, strict=True)]
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     """Measure and print throughput and ratios; return them as data."""
     parser = argparse.ArgumentParser(prog="python -m bench.forwarding", description=__doc__)
     parser.add_argument("--clients", type=C.parse_counts, default=[1000, 10000])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=4.0, help="iperf3 -t per run")
+    parser.add_argument(
+        "--packets",
+        action="store_true",
+        help="UDP datagrams of 64 bytes instead of TCP: packets/s, and ns per packet over none",
+    )
     parser.add_argument(
         "--iptables", type=C.parse_names, default=None, help="legacy,nft (default: both found)"
     )
@@ -220,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 for index, design in order if number % 2 == 0 else reversed(order):
                     design.setup()
                     try:
-                        speeds[index].append(iperf(phone, args.seconds))
+                        speeds[index].append(iperf(phone, args.seconds, packets=args.packets))
                         checked[index] = checked[index] and design.check()
                     finally:
                         design.teardown()
@@ -235,37 +251,38 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         per_round = shares(speeds[index], speeds[0])
         ratio = C.median(per_round)
         to_conntrack = C.median(shares(speeds[index], speeds[1]))
-        gbit = C.median(speeds[index]) / 1e9
-        goal = ("yes" if ratio >= GOAL else "no") if design.name.startswith("nft set") else "-"
-        rows.append(
-            [
-                design.name,
-                f"{design.clients:,}" if design.clients else "-",
-                f"{gbit:.2f}",
-                f"{ratio:.2f}x",
-                f"{min(per_round):.2f}-{max(per_round):.2f}",
-                f"{to_conntrack:.2f}x",
-                "yes" if checked[index] else "NO",
-                goal,
-            ]
-        )
-        figures[f"{design.name}/{design.clients}"] = {
-            "gbit_s": gbit,
-            "ratio": ratio,
-            "ratio_to_conntrack": to_conntrack,
-        }
+        rate = C.median(speeds[index])
+        row: list[object] = [
+            design.name,
+            f"{design.clients:,}" if design.clients else "-",
+            f"{rate / 1e3:,.0f}" if args.packets else f"{rate / 1e9:.2f}",
+            f"{ratio:.2f}x",
+            f"{min(per_round):.2f}-{max(per_round):.2f}",
+            f"{to_conntrack:.2f}x",
+            "yes" if checked[index] else "NO",
+        ]
+        figure = {"rate": rate, "ratio": ratio, "ratio_to_conntrack": to_conntrack}
+        if args.packets:
+            extra = C.median(extra_ns(speeds[index], speeds[0]))
+            row.append(f"{extra:,.0f}")
+            figure["extra_ns_per_packet"] = extra
+        else:
+            row.append(("yes" if ratio >= GOAL else "no") if design.name.startswith("nft") else "-")
+        rows.append(row)
+        figures[f"{design.name}/{design.clients}"] = figure
+    what = f"UDP {SMALL_DATAGRAM}-byte datagrams" if args.packets else "TCP"
     C.report(
-        f"2. Forwarding phone -> wan, iperf3 TCP {args.seconds:g} s (median of {args.rounds} "
-        "rounds; shares = median of per-round design/baseline)",
+        f"2. Forwarding phone -> wan, iperf3 {what} {args.seconds:g} s (median of "
+        f"{args.rounds} rounds; shares = median of per-round design/baseline)",
         [
             "design",
             "clients",
-            "Gbit/s",
+            "kpackets/s" if args.packets else "Gbit/s",
             "share of no portal",
             "per-round range",
             "share of conntrack only",
             "phone's own entry matched",
-            ">= 0.95x",
+            "ns per packet over none" if args.packets else ">= 0.95x",
         ],
         rows,
     )

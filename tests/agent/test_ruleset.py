@@ -59,10 +59,9 @@ def test_the_gate_needs_no_connection_tracking() -> None:
     assert " ct " not in script
 
 
-def test_replies_reach_a_captive_phone_only_from_dns_dhcp_and_the_walled_garden() -> None:
+def test_a_captive_phone_hears_only_from_dns_dhcp_and_the_walled_garden() -> None:
     assert _chain(render_table(SPEC), "to_lan") == [
         "meta nfproto ipv6 drop",
-        "ip daddr @downloads accept",
         "udp sport { 53, 67, 68 } accept",
         "tcp sport 53 accept",
         "ip saddr @walled_garden accept",
@@ -71,10 +70,19 @@ def test_replies_reach_a_captive_phone_only_from_dns_dhcp_and_the_walled_garden(
     ]
 
 
+def test_online_phones_pass_first_and_everything_from_the_lan_else_goes_to_from_lan() -> None:
+    lan = '{ "br-lan", "wlan1" }'
+    assert _chain(render_table(SPEC), "forward")[1:] == [
+        "ether saddr . ip saddr @clients accept",  # an online phone's upload
+        f"iifname {lan} jump from_lan",  # ends every packet from the LAN
+        "ip daddr @downloads accept",  # an online phone's download, from outside the LAN only
+        f"oifname {lan} jump to_lan",
+    ]
+
+
 def test_unauthorized_https_is_reset_and_everything_else_dropped() -> None:
     lines = _chain(render_table(SPEC), "from_lan")
     assert lines[0] == "meta nfproto ipv6 jump ipv6_from_lan"
-    assert lines[1] == "ether saddr . ip saddr @clients accept"
     assert "tcp dport 443 reject with tcp reset" in lines
     assert lines[-1] == "drop"
 
