@@ -17,6 +17,7 @@ from aiohttp import web
 
 from agent.control import serve_control
 from agent.events import NO_EVENTS
+from agent.gate.fw4 import FLOW_OFFLOADING_FIX, flow_offloading_on
 from agent.gate.gate import Gate, open_grants
 from agent.gate.interception import ensure_portal_route, portal_listener
 from agent.gate.nft import open_nft
@@ -149,6 +150,12 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if await asyncio.to_thread(flow_offloading_on):
+        log.warning(
+            "fw4's flow offloading is on: open connections skip the gate, so their bytes "
+            "are not counted against quotas and they outlive their sessions. Fix: %s",
+            FLOW_OFFLOADING_FIX,
+        )
     log.info(
         "portal on %s, %d sessions, grants through %s, table through %s",
         settings.portal_url,
