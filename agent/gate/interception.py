@@ -24,11 +24,12 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from agent.errors import GateError
+from agent.gate.netlink import NLM_F_REQUEST, NLMSG_ERROR
+from agent.gate.nfnetlink import NLM_F_ACK, NLM_F_CREATE
 from agent.ruleset import PORTAL_MARK, PORTAL_ROUTE_TABLE
 
 RTM_NEWROUTE, RTM_NEWRULE = 24, 32
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
+NLM_F_REPLACE, NLM_F_EXCL = 0x100, 0x200  # with NLM_F_CREATE: replace, or refuse a double
 RTPROT_STATIC, RT_SCOPE_HOST, RTN_LOCAL, FR_ACT_TO_TBL = 4, 254, 2, 1
 RTA_OIF, RTA_TABLE = 4, 15
 FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 6, 10, 15, 16
