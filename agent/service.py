@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -90,8 +90,7 @@ class AgentService:
             now,
             self.book.limits,
         )
-        grants = [Grant(s.client, s.kernel_timeout(now)) for s in plan.sessions]
-        await self._on(self._nft, self.gate.install, grants)
+        await self._install_table(plan.sessions, now)
         await self._on(self._db, self._keep_boot_gate)
         self.book = SessionBook(self.book.limits, plan.sessions)
         await self._on(self._db, self.store.replace_all, plan.sessions)
@@ -201,12 +200,15 @@ class AgentService:
         return observed
 
     async def _put_table_back(self) -> None:
-        now = self.clock()
         sessions = self.book.all()
         log.warning("table %s was gone; putting it back with %d sessions", TABLE, len(sessions))
+        await self._install_table(sessions, self.clock())
+        self.book.counters_restarted()
+
+    async def _install_table(self, sessions: Iterable[Session], now: float) -> None:
+        """The whole table, each session let through for the time it has left."""
         grants = [Grant(s.client, s.kernel_timeout(now)) for s in sessions]
         await self._on(self._nft, self.gate.install, grants)
-        self.book.counters_restarted()
 
     async def portal_viewed(self, ip: IPv4Address) -> None:
         """The device behind `ip` was shown the portal page (unknown devices are not counted)."""

@@ -32,6 +32,6 @@ def flow_offloading_on(path: Path = FIREWALL_CONFIG) -> bool:
         try:
             if boolean(value.texts[0]):
                 return True
-        except (Invalid, IndexError):
+        except Invalid:
             continue
     return False
