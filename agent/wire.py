@@ -48,6 +48,8 @@ class Channel(enum.Enum):
     CONFIG = "down/config"  # retained, versioned
     COMMAND = "down/cmd"
     RECEIPT = "down/receipt"  # which events the cloud stored or refused; the spool forgets them
+    REQUEST = "up/request"  # a question for the cloud (a device's wallet); answered on down/reply
+    REPLY = "down/reply"
 
 
 def check_router_id(router_id: str) -> str:
@@ -110,6 +112,11 @@ class EventKind(enum.Enum):
     TERMS_ACCEPTED = "terms_accepted"
     PORTAL_VIEWED = "portal_viewed"
     EVENTS_DROPPED = "events_dropped"  # the spool was full; `count` events were lost
+    COUPON_ISSUED = "coupon_issued"  # `coupon` is the token; `replaces` a coupon moved here
+    COUPON_SEEN = "coupon_seen"  # the shopper's wallet showed it
+    COUPON_REDEEMED = "coupon_redeemed"  # staff redeemed `coupon` at this router
+    COUPON_REFUSED = "coupon_refused"  # staff checked a code that was refused for `reason`
+    WALLET_MOVED = "wallet_moved"  # `count` coupons of device_id moved to `to_device`
 
 
 class CommandAction(enum.Enum):
@@ -119,6 +126,7 @@ class CommandAction(enum.Enum):
     REVOKE_DEVICE = "revoke_device"
     RELOAD_CONFIG = "reload_config"
     SEND_STATUS = "send_status"
+    COUPONS_SPENT = "coupons_spent"  # `coupons` (ids) were redeemed elsewhere: never honour them
 
 
 class RouterState(enum.Enum):
@@ -179,6 +187,11 @@ class Event(Message):
     reason: str = ""
     terms_version: str = ""
     count: int = 0
+    coupon: str = ""  # a coupon's token text (agent.coupons.token)
+    coupon_id: str = ""
+    campaign_id: int = 0
+    replaces: str = ""  # the coupon_id a moved coupon was issued in place of
+    to_device: str = ""  # the device_id a wallet moved to
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +233,65 @@ class Status(Message):
     # connect, carries its connection's: the cloud can tell a will that a newer connection
     # has overtaken (delivered late, or to another ingest worker) from a live one.
     connected_at: float = 0.0
+    issuer_key: str = (
+        ""  # hex of the router's own coupon-issuing public key, for the cloud to certify
+    )
+
+
+class Trigger(enum.Enum):
+    """When a campaign hands out its coupon at a login."""
+
+    UNKNOWN = "unknown"
+    LOGIN = "login"  # every login, up to the limit per device
+    FIRST_VISIT = "first_visit"  # the device's first visit to the site
+    NTH_VISIT = "nth_visit"  # the device's `nth_visit`-th visit (a visit: a day with a login)
+
+
+class Reach(enum.Enum):
+    """Where a campaign's coupons are handed out."""
+
+    UNKNOWN = "unknown"
+    OWN = "own"  # at the sites of the merchant that honours them
+    PARTNERS = "partners"  # at the sites of partners who accepted (the closed loop)
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign(Message):
+    """A campaign's rules, as every router that issues or honours its coupons gets them."""
+
+    TYPE: ClassVar[str] = "campaign"
+    id: int = 0
+    merchant_id: int = 0  # the merchant that honours its coupons
+    merchant_name: str = ""
+    title_en: str = ""
+    title_zh: str = ""
+    terms_en: str = ""
+    terms_zh: str = ""
+    image: str = ""  # an https URL or a file of the portal's static folder
+    starts_at: int = 0  # Unix seconds
+    ends_at: int = 0
+    budget: int = 0  # coupons in all, fleet-wide
+    per_device: int = 1
+    trigger: Trigger = Trigger.LOGIN
+    nth_visit: int = 1
+    reach: Reach = Reach.OWN
+    issuers: tuple[int, ...] = ()  # the merchants whose sites hand it out
+    coupon_days: int = 0  # how long each coupon is valid; 0: until the campaign ends
+    allotted: int = 0  # the coupons this router may issue in all (its slices so far)
+
+
+@dataclass(frozen=True, slots=True)
+class CouponPlan(Message):
+    """What a router needs for coupons: who it is, the root key, its certificate, the rules."""
+
+    TYPE: ClassVar[str] = "coupon_plan"
+    alliance_id: int = 0
+    merchant_id: int = 0  # the merchant of the router's site
+    site_id: int = 0
+    root_key: str = ""  # hex of the alliance's root public key
+    issuer_certificate: str = ""  # the router's issuer key, certified by the root (base32)
+    campaigns: tuple[Campaign, ...] = ()
+    staff_pin: str = ""  # the staff page's PIN as agent.coupons.pin hashes it; never the PIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +307,7 @@ class RouterConfig(Message):
     terms_version: str | None = None
     walled_garden_domains: tuple[str, ...] | None = None
     walled_garden_addresses: tuple[str, ...] | None = None
+    coupons: CouponPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +319,28 @@ class Command(Message):
     action: CommandAction = CommandAction.UNKNOWN
     device_id: str = ""
     issued_at: float = 0.0
+    coupons: tuple[str, ...] = ()  # coupon ids, for COUPONS_SPENT
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRequest(Message):
+    """A router asks the cloud for every coupon a device holds in the alliance."""
+
+    TYPE: ClassVar[str] = "wallet_request"
+    router_id: str = ""
+    id: str = ""
+    device_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WalletReply(Message):
+    """The cloud's answer: the device's coupons (tokens) and which of them are spent."""
+
+    TYPE: ClassVar[str] = "wallet_reply"
+    id: str = ""
+    device_id: str = ""
+    coupons: tuple[str, ...] = ()  # token texts
+    spent: tuple[str, ...] = ()  # coupon ids among them already redeemed
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +383,20 @@ class Receipt(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Event, EventBatch, Status, RouterConfig, Command, Ack, SeqRange, Receipt)
+    for cls in (
+        Event,
+        EventBatch,
+        Status,
+        RouterConfig,
+        Command,
+        Ack,
+        SeqRange,
+        Receipt,
+        Campaign,
+        CouponPlan,
+        WalletRequest,
+        WalletReply,
+    )
 }
 CHANNEL_TYPES: dict[Channel, type[Message]] = {
     Channel.EVENTS: EventBatch,
@@ -297,9 +405,13 @@ CHANNEL_TYPES: dict[Channel, type[Message]] = {
     Channel.CONFIG: RouterConfig,
     Channel.COMMAND: Command,
     Channel.RECEIPT: Receipt,
+    Channel.REQUEST: WalletRequest,
+    Channel.REPLY: WalletReply,
 }
 
 MAX_TEXT = 256  # characters of the longest text field
+MAX_TOKEN_TEXT = 512  # a coupon token's text (341 characters today), in fields named here
+_LONG_TEXT_FIELDS = frozenset({"coupon", "coupons", "terms_en", "terms_zh"})
 _MAX_INT = 2**63 - 1
 _HINTS: dict[type[Message], dict[str, Any]] = {}
 _FIELDS: dict[type[Message], tuple[Field[Any], ...]] = {}
@@ -360,10 +472,16 @@ def _value(kind: Any, raw: Any, name: str) -> Any:
     if kind is str:
         if not isinstance(raw, str):
             raise WireError(name, "must be a string")
-        if len(raw) > MAX_TEXT:
-            raise WireError(name, f"is longer than {MAX_TEXT} characters")
+        limit = MAX_TOKEN_TEXT if _base_name(name) in _LONG_TEXT_FIELDS else MAX_TEXT
+        if len(raw) > limit:
+            raise WireError(name, f"is longer than {limit} characters")
         return raw
     raise WireError(name, f"has a type the contract cannot carry: {kind!r}")
+
+
+def _base_name(name: str) -> str:
+    """The field a value belongs to: `coupons` for "coupons[3]", `coupon` for "events[0].coupon"."""
+    return name.rsplit(".", 1)[-1].split("[", 1)[0]
 
 
 def _build(cls: type[M], body: dict[str, Any], prefix: str = "") -> M:
@@ -380,7 +498,10 @@ def _build(cls: type[M], body: dict[str, Any], prefix: str = "") -> M:
 
 def _check(message: Message, prefix: str) -> None:
     """Rules beyond types."""
-    if isinstance(message, Event | EventBatch | Status | Ack | Receipt) and message.router_id:
+    if (
+        isinstance(message, Event | EventBatch | Status | Ack | Receipt | WalletRequest)
+        and message.router_id
+    ):
         try:
             check_router_id(message.router_id)
         except WireError as exc:
@@ -393,11 +514,14 @@ def _check(message: Message, prefix: str) -> None:
             )
         if len(message.boot_id) > 64:
             raise WireError(prefix + "boot_id", "is longer than 64 characters")
-        if message.device_id and not _DEVICE_ID.match(message.device_id):
-            raise WireError(
-                prefix + "device_id",
-                f"must be {DEVICE_ID_HEX} lower-case hex digits (an HMAC, never a MAC)",
-            )
+    if isinstance(message, Event | WalletRequest | WalletReply | Command):
+        for name in ("device_id", "to_device"):
+            value = getattr(message, name, "")
+            if value and not _DEVICE_ID.match(value):
+                raise WireError(
+                    prefix + name,
+                    f"must be {DEVICE_ID_HEX} lower-case hex digits (an HMAC, never a MAC)",
+                )
     if isinstance(message, SeqRange):
         if not message.boot_id or len(message.boot_id) > 64:
             raise WireError(prefix + "boot_id", "is required, at most 64 characters")

@@ -85,8 +85,13 @@ def test_a_device_id_leads_back_to_its_mac_only_on_this_router() -> None:
     assert find_device(b"another alliance", wanted, macs) is None
 
 
-def test_the_allow_list_is_exactly_three_actions() -> None:
-    assert {a.value for a in ALLOWED_ACTIONS} == {"revoke_device", "reload_config", "send_status"}
+def test_the_allow_list_is_exactly_four_actions() -> None:
+    assert {a.value for a in ALLOWED_ACTIONS} == {
+        "revoke_device",
+        "reload_config",
+        "send_status",
+        "coupons_spent",
+    }
     assert CommandAction.UNKNOWN not in ALLOWED_ACTIONS
 
 

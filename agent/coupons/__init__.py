@@ -1,0 +1,1 @@
+"""Coupons bound to a phone: signed tokens, short codes, campaign rules, offline checks."""
