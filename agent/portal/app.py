@@ -14,6 +14,7 @@ import jinja2
 from aiohttp import web
 
 from agent.clients import Client
+from agent.coupons.desk import CouponDesk
 from agent.errors import ClientUnknown, ConfigError, GateError
 from agent.portal.csrf import check_token, issue_token
 from agent.portal.i18n import (
@@ -34,6 +35,7 @@ MAX_BODY = 4096  # the accept form is a few dozen bytes
 CAPTIVE_JSON = "application/captive+json"
 NO_STORE = {"Cache-Control": "no-store, private"}
 SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
+DESK: web.AppKey[CouponDesk | None] = web.AppKey("desk")  # None: coupons are off
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -311,12 +313,16 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(
-    settings: Settings, service: AgentService, csrf_key: bytes | None = None
+    settings: Settings,
+    service: AgentService,
+    csrf_key: bytes | None = None,
+    desk: CouponDesk | None = None,
 ) -> web.Application:
-    """The portal application for one agent."""
+    """The portal application for one agent; `desk` for coupons (None: none here)."""
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     portal = Portal(settings, service, csrf_key or secrets.token_bytes(32))
     app[SERVICE] = service
+    app[DESK] = desk
     app[PORTAL] = portal
     app.router.add_get("/", home)
     app.router.add_get("/portal", show_portal)
