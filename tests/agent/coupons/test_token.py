@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 
 import pytest
@@ -16,8 +17,10 @@ from agent.coupons.token import (
     IssuerCertificate,
     TokenError,
     Verifier,
+    bytes_of,
     certify,
     sign_coupon,
+    text_of,
 )
 from tests.agent.coupons.helpers import ALLIANCE, BACKEND, DAY0, ROOT_KEY, ROOT_SEED, SPA, seed
 
@@ -78,9 +81,12 @@ def test_a_coupon_of_another_alliance_is_refused() -> None:
     ("text", "problem"),
     [
         ("", "expected 213"),
-        ("A" * 339, "not base32"),
-        ("0" * 341, "not base32"),
-        ("优惠" * 10, "characters base32 does not use"),
+        ("A" * 339, "a length base32 never has"),
+        ("W" * 341, "not base32"),
+        ("0" * 340 + "1", "does not end as base32"),
+        ("+" + TOKEN[1:], "not base32"),
+        ("_".join(TOKEN[:2]) + TOKEN[2:], "not base32"),
+        ("优惠" * 10, "not base32"),
         (TOKEN[:-8], "expected 213"),
         (TOKEN + "AAAAAAAA", "expected 213"),
     ],
@@ -117,11 +123,15 @@ def mutated(draw: st.DrawFn) -> bytes:
 def test_no_mutated_token_is_accepted(data: bytes) -> None:
     if data == RAW:
         return  # flips that cancel out
-    import base64
-
-    text = base64.b32encode(data).decode().rstrip("=")
+    text = text_of(data)
     with pytest.raises(TokenError):
         VERIFIER.coupon(text)
+
+
+@given(st.binary(max_size=300))
+def test_base32_text_reads_back_as_the_bytes_it_was_made_of(data: bytes) -> None:
+    assert bytes_of(text_of(data)) == data
+    assert text_of(data) == base64.b32hexencode(data).decode().rstrip("=")
 
 
 def test_a_fresh_nonce_makes_a_fresh_coupon_id() -> None:
