@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.clients import is_randomized
-from agent.coupons.counter import Refusal
-from agent.coupons.token import Coupon
 from agent.sessions import Ended, Session
 from agent.wire import Event, EventKind, device_id
+
+if TYPE_CHECKING:  # only an agent with the cloud link (and its coupon desk) reports these
+    from agent.coupons.counter import Refusal
+    from agent.coupons.token import Coupon
 
 
 class SessionEvents(Protocol):

@@ -8,13 +8,12 @@ import secrets
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from aiohttp import web
 
 from agent.clients import Client
-from agent.coupons.desk import CouponDesk
 from agent.errors import ClientUnknown, ConfigError, GateError
 from agent.portal.csrf import check_token, issue_token
 from agent.portal.i18n import (
@@ -28,6 +27,9 @@ from agent.portal.ratelimit import RateLimiter
 from agent.probes import classify
 from agent.service import AgentService
 from agent.settings import Settings
+
+if TYPE_CHECKING:  # the desk comes with the cloud link; a portal without it never loads it
+    from agent.coupons.desk import CouponDesk
 
 log = logging.getLogger("loopspot.portal")
 
