@@ -21,6 +21,7 @@ from agent.gate.fw4 import FLOW_OFFLOADING_FIX, flow_offloading_on
 from agent.gate.gate import Gate, open_grants
 from agent.gate.interception import ensure_portal_route, portal_listener
 from agent.gate.nft import open_nft
+from agent.keys import backend_report
 from agent.portal.app import PORTAL, build_app
 from agent.ruleset import GateSpec
 from agent.service import AgentService
@@ -135,6 +136,12 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
             service, base, applied, key, config_file=config_file, on_settings=show_settings
         )
         cloud.start(service, local)
+    key_backend, said = backend_report()  # finds cryptography without importing it
+    if key_backend == "none":
+        log.warning("%s", said)
+    else:
+        log.info("%s", said)
+    service.status_parts.append(lambda: {"key_backend": key_backend})
     control = await serve_control(service, settings.control_socket)
     tasks = [
         asyncio.create_task(

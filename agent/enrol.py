@@ -257,7 +257,8 @@ def enrol_main(argv: list[str] | None = None) -> int:
         print(f"error: cloud CA {args.ca} is missing: install the cloud's ca.crt", file=sys.stderr)
         return 2
     try:
-        identity = enrol(args.url, args.code, args.ca, args.dir, replace=args.force)
+        keys = choose_backend()
+        identity = enrol(args.url, args.code, args.ca, args.dir, replace=args.force, keys=keys)
     except KeyBackendError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -271,12 +272,13 @@ def enrol_main(argv: list[str] | None = None) -> int:
                     "router_id": identity.router_id,
                     "broker": f"{identity.broker_host}:{identity.broker_port}",
                     "credentials": str(args.dir),
+                    "key_backend": keys.name,
                 }
             )
         )
     else:
         print(
             f"enrolled as {identity.router_id}; broker {identity.broker_host}:"
-            f"{identity.broker_port}; credentials in {args.dir}"
+            f"{identity.broker_port}; credentials in {args.dir}; keys through {keys.name}"
         )
     return 0

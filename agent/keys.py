@@ -270,3 +270,16 @@ def choose_backend(preference: str | None = None) -> KeyBackend:
     if tool is None:
         raise KeyBackendError(NONE_FIX)
     return OpensslKeys(tool)
+
+
+def backend_report(preference: str | None = None) -> tuple[str, str]:
+    """(name or "none", one line for the log) about the backend enrolment and renewal use here."""
+    try:
+        name = detect_backend(preference)
+    except KeyBackendError as error:
+        return "none", f"no key backend: {error}"
+    if name == "openssl":
+        return name, f"router keys through the openssl tool ({openssl_tool()})"
+    if name:
+        return name, "router keys through cryptography"
+    return "none", f"no key backend: renewing the certificate will fail; {NONE_FIX}"
