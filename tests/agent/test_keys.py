@@ -30,6 +30,7 @@ from agent.keys import (
     openssl_tool,
 )
 from cloud.ca import CertificateAuthority, certificate_pem
+from lab.hidden import environment_without
 
 NOW = datetime.now(UTC)
 
@@ -191,3 +192,28 @@ def test_finding_the_backend_imports_no_crypto_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.split() == ["cryptography", "False"]
+
+
+def test_an_installer_with_neither_backend_is_told_to_install_openssl_util(
+    tmp_path: Path,
+) -> None:
+    environment = environment_without(["cryptography"], tmp_path / "hidden")
+    environment["PATH"] = str(tmp_path)  # no openssl tool either
+    ca = tmp_path / "cloud-ca.crt"
+    ca.write_text("the file must exist; it is not read before the backend is chosen")
+    argv = ["AAAA-BBBB-CCCC", "--url", "https://127.0.0.1:1", "--ca", str(ca)]
+    code = "import sys; from agent.enrol import enrol_main; sys.exit(enrol_main(sys.argv[1:]))"
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv, "--dir", str(tmp_path / "credentials")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "neither cryptography nor the openssl tool" in done.stderr
+    assert "opkg install openssl-util" in done.stderr
+    assert not (tmp_path / "credentials").exists()
