@@ -91,15 +91,21 @@ def agent_config(
 
 
 class RouterAgent:
-    """`loopspot-agent run` in the router namespace, with its config, socket and log."""
+    """`loopspot-agent run` in the router namespace, with its config, socket and log.
+
+    `environment` replaces os.environ for the agent and its commands (e.g. lab.hidden's).
+    """
 
     def __init__(
         self,
         lab: Lab,
         sections: Mapping[str, Mapping[str, str | list[str]]] | None = None,
+        *,
+        environment: Mapping[str, str] | None = None,
         **options: str | list[str],
     ) -> None:
         self.lab = lab
+        self.environment = environment
         self.workdir = lab.workdir / "agent"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = self.workdir / "loopspot.uci"
@@ -128,6 +134,7 @@ class RouterAgent:
                 "DEBUG",
                 stdout=log,
                 stderr=log,
+                env=self.environment,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -152,7 +159,9 @@ class RouterAgent:
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `loopspot-agent --config ... ARGS` in the router namespace."""
-        return netns.run(self.lab.router, *self._command, *args, check=False, timeout=30)
+        return netns.run(
+            self.lab.router, *self._command, *args, check=False, timeout=30, env=self.environment
+        )
 
     def ctl_json(self, *args: str) -> dict[str, Any]:
         """`ctl(... --json)`, parsed; raise LabError when the agent refused."""
