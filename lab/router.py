@@ -93,19 +93,17 @@ def agent_config(
 class RouterAgent:
     """`loopspot-agent run` in the router namespace, with its config, socket and log.
 
-    `environment` replaces os.environ for the agent and its commands (e.g. lab.hidden's).
+    Set `environment` to replace os.environ for the agent and its commands (lab.hidden's).
     """
 
     def __init__(
         self,
         lab: Lab,
         sections: Mapping[str, Mapping[str, str | list[str]]] | None = None,
-        *,
-        environment: Mapping[str, str] | None = None,
         **options: str | list[str],
     ) -> None:
         self.lab = lab
-        self.environment = environment
+        self.environment: Mapping[str, str] | None = None
         self.workdir = lab.workdir / "agent"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = self.workdir / "loopspot.uci"

@@ -52,7 +52,8 @@ def linked_agent(
         "status_interval": "30",
         "spool_flush_interval": "10",
     } | cloud_options
-    agent = RouterAgent(lab, sections={"cloud": options}, environment=environment)
+    agent = RouterAgent(lab, sections={"cloud": options})
+    agent.environment = environment
     shutil.copy(cloud.ca_file, agent.workdir / "cloud-ca.crt")
     return agent
 
