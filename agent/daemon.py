@@ -21,7 +21,7 @@ from agent.gate.fw4 import FLOW_OFFLOADING_FIX, flow_offloading_on
 from agent.gate.gate import Gate, open_grants
 from agent.gate.interception import ensure_portal_route, portal_listener
 from agent.gate.nft import open_nft
-from agent.keys import backend_report
+from agent.key_backend import backend_report
 from agent.portal.app import PORTAL, build_app
 from agent.ruleset import GateSpec
 from agent.service import AgentService

@@ -8,38 +8,35 @@ certificate request, check that a CA issued a certificate):
 - the `openssl` command-line tool otherwise (OpenWrt: openssl-util; Debian: openssl).
 
 `choose_backend()` picks one: the LOOPSPOT_KEY_BACKEND environment variable
-(auto, cryptography or openssl) or the argument overrides `auto`. `detect_backend()` names
-the one `auto` would pick without importing anything heavy, for the daemon's report.
-The private key is PEM PKCS#8 bytes everywhere; it stays on the router.
+(auto, cryptography or openssl) or the argument overrides `auto`. agent.key_backend finds
+which one without importing it, for the daemon's report. The private key is PEM PKCS#8
+bytes everywhere; it stays on the router.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agent.errors import LoopspotError
+from agent.key_backend import (
+    ENVIRONMENT,
+    NONE_FIX,
+    KeyBackendError,
+    detect_backend,
+    openssl_tool,
+    preference,
+)
 
-ENVIRONMENT = "LOOPSPOT_KEY_BACKEND"
-CHOICES = ("auto", "cryptography", "openssl")
+__all__ = ["CryptographyKeys", "KeyBackend", "KeyBackendError", "OpensslKeys", "choose_backend"]
+
 VERIFY_FAILED = 2  # `openssl verify`'s exit status for a certificate that does not verify
 OPENSSL_TIMEOUT = 60.0  # seconds; a slow MIPS router makes a P-256 key in well under one
-NONE_FIX = (
-    "neither cryptography nor the openssl tool is available: opkg install openssl-util "
-    "(apk add openssl-util on OpenWrt 25.12; apt-get install openssl on Debian)"
-)
 # `openssl req` wants a config with a [req] section; ours, so no system openssl.cnf is needed.
 _REQ_CONFIG = "[req]\ndistinguished_name = dn\n[dn]\n"
-
-
-class KeyBackendError(LoopspotError):
-    """No backend can run here, or one failed; the message names the problem and the fix."""
 
 
 class KeyBackend(Protocol):
@@ -217,69 +214,25 @@ class OpensslKeys:
         return done.returncode == 0
 
 
-def cryptography_installed() -> bool:
-    """True when `cryptography` can be found, found without importing it."""
-    try:
-        return importlib.util.find_spec("cryptography") is not None
-    except (ImportError, ValueError):
-        return False
+def choose_backend(asked: str | None = None) -> KeyBackend:
+    """The backend to use: `asked`, else LOOPSPOT_KEY_BACKEND, else cryptography first.
 
-
-def openssl_tool() -> str | None:
-    """The path of the `openssl` tool on PATH, or None."""
-    return shutil.which("openssl")
-
-
-def _preference(preference: str | None) -> str:
-    chosen = (preference or os.environ.get(ENVIRONMENT, "") or "auto").strip().lower()
-    if chosen not in CHOICES:
-        raise KeyBackendError(f"{ENVIRONMENT}={chosen!r}: use one of {', '.join(CHOICES)}")
-    return chosen
-
-
-def detect_backend(preference: str | None = None) -> str:
-    """The backend's name `choose_backend` would use ("" when none), importing nothing heavy."""
-    chosen = _preference(preference)
-    if chosen in ("auto", "cryptography") and cryptography_installed():
-        return "cryptography"
-    if chosen in ("auto", "openssl") and openssl_tool() is not None:
-        return "openssl"
-    return ""
-
-
-def choose_backend(preference: str | None = None) -> KeyBackend:
-    """The backend to use: `preference`, else LOOPSPOT_KEY_BACKEND, else cryptography first."""
-    chosen = _preference(preference)
-    if chosen in ("auto", "cryptography") and cryptography_installed():
+    KeyBackendError, naming what to install, when there is none.
+    """
+    name = detect_backend(asked)
+    if name == "cryptography":
         try:
             import cryptography.hazmat.primitives.asymmetric.ec  # noqa: F401 (it loads)
-        except ImportError:
-            if chosen == "cryptography":
+        except ImportError as error:
+            tool = openssl_tool()
+            if preference(asked) == "cryptography" or tool is None:
                 raise KeyBackendError(
-                    "cryptography is installed but does not load; reinstall python3-cryptography "
-                    f"or set {ENVIRONMENT}=openssl"
+                    f"cryptography is installed but does not load ({error}): reinstall "
+                    f"python3-cryptography, or set {ENVIRONMENT}=openssl"
                 ) from None
-        else:
-            return CryptographyKeys()
-    if chosen == "cryptography":
-        raise KeyBackendError(
-            f"{ENVIRONMENT}=cryptography but cryptography is not installed: "
-            f"opkg install python3-cryptography, or set {ENVIRONMENT}=openssl"
-        )
+            return OpensslKeys(tool)
+        return CryptographyKeys()
     tool = openssl_tool()
-    if tool is None:
+    if tool is None:  # gone since detect_backend looked
         raise KeyBackendError(NONE_FIX)
     return OpensslKeys(tool)
-
-
-def backend_report(preference: str | None = None) -> tuple[str, str]:
-    """(name or "none", one line for the log) about the backend enrolment and renewal use here."""
-    try:
-        name = detect_backend(preference)
-    except KeyBackendError as error:
-        return "none", f"no key backend: {error}"
-    if name == "openssl":
-        return name, f"router keys through the openssl tool ({openssl_tool()})"
-    if name:
-        return name, "router keys through cryptography"
-    return "none", f"no key backend: renewing the certificate will fail; {NONE_FIX}"

@@ -27,7 +27,7 @@ from agent.enrol import (
     load_identity,
     new_key,
 )
-from agent.keys import ENVIRONMENT
+from agent.key_backend import ENVIRONMENT
 from cloud.ca import CertificateAuthority, certificate_pem
 from cloud.enrol import server_ssl_context
 from lab.freeport import free_port

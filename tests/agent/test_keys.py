@@ -18,17 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.certificate import read_certificate
-from agent.keys import (
-    ENVIRONMENT,
-    CryptographyKeys,
-    KeyBackend,
-    KeyBackendError,
-    OpensslKeys,
-    backend_report,
-    choose_backend,
-    detect_backend,
-    openssl_tool,
-)
+from agent.key_backend import ENVIRONMENT, backend_report, detect_backend, openssl_tool
+from agent.keys import CryptographyKeys, KeyBackend, KeyBackendError, OpensslKeys, choose_backend
 from cloud.ca import CertificateAuthority, certificate_pem
 from lab.hidden import environment_without
 
@@ -161,7 +152,7 @@ def test_an_unknown_backend_name_is_refused_with_the_choices(
 def test_with_neither_backend_the_error_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("agent.keys.cryptography_installed", lambda: False)
+    monkeypatch.setattr("agent.key_backend.cryptography_installed", lambda: False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no openssl on it
 
     with pytest.raises(KeyBackendError, match="opkg install openssl-util"):
@@ -183,15 +174,17 @@ def test_a_key_openssl_cannot_read_is_an_error_not_a_mismatch() -> None:
         openssl().public_key(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
 
 
-def test_finding_the_backend_imports_no_crypto_library() -> None:
+def test_the_daemon_finds_the_backend_without_loading_it_nor_cryptography() -> None:
     code = (
-        "import sys, agent.keys, agent.enrol, agent.renewal, agent.daemon\n"
-        "print(agent.keys.backend_report()[0], 'cryptography' in sys.modules)"
+        "import sys, agent.daemon, agent.key_backend\n"
+        "print(agent.key_backend.backend_report()[0], 'agent.keys' in sys.modules)\n"
+        "import agent.enrol, agent.renewal\n"
+        "print('cryptography' in sys.modules)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert done.stdout.split() == ["cryptography", "False"]
+    assert done.stdout.split() == ["cryptography", "False", "False"]
 
 
 def test_an_installer_with_neither_backend_is_told_to_install_openssl_util(
