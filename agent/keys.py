@@ -16,6 +16,7 @@ bytes everywhere; it stays on the router.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ VERIFY_FAILED = 2  # `openssl verify`'s exit status for a certificate that does 
 OPENSSL_TIMEOUT = 60.0  # seconds; a slow MIPS router makes a P-256 key in well under one
 # `openssl req` wants a config with a [req] section; ours, so no system openssl.cnf is needed.
 _REQ_CONFIG = "[req]\ndistinguished_name = dn\n[dn]\n"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._ -]{0,64}")  # nothing -subj reads as syntax (/ + = \)
 
 
 class KeyBackend(Protocol):
@@ -178,8 +180,11 @@ class OpensslKeys:
 
     def certificate_request(self, key_pem: bytes, common_name: str = "") -> bytes:
         """A PEM certificate request signed by `key_pem`; subject CN = `common_name`, or empty."""
-        if "/" in common_name or "\\" in common_name:
-            raise KeyBackendError(f"common name {common_name!r}: '/' and '\\' are not allowed")
+        if not _PLAIN_NAME.fullmatch(common_name):
+            raise KeyBackendError(
+                f"common_name {common_name!r}: openssl -subj takes letters, digits, '.', '_', "
+                "'-' and spaces here; use a router_id"
+            )
         with tempfile.TemporaryDirectory(prefix="loopspot-keys-") as temporary:
             folder = Path(temporary)
             key = _private_file(folder, "router.key", key_pem)

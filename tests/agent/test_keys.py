@@ -210,3 +210,9 @@ def test_an_installer_with_neither_backend_is_told_to_install_openssl_util(
     assert "neither cryptography nor the openssl tool" in done.stderr
     assert "opkg install openssl-util" in done.stderr
     assert not (tmp_path / "credentials").exists()
+
+
+@pytest.mark.parametrize("name", ["r-a/CN=r-b", "r-a+CN=r-b", "r\\a", "x" * 65])
+def test_a_common_name_openssl_would_read_as_syntax_is_refused(name: str) -> None:
+    with pytest.raises(KeyBackendError, match="common_name"):
+        openssl().certificate_request(openssl().new_key(), name)
