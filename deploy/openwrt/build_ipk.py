@@ -50,6 +50,9 @@ NOT_BUNDLED = {
     "cryptography": "only enrolment and renewal use it, never the daemon; a C and Rust "
     "library that cannot be copied as pure Python",
 }
+# Modules of bundled libraries that nothing on the router imports, left out (with what they
+# would need): aiohttp's gunicorn worker (gunicorn, uvloop) and its test helpers (pytest).
+LEFT_OUT = ("aiohttp/worker.py", "aiohttp/pytest_plugin.py", "aiohttp/test_utils.py")
 
 # (file in deploy/openwrt/files, where it is installed, mode). The feed Makefile installs
 # the same files; tests/deploy keeps the two in step.
@@ -280,8 +283,8 @@ def copy_vendor(root: Path) -> list[Bundled]:
         tops: set[str] = set()
         for file in dist.files or []:
             path = PurePosixPath(str(file))
-            if ".." in path.parts or "__pycache__" in path.parts:
-                continue  # scripts outside site-packages, and the build machine's bytecode
+            if ".." in path.parts or "__pycache__" in path.parts or str(path) in LEFT_OUT:
+                continue  # scripts outside site-packages, the build machine's bytecode
             source = Path(str(dist.locate_file(file)))
             if path.suffix == ".py":
                 _compile(source, vendor / path.with_suffix(".pyc"), f"/{VENDOR_DIR}/{path}")
@@ -491,7 +494,7 @@ def _vendor_sources(target: Path) -> int:
     for dist in bundled_distributions():
         for file in dist.files or []:
             path = PurePosixPath(str(file))
-            if ".." in path.parts or "__pycache__" in path.parts:
+            if ".." in path.parts or "__pycache__" in path.parts or str(path) in LEFT_OUT:
                 continue
             if path.suffix == ".py" or path.name == "METADATA" or _is_license(path):
                 (target / path).parent.mkdir(parents=True, exist_ok=True)
