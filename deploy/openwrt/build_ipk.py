@@ -148,7 +148,7 @@ def marker_holds(marker: str, python: str) -> bool:
         "os_name": "posix",
         "extra": "",
     }
-    tokens = _TOKEN.findall(marker)
+    tokens: list[str] = _TOKEN.findall(marker)
     if "".join(tokens).replace(" ", "") != marker.replace(" ", ""):
         raise BuildError(f"cannot read the environment marker {marker!r}")
     position = 0
@@ -366,6 +366,12 @@ def installed_size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def maintainer_scripts() -> dict[str, str]:
+    """postinst and prerm as OpenWrt generates them, and prerm-pkg, the feed Makefile's prerm."""
+    own_prerm = make_define("Package/loopspot-agent/prerm").replace("$$", "$")
+    return {"postinst": POSTINST, "prerm": PRERM, "prerm-pkg": own_prerm}
+
+
 def control_files(root: Path, bundled: list[Bundled]) -> dict[str, tuple[str, int]]:
     """The files of control.tar.gz: name -> (text, mode)."""
     title = make_value("TITLE", make_define("Package/loopspot-agent"))
@@ -386,9 +392,7 @@ def control_files(root: Path, bundled: list[Bundled]) -> dict[str, tuple[str, in
     return {
         "control": (control, 0o644),
         "conffiles": ("".join(f"{c}\n" for c in CONFFILES), 0o644),
-        "postinst": (POSTINST, 0o755),
-        "prerm": (PRERM, 0o755),
-        "prerm-pkg": (make_define("Package/loopspot-agent/prerm").replace("$$", "$"), 0o755),
+        **{name: (text, 0o755) for name, text in maintainer_scripts().items()},
     }
 
 

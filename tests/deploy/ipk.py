@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "openwrt" / "build_ipk.py"
 
 
-def _load() -> object:
+def _load() -> ModuleType:
     spec = importlib.util.spec_from_file_location("build_ipk", SCRIPT)
     assert spec and spec.loader, f"cannot load {SCRIPT}"
     module = importlib.util.module_from_spec(spec)

@@ -179,7 +179,8 @@ def bundled_names() -> set[str]:
 
 
 def _bundled() -> list[Any]:
-    return build_ipk.bundled_distributions()
+    found: list[Any] = build_ipk.bundled_distributions()
+    return found
 
 
 def bundled_modules() -> set[str]:
@@ -191,6 +192,8 @@ def bundled_modules() -> set[str]:
             if parts[0] != ".." and str(file).endswith(".py"):
                 tops.add(parts[0].removesuffix(".py"))
     return tops
+
+
 NO_OPENWRT_MODULE = {
     "nftables": "OpenWrt builds nftables with --disable-python: load libnftables.so.1 with "
     "ctypes, or run nft",
