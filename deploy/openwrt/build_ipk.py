@@ -301,10 +301,17 @@ def copy_vendor(root: Path) -> list[Bundled]:
 
 
 def copy_agent(root: Path) -> None:
-    """Every module of agent/, its subpackages included, as bytecode in root/LIB_DIR/agent."""
-    for source in sorted((REPO / "agent").rglob("*.py")):
+    """All of agent/, its subpackages included, in root/LIB_DIR/agent: modules as bytecode."""
+    for source in sorted((REPO / "agent").rglob("*")):
         relative = source.relative_to(REPO)
-        _compile(source, root / LIB_DIR / relative.with_suffix(".pyc"), f"/{LIB_DIR}/{relative}")
+        if source.is_dir() or "__pycache__" in relative.parts or source.suffix == ".pyc":
+            continue
+        if source.suffix == ".py":
+            target = root / LIB_DIR / relative.with_suffix(".pyc")
+            _compile(source, target, f"/{LIB_DIR}/{relative}")
+        else:  # data beside the code (py.typed, and whatever a subpackage reads)
+            (root / LIB_DIR / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, root / LIB_DIR / relative)
 
 
 def copy_files(root: Path) -> None:

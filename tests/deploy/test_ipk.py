@@ -223,3 +223,46 @@ def test_a_requirement_is_bundled_when_openwrts_pythons_need_it(
     requirement: str, needed: bool
 ) -> None:
     assert build_ipk.requirement_applies(requirement) is needed
+
+
+# What each bundled library runs on without its C extension: module -> a check of it.
+PURE_PYTHON_FALLBACKS = {
+    "aiohttp.http_parser": "HttpRequestParser.__module__ == 'aiohttp.http_parser'",
+    "multidict": "MultiDict.__module__ == 'multidict._multidict_py'",
+    "yarl._quoting": "_Quoter.__module__ == 'yarl._quoting_py'",
+    "frozenlist": "FrozenList.__module__ == 'frozenlist'",
+    "propcache.api": "under_cached_property.__module__ == 'propcache._helpers_py'",
+    "markupsafe": "_escape_inner.__module__ == 'markupsafe._native'",
+}
+
+
+def test_the_bundled_libraries_run_on_their_pure_python_code_on_the_system_python(
+    ipk: Ipk, tmp_path: Path
+) -> None:
+    # The system's Python stands for the router's: none of these libraries is installed in
+    # it, so all that imports comes from the package.
+    root = tmp_path / "root"
+    with tarfile.open(ipk.path, "r:gz") as outer:
+        data = outer.extractfile("./data.tar.gz")
+        assert data is not None
+        with tarfile.open(fileobj=data, mode="r:gz") as tree:
+            tree.extractall(root, filter="tar")
+    lib = root / "usr/lib/loopspot"
+    checks = "\n".join(
+        f"import {module}\nassert {module}.{check}, {module!r}"
+        for module, check in PURE_PYTHON_FALLBACKS.items()
+    )
+    code = (
+        f"import sys; sys.path[:0] = [{str(lib)!r}, {str(lib / 'vendor')!r}]\n"
+        "import agent.daemon, agent.link.runtime, aiomqtt, jinja2, paho.mqtt.client\n"
+        "assert paho.mqtt.__version__.startswith('2.'), paho.mqtt.__version__\n"
+        f"{checks}\n"
+        "assert not [m for m in sys.modules if m.startswith('cryptography')]\n"
+        "print(sorted({m.__file__ for m in list(sys.modules.values())"
+        " if getattr(m, '__file__', None) and m.__file__.endswith('.so')}))\n"
+    )
+    done = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", code], capture_output=True, text=True, cwd="/", timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(root) not in done.stdout, f"a C extension from the package: {done.stdout}"
