@@ -22,8 +22,8 @@ venv: deps $(STAMP)
 CODE := $(wildcard agent cloud lab bench)
 
 lint: venv
-	$(VENV)/bin/ruff check $(CODE) tests
-	$(VENV)/bin/mypy --strict $(CODE)
+	$(VENV)/bin/ruff check $(CODE) tests deploy
+	$(VENV)/bin/mypy --strict $(CODE) deploy/openwrt/build_ipk.py deploy/openwrt/bundled_libraries.py
 
 ## make test: lint, type-check and run the whole suite (lab tests need root).
 test: lint

@@ -18,20 +18,39 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.metadata as metadata
 import io
 import os
-import py_compile
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bundled_libraries.py beside it
+from bundled_libraries import (
+    LEFT_OUT,
+    NOT_BUNDLED,
+    TARGET_PYTHONS,
+    BuildError,
+    Bundled,
+    bundled_distributions,
+    compile_to,
+    distribution_name,
+    requirement_applies,
+    write_vendor,
+)
+
+__all__ = [  # what tests/deploy and bench read here
+    "LEFT_OUT",
+    "NOT_BUNDLED",
+    "TARGET_PYTHONS",
+    "bundled_distributions",
+    "distribution_name",
+    "requirement_applies",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = REPO / "deploy" / "openwrt"
@@ -42,18 +61,6 @@ PACKAGE = "loopspot-agent"
 LIB_DIR = "usr/lib/loopspot"  # the agent's own package: /usr/lib/loopspot/agent
 VENDOR_DIR = f"{LIB_DIR}/vendor"  # the bundled libraries, first on the launcher's sys.path
 TEMPLATES_DIR = "usr/share/loopspot/portal_templates"
-# The Pythons of the releases the package is for (24.10: 3.11, 25.12: 3.13): a library's
-# requirement counts when its marker holds for any of them.
-TARGET_PYTHONS = ("3.11", "3.13")
-# pyproject.toml dependencies that are not bundled, and why.
-NOT_BUNDLED = {
-    "cryptography": "only enrolment and renewal use it, never the daemon; a C and Rust "
-    "library that cannot be copied as pure Python",
-}
-# Modules of bundled libraries that nothing on the router imports, left out (with what they
-# would need): aiohttp's gunicorn worker (gunicorn, uvloop) and its test helpers (pytest).
-LEFT_OUT = ("aiohttp/worker.py", "aiohttp/pytest_plugin.py", "aiohttp/test_utils.py")
-
 # (file in deploy/openwrt/files, where it is installed, mode). The feed Makefile installs
 # the same files; tests/deploy keeps the two in step.
 INSTALLED_FILES = (
@@ -83,10 +90,6 @@ PRERM = """#!/bin/sh
 . "${IPKG_INSTROOT}/lib/functions.sh"
 default_prerm "$0" "$@"
 """
-
-
-class BuildError(Exception):
-    """The package cannot be built from this checkout; the message says what to fix."""
 
 
 # --- what goes in ------------------------------------------------------------------------
@@ -119,185 +122,7 @@ def package_depends() -> list[str]:
     return [t[1:] for t in match[1].replace("\\\n", " ").split() if t.startswith("+")]
 
 
-def agent_requirements() -> list[str]:
-    """The agent's runtime requirements from pyproject.toml."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"])
-
-
-def distribution_name(requirement: str) -> str:
-    """The normalised distribution name of a requirement: 'Paho_MQTT>=2' -> 'paho-mqtt'."""
-    name = re.split(r"[\s<>=!~;\[(]", requirement.strip(), maxsplit=1)[0]
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-_TOKEN = re.compile(r"\s*(\(|\)|'[^']*'|\"[^\"]*\"|===|==|!=|<=|>=|~=|<|>|not in|in|and|or|\w+)")
-_VERSION_VARIABLES = {"python_version", "python_full_version", "implementation_version"}
-
-
-def marker_holds(marker: str, python: str) -> bool:
-    """Does a PEP 508 environment marker hold on OpenWrt's CPython `python`, no extras?"""
-    env = {
-        "python_version": python,
-        "python_full_version": f"{python}.0",
-        "implementation_version": f"{python}.0",
-        "implementation_name": "cpython",
-        "platform_python_implementation": "CPython",
-        "sys_platform": "linux",
-        "platform_system": "Linux",
-        "os_name": "posix",
-        "extra": "",
-    }
-    tokens: list[str] = _TOKEN.findall(marker)
-    if "".join(tokens).replace(" ", "") != marker.replace(" ", ""):
-        raise BuildError(f"cannot read the environment marker {marker!r}")
-    position = 0
-
-    def take() -> str:
-        nonlocal position
-        position += 1
-        return tokens[position - 1]
-
-    def value(token: str) -> tuple[str, bool]:
-        if token[0] in "'\"":
-            return token[1:-1], False
-        if token not in env:
-            raise BuildError(f"unknown marker variable {token!r} in {marker!r}")
-        return env[token], token in _VERSION_VARIABLES
-
-    def compare() -> bool:
-        if tokens[position] == "(":
-            take()
-            result = either()
-            take()  # ")"
-            return result
-        (left, left_v), op, (right, right_v) = value(take()), take(), value(take())
-        if op in ("in", "not in"):
-            return (left in right) == (op == "in")
-        if left_v or right_v:
-            a = tuple(int(p) for p in re.findall(r"\d+", left)[:3])
-            b = tuple(int(p) for p in re.findall(r"\d+", right)[:3])
-            a, b = a[: len(b)] if op == "~=" else a, b
-        else:
-            a, b = (left,), (right,)  # type: ignore[assignment]
-        return {
-            "==": a == b,
-            "===": a == b,
-            "~=": a >= b,
-            "!=": a != b,
-            "<": a < b,
-            "<=": a <= b,
-            ">": a > b,
-            ">=": a >= b,
-        }[op]
-
-    def both() -> bool:
-        result = compare()
-        while position < len(tokens) and tokens[position] == "and":
-            take()
-            result = compare() and result
-        return result
-
-    def either() -> bool:
-        result = both()
-        while position < len(tokens) and tokens[position] == "or":
-            take()
-            result = both() or result
-        return result
-
-    return either()
-
-
-def requirement_applies(requirement: str) -> bool:
-    """True when a Requires-Dist line is needed on one of the target Pythons (no extras)."""
-    _, _, marker = requirement.partition(";")
-    marker = marker.strip()
-    return not marker or any(marker_holds(marker, python) for python in TARGET_PYTHONS)
-
-
-def bundled_distributions() -> list[metadata.Distribution]:
-    """The agent's requirements (but NOT_BUNDLED) and all they require, installed here."""
-    wanted = [distribution_name(r) for r in agent_requirements()]
-    queue = [name for name in wanted if name not in NOT_BUNDLED]
-    found: dict[str, metadata.Distribution] = {}
-    while queue:
-        name = queue.pop(0)
-        if name in found:
-            continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            raise BuildError(
-                f"{name} is not installed in {sys.prefix}: run `make venv` and build with "
-                ".venv/bin/python"
-            ) from None
-        found[name] = dist
-        for requirement in dist.requires or []:
-            if requirement_applies(requirement):
-                queue.append(distribution_name(requirement))
-    return sorted(found.values(), key=lambda d: distribution_name(d.metadata["Name"]))
-
-
 # --- the data tree -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Bundled:
-    """One bundled library: its name, version and the top-level names it installs."""
-
-    name: str
-    version: str
-    top_level: tuple[str, ...]
-
-
-def _compile(source: Path, target: Path, shown_as: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    py_compile.compile(
-        str(source),
-        cfile=str(target),
-        dfile=shown_as,
-        doraise=True,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
-
-
-def _is_license(path: PurePosixPath) -> bool:
-    in_dist_info = path.parts[0].endswith(".dist-info")
-    upper = path.name.upper()
-    return in_dist_info and (
-        "licenses" in path.parts or upper.startswith(("LICENSE", "COPYING", "NOTICE"))
-    )
-
-
-def _metadata_headers(source: Path) -> str:
-    """METADATA without its long description: name, version, license, requirements."""
-    text = source.read_text(encoding="utf-8", errors="replace")
-    return text.split("\n\n", 1)[0] + "\n"
-
-
-def copy_vendor(root: Path) -> list[Bundled]:
-    """Put every bundled library into root/VENDOR_DIR: bytecode, METADATA, licenses."""
-    vendor = root / VENDOR_DIR
-    bundled: list[Bundled] = []
-    for dist in bundled_distributions():
-        tops: set[str] = set()
-        for file in dist.files or []:
-            path = PurePosixPath(str(file))
-            if ".." in path.parts or "__pycache__" in path.parts or str(path) in LEFT_OUT:
-                continue  # scripts outside site-packages, the build machine's bytecode
-            source = Path(str(dist.locate_file(file)))
-            if path.suffix == ".py":
-                _compile(source, vendor / path.with_suffix(".pyc"), f"/{VENDOR_DIR}/{path}")
-                tops.add(path.parts[0].removesuffix(".py"))
-            elif path.name == "METADATA":
-                (vendor / path).parent.mkdir(parents=True, exist_ok=True)
-                (vendor / path).write_text(_metadata_headers(source))
-            elif _is_license(path):
-                (vendor / path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, vendor / path)
-        name = distribution_name(dist.metadata["Name"])
-        bundled.append(Bundled(name, dist.version, tuple(sorted(tops))))
-    return bundled
 
 
 def copy_agent(root: Path) -> None:
@@ -308,7 +133,7 @@ def copy_agent(root: Path) -> None:
             continue
         if source.suffix == ".py":
             target = root / LIB_DIR / relative.with_suffix(".pyc")
-            _compile(source, target, f"/{LIB_DIR}/{relative}")
+            compile_to(source, target, f"/{LIB_DIR}/{relative}")
         else:  # data beside the code (py.typed, and whatever a subpackage reads)
             (root / LIB_DIR / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, root / LIB_DIR / relative)
@@ -334,7 +159,7 @@ def data_tree(root: Path) -> list[Bundled]:
     """Lay out everything the package installs under root, as it lands on the router."""
     copy_agent(root)
     copy_files(root)
-    return copy_vendor(root)
+    return write_vendor(root / VENDOR_DIR, shown_under=f"/{VENDOR_DIR}")
 
 
 # --- the control files and the archive --------------------------------------------------
@@ -502,15 +327,8 @@ def _vendor_sources(target: Path) -> int:
     """The bundled libraries as .py sources (the SDK compiles them for its own Python)."""
     if target.exists():
         shutil.rmtree(target)
-    for dist in bundled_distributions():
-        for file in dist.files or []:
-            path = PurePosixPath(str(file))
-            if ".." in path.parts or "__pycache__" in path.parts or str(path) in LEFT_OUT:
-                continue
-            if path.suffix == ".py" or path.name == "METADATA" or _is_license(path):
-                (target / path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(Path(str(dist.locate_file(file))), target / path)
-        print(f"{distribution_name(dist.metadata['Name'])} {dist.version}")
+    for bundled in write_vendor(target, shown_under=None):
+        print(f"{bundled.name} {bundled.version}")
     return 0
 
 

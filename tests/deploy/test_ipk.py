@@ -266,3 +266,16 @@ def test_the_bundled_libraries_run_on_their_pure_python_code_on_the_system_pytho
     )
     assert done.returncode == 0, done.stderr
     assert str(root) not in done.stdout, f"a C extension from the package: {done.stdout}"
+
+
+def test_the_sdk_gets_the_same_libraries_as_sources(ipk: Ipk, tmp_path: Path) -> None:
+    # `make vendor`: what deploy/openwrt/Makefile copies under /usr/lib/loopspot/vendor.
+    target = tmp_path / "vendor"
+    command = [sys.executable, str(build_ipk.__file__), "--vendor-only", str(target)]
+    subprocess.run(command, capture_output=True, check=True, timeout=120)
+    sources = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()}
+    assert not [s for s in sources if s.endswith((".so", ".pyc"))]
+    as_installed = {s.removesuffix(".py") + ".pyc" if s.endswith(".py") else s for s in sources}
+    vendor = "/usr/lib/loopspot/vendor/"
+    in_ipk = {f.removeprefix(vendor) for f in files(ipk) if f.startswith(vendor)}
+    assert as_installed == in_ipk
