@@ -101,6 +101,7 @@ def lab_changes(workdir: Path, root: Path) -> dict[str, dict[str, str | list[str
             "control_socket": str(workdir / "loopspot.sock"),
         },
         "portal": {"templates_dir": str(root / "usr/share/loopspot/portal_templates")},
+        "presence": {"dhcp_leases": str(workdir / "dhcp.leases")},
     }
 
 
