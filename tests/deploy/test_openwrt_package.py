@@ -7,6 +7,7 @@ No root and no router: the shell scripts run under the POSIX shells on this mach
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import shutil
@@ -178,6 +179,7 @@ def bundled_names() -> set[str]:
     return {build_ipk.distribution_name(d.metadata["Name"]) for d in _bundled()}
 
 
+@functools.cache
 def _bundled() -> list[Any]:
     found: list[Any] = build_ipk.bundled_distributions()
     return found
