@@ -130,9 +130,18 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
         def show_settings(new: Settings) -> None:
             portal.settings = new  # site name and terms version, from the next page on
 
+        from agent.portal.tls import serve_portal_tls
+
         key = cloud.identity.alliance_key
+        tls = await serve_portal_tls(settings, runner, applied)
         local = AgentRouter(
-            service, base, applied, key, config_file=config_file, on_settings=show_settings
+            service,
+            base,
+            applied,
+            key,
+            config_file=config_file,
+            on_settings=show_settings,
+            portal_tls=tls,
         )
         cloud.start(service, local)
     control = await serve_control(service, settings.control_socket)

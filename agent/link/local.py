@@ -23,6 +23,7 @@ from agent.link.commands import (
     live_changes,
     settings_with,
 )
+from agent.portal.tls import NAME_FILE, PortalTls, name_file_text, portal_certificate_of
 from agent.service import AgentService
 from agent.settings import Settings
 from agent.wire import RouterConfig, WireError, decode
@@ -52,7 +53,8 @@ def load_applied(flash_dir: Path) -> RouterConfig | None:
 
 def save_applied(flash_dir: Path, config: RouterConfig) -> None:
     """Keep `config` on flash atomically (temporary file, fsync, rename)."""
-    write_atomically(flash_dir / APPLIED_FILE, config.encode())
+    # 0600: a config may carry the HTTPS portal's private key (agent.portal.tls).
+    write_atomically(flash_dir / APPLIED_FILE, config.encode(), mode=0o600)
 
 
 def with_applied(settings: Settings, applied: RouterConfig | None) -> Settings:
@@ -86,6 +88,7 @@ class AgentRouter:
         config_file: Path | None = None,
         on_settings: Callable[[Settings], None] = lambda settings: None,
         dnsmasq_sync: Path = DNSMASQ_SYNC,
+        portal_tls: PortalTls | None = None,
     ) -> None:
         self.service = service
         self.base = base  # the UCI file's settings, before the cloud's
@@ -94,6 +97,7 @@ class AgentRouter:
         self.config_file = config_file
         self.on_settings = on_settings
         self.dnsmasq_sync = dnsmasq_sync
+        self.portal_tls = portal_tls
 
     @property
     def config_version(self) -> int:
@@ -118,17 +122,27 @@ class AgentRouter:
         """Check, apply live and keep a pushed config; nothing changes if a check fails."""
         try:
             settings = settings_with(self.base, config)
+            certificate = portal_certificate_of(config)
+            if self.portal_tls is not None:
+                await self.portal_tls.check(certificate)
             await self._apply(settings)
         except (ConfigRefused, LoopspotError) as error:
             log.warning("refused cloud config %d: %s", config.version, error)
             return str(error)
+        served = ""
+        if self.portal_tls is not None:
+            try:
+                await self.portal_tls.install(certificate)
+            except (LoopspotError, OSError) as error:
+                log.error("HTTPS portal not served: %s", error)
+                served = f"applied, but the HTTPS portal is not served: {error}"
         self.applied = config
         try:
             await asyncio.to_thread(save_applied, self.base.flash_dir, config)
         except OSError as error:
             return f"applied, but not kept on flash: {error.strerror or error}"
         await self.publish_domains()
-        return ""
+        return served
 
     async def publish_domains(self) -> None:
         """Give dnsmasq the walled-garden domains in force, if they changed (OpenWrt only).
@@ -139,8 +153,10 @@ class AgentRouter:
         """
         path = self.base.flash_dir / CLOUD_DOMAINS_FILE
         text = cloud_domains_text(self.service.settings, self.applied)
+        name = name_file_text(self.portal_tls)  # the HTTPS API's name, for option 114
         try:
-            if not await asyncio.to_thread(replace_file, path, text):
+            named = await asyncio.to_thread(replace_file, path.with_name(NAME_FILE), name)
+            if not await asyncio.to_thread(replace_file, path, text) and not named:
                 return
         except OSError as error:
             log.warning("walled-garden domains not given to dnsmasq: %s", error)
