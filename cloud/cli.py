@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FIELD=JSON",
         help="e.g. session_timeout=1800 (repeatable)",
     )
+    cert = add("portal-cert", "get a router's portal certificate over ACME and push it")
+    cert.add_argument("router_id")
     command = add("command", "send a router one allow-listed command")
     command.add_argument("router_id")
     command.add_argument("do", choices=["revoke_device", "reload_config", "send_status"])
@@ -229,6 +231,31 @@ def _config_push(settings: CloudSettings, args: argparse.Namespace) -> dict[str,
     return {"router_id": args.router_id, "version": config.version}
 
 
+def _portal_cert(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
+    from cloud.fleet_push import broker_publisher, latest_config, push_config
+    from cloud.portal_cert import (
+        describe,
+        obtain_certificate,
+        portal_name,
+        txt_publisher,
+        with_certificate,
+    )
+
+    name = portal_name(args.router_id, settings.portal_domain)
+    dns = txt_publisher(settings.acme_dns)
+    engine = make_engine(settings.database_url)
+    try:
+        factory = sessions(engine)
+        previous = latest_config(factory, args.router_id)  # an unknown router stops here
+        issued = obtain_certificate(settings, name, dns)
+        config = push_config(
+            factory, broker_publisher(settings), args.router_id, with_certificate(previous, issued)
+        )
+    finally:
+        engine.dispose()
+    return {"router_id": args.router_id, "version": config.version, **describe(issued)}
+
+
 def _retire(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
     from cloud.enrol_fleet import retire_router
 
@@ -291,6 +318,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[CloudSettings, Any], dict[str,
     ("claim", "create"): _claim_create,
     ("config", "push"): _config_push,
     ("command", None): _command,
+    ("portal-cert", None): _portal_cert,
     ("retire", None): _retire,
     ("sites", None): _sites,
     ("routers", None): _routers,
