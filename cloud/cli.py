@@ -232,17 +232,12 @@ def _config_push(settings: CloudSettings, args: argparse.Namespace) -> dict[str,
 
 
 def _portal_cert(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
+    from cloud.acme_dns import txt_publisher
     from cloud.fleet_push import broker_publisher, latest_config, push_config
-    from cloud.portal_cert import (
-        describe,
-        obtain_certificate,
-        portal_name,
-        txt_publisher,
-        with_certificate,
-    )
+    from cloud.portal_cert import describe, obtain_certificate, portal_name, with_certificate
 
     name = portal_name(args.router_id, settings.portal_domain)
-    dns = txt_publisher(settings.acme_dns)
+    dns = txt_publisher(settings.acme_dns, settings.acme_dns_tsig_file)
     engine = make_engine(settings.database_url)
     try:
         factory = sessions(engine)

@@ -3,19 +3,17 @@
 Each router's portal is named `<router_id>.<portal_domain>`. The cloud proves it holds the
 operator's domain by publishing the challenge's TXT record through a TxtPublisher, gets
 the certificate, and pushes it with its key in the router's config (cloud.cli portal-cert).
-The ACME protocol itself (JWS, nonces, polling) is certbot's `acme` library.
+The ACME protocol itself (JWS, nonces, polling) is certbot's `acme` library; the DNS
+providers are in cloud.acme_dns.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -23,18 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agent.portal.tls import is_portal_name
 from agent.wire import check_router_id
-from cloud.errors import CloudConfigError, CloudError
+from cloud.acme_dns import PortalCertError, TxtPublisher
+from cloud.errors import CloudConfigError
 from cloud.settings import CloudSettings
 
 ACCOUNT_KEY = Path("acme") / "account.key"  # under data_dir: the cloud's one ACME account
 CHALLENGE_LABEL = "_acme-challenge"
 ORDER_TIMEOUT = timedelta(seconds=90)
-CHALLTESTSRV = "challtestsrv+"  # acme_dns = challtestsrv+http://HOST:PORT (pebble's DNS)
 CERTIFICATE_FIELDS = ("portal_name", "portal_certificate", "portal_key")
-
-
-class PortalCertError(CloudError):
-    """The CA or the DNS provider refused or failed; nothing was pushed. Names the step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,51 +66,6 @@ def with_certificate(previous: dict[str, Any], issued: IssuedCertificate) -> dic
     """The router's last config with the certificate in place: its other settings stay."""
     kept = {k: v for k, v in previous.items() if k not in CERTIFICATE_FIELDS}
     return kept | issued.config_fields()
-
-
-class TxtPublisher(Protocol):
-    """A DNS provider seam: publish and withdraw one TXT record (the challenge)."""
-
-    def publish(self, fqdn: str, value: str) -> None:
-        """Make `fqdn` answer TXT `value`; PortalCertError if the provider refused."""
-
-    def withdraw(self, fqdn: str) -> None:
-        """Remove the TXT record of `fqdn` again."""
-
-
-class ChallTestSrv:
-    """pebble-challtestsrv's management API: a DNS server whose records are set over HTTP."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-
-    def _post(self, path: str, body: dict[str, str]) -> None:
-        request = urllib.request.Request(
-            self.url + path, data=json.dumps(body).encode(), method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                answer.read()
-        except (urllib.error.URLError, OSError) as error:
-            raise PortalCertError(f"DNS provider {self.url}{path}: {error}") from None
-
-    def publish(self, fqdn: str, value: str) -> None:
-        """Set the TXT record."""
-        self._post("/set-txt", {"host": fqdn, "value": value})
-
-    def withdraw(self, fqdn: str) -> None:
-        """Clear the TXT record."""
-        self._post("/clear-txt", {"host": fqdn})
-
-
-def txt_publisher(spec: str) -> TxtPublisher:
-    """The DNS provider `acme_dns` names; CloudConfigError with the fix otherwise."""
-    if spec.startswith(CHALLTESTSRV) and spec[len(CHALLTESTSRV) :].startswith("http"):
-        return ChallTestSrv(spec[len(CHALLTESTSRV) :])
-    raise CloudConfigError(
-        f"acme_dns: {spec!r} names no DNS provider; "
-        f"set LOOPSPOT_ACME_DNS to {CHALLTESTSRV}http://HOST:PORT (pebble-challtestsrv)"
-    )
 
 
 def _account_key(data_dir: Path) -> rsa.RSAPrivateKey:

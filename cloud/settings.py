@@ -38,7 +38,8 @@ class CloudSettings:
     acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
     acme_ca_file: str = ""  # the CA bundle to trust the ACME server's HTTPS by; "" = system's
     acme_email: str = ""  # the account's contact, optional
-    acme_dns: str = ""
+    acme_dns: str = ""  # rfc2136://SERVER/ZONE, or challtestsrv+http://HOST:PORT (lab)
+    acme_dns_tsig_file: str = ""  # the TSIG key for rfc2136 (BIND key block, tsig-keygen)
 
 
 _ENV_PREFIX = "LOOPSPOT_"

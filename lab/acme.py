@@ -29,8 +29,9 @@ LOOPBACK = "127.0.0.1"
 class PebbleStack:
     """pebble and its DNS, started in `workdir`; `close()` stops both."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, dns_server: str = "") -> None:
         self.workdir = workdir
+        self.dns_server = dns_server  # host:port pebble asks instead of challtestsrv (BIND)
         self.acme_port, self.management_port = free_port(), free_port()
         self.dns_port, self.dns_api_port = free_port(), free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -92,6 +93,15 @@ class PebbleStack:
             )
         )
         env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+        if not self.dns_server:
+            self._start_challtestsrv(env)
+        dns = self.dns_server or f"{LOOPBACK}:{self.dns_port}"
+        self._spawn("pebble", [PEBBLE, "-config", str(config), "-dnsserver", dns], env)
+        if not wait_for_port(LOOPBACK, self.management_port, WAIT):
+            raise ServiceError(f"pebble did not start:\n{self.log('pebble')}")
+        return self
+
+    def _start_challtestsrv(self, env: dict[str, str]) -> None:
         self._spawn(
             "challtestsrv",
             [
@@ -111,11 +121,6 @@ class PebbleStack:
         )
         if not wait_for_port(LOOPBACK, self.dns_api_port, WAIT):
             raise ServiceError(f"pebble-challtestsrv did not start:\n{self.log('challtestsrv')}")
-        dns = f"{LOOPBACK}:{self.dns_port}"
-        self._spawn("pebble", [PEBBLE, "-config", str(config), "-dnsserver", dns], env)
-        if not wait_for_port(LOOPBACK, self.management_port, WAIT):
-            raise ServiceError(f"pebble did not start:\n{self.log('pebble')}")
-        return self
 
     def root_pem(self) -> str:
         """The root pebble issues from in this run (its management interface's /roots/0)."""

@@ -7,19 +7,12 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine
 
+from cloud.acme_dns import ChallTestSrv, PortalCertError, txt_publisher
 from cloud.cli import main
 from cloud.db import sessions
 from cloud.errors import CloudConfigError
 from cloud.fleet_push import PushError, latest_config, push_config
-from cloud.portal_cert import (
-    ChallTestSrv,
-    IssuedCertificate,
-    PortalCertError,
-    challenge_name,
-    portal_name,
-    txt_publisher,
-    with_certificate,
-)
+from cloud.portal_cert import IssuedCertificate, challenge_name, portal_name, with_certificate
 from lab.freeport import free_port
 from tests.cloud.conftest import Enrol
 
