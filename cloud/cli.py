@@ -219,13 +219,17 @@ def _changes(items: list[str]) -> dict[str, Any]:
 
 
 def _config_push(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
-    from cloud.fleet_push import broker_publisher, push_config
+    from cloud.fleet_push import broker_publisher, latest_config, push_config
+    from cloud.portal_cert import CERTIFICATE_FIELDS
 
     engine = make_engine(settings.database_url)
     try:
-        config = push_config(
-            sessions(engine), broker_publisher(settings), args.router_id, _changes(args.changes)
-        )
+        factory = sessions(engine)
+        changes = _changes(args.changes)
+        # The portal's certificate is portal-cert's to change: a settings push keeps it.
+        previous = latest_config(factory, args.router_id)
+        kept = {k: previous[k] for k in CERTIFICATE_FIELDS if k in previous and k not in changes}
+        config = push_config(factory, broker_publisher(settings), args.router_id, kept | changes)
     finally:
         engine.dispose()
     return {"router_id": args.router_id, "version": config.version}

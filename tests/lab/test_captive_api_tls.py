@@ -120,11 +120,14 @@ def test_a_renewed_certificate_is_served_without_restarting_the_agent(
     root = lab.workdir / "pebble-root.pem"
     root.write_text(pebble.root_pem())
     name = f"{router_id}.{DOMAIN}"
-    cloud.cli("config", "push", router_id, "--set", "site_name=Corner Shop")
     first = cloud.cli("portal-cert", router_id)
     assert wait_until(lambda: acked(cloud, router_id, first["version"]), 10), agent.logs()
     old = served_fingerprint(phone, name, root)
     pid = agent.process.pid if agent.process else None
+
+    later = cloud.cli("config", "push", router_id, "--set", "session_timeout=1800")
+    assert wait_until(lambda: acked(cloud, router_id, later["version"]), 10), agent.logs()
+    assert served_fingerprint(phone, name, root) == old, "a settings push keeps the certificate"
 
     second = cloud.cli("portal-cert", router_id)
     assert wait_until(lambda: acked(cloud, router_id, second["version"]), 10), agent.logs()
@@ -133,4 +136,4 @@ def test_a_renewed_certificate_is_served_without_restarting_the_agent(
     assert agent.process.poll() is None
     with Session(cloud.engine) as session:
         body = json.loads(session.get(RouterConfig, (router_id, second["version"])).body)
-    assert body["site_name"] == "Corner Shop", "a renewal keeps the router's other settings"
+    assert body["session_timeout"] == 1800, "a renewal keeps the router's other settings"
