@@ -143,6 +143,7 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
             on_settings=show_settings,
             portal_tls=tls,
         )
+        await local.publish_domains()  # option 114 is https only if the certificate is served
         cloud.start(service, local)
     control = await serve_control(service, settings.control_socket)
     tasks = [

@@ -111,7 +111,7 @@ def test_a_phone_reads_its_time_left_from_the_https_captive_api_it_trusts(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_renewed_certificate_is_served_without_restarting_the_agent(
+def test_a_renewed_certificate_is_served_without_a_restart_and_after_one(
     lab: Lab, cloud: CloudStack, enrolled: tuple[RouterAgent, str], pebble: PebbleStack
 ) -> None:
     agent, router_id = enrolled
@@ -134,6 +134,12 @@ def test_a_renewed_certificate_is_served_without_restarting_the_agent(
     assert wait_until(lambda: served_fingerprint(phone, name, root) != old, 5)
     assert agent.process is not None and agent.process.pid == pid
     assert agent.process.poll() is None
+    renewed = served_fingerprint(phone, name, root)
     with Session(cloud.engine) as session:
         body = json.loads(session.get(RouterConfig, (router_id, second["version"])).body)
     assert body["session_timeout"] == 1800, "a renewal keeps the router's other settings"
+
+    agent.stop()  # a reboot: the certificate comes back from flash, before the broker answers
+    cloud.stop_broker()
+    agent.start()
+    assert served_fingerprint(phone, name, root) == renewed

@@ -177,3 +177,34 @@ def test_the_applied_config_is_readable_by_root_alone_as_it_may_hold_a_key(
 ) -> None:
     save_applied(tmp_path, RouterConfig(version=1))
     assert (tmp_path / APPLIED_FILE).stat().st_mode & 0o077 == 0
+
+
+async def test_a_portal_name_left_from_before_goes_when_no_certificate_is_served(
+    tmp_path: Path,
+) -> None:
+    from aiohttp import web
+
+    from agent.link.local import AgentRouter
+    from agent.portal.tls import NAME_FILE, PortalTls
+    from agent.service import AgentService
+    from agent.store import SessionStore
+    from tests.agent.test_events import fake_gate
+
+    settings = Settings(state_dir=tmp_path / "tmpfs", flash_dir=tmp_path / "flash")
+    service = AgentService(
+        settings,
+        fake_gate(settings),
+        SessionStore(settings.state_dir, settings.flash_dir),
+        flush_conntrack=False,
+    )
+    settings.flash_dir.mkdir(parents=True, exist_ok=True)
+    (settings.flash_dir / NAME_FILE).write_text("r1.portal.example.com\n")  # port taken at start
+    runs = tmp_path / "dnsmasq-sync.runs"
+    sync = tmp_path / "dnsmasq-sync"
+    sync.write_text(f"#!/bin/sh\necho run >> {runs}\n")
+    sync.chmod(0o755)
+    tls = PortalTls(settings, web.AppRunner(web.Application()))
+    router = AgentRouter(service, settings, None, b"k" * 16, dnsmasq_sync=sync, portal_tls=tls)
+    await router.publish_domains()
+    assert not (settings.flash_dir / NAME_FILE).exists()
+    assert runs.read_text() == "run\n", "dnsmasq-sync puts option 114 back on http"

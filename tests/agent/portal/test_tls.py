@@ -16,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.errors import ConfigError
 from agent.portal.tls import (
@@ -206,3 +208,20 @@ async def test_the_portal_serves_https_and_takes_a_renewal_without_a_restart(
             await asyncio.to_thread(served, port, ca[1])
     finally:
         await runner.cleanup()
+
+
+@given(
+    name=st.one_of(st.none(), st.text(max_size=80)),
+    chain=st.one_of(st.none(), st.text(max_size=200)),
+    key=st.one_of(st.none(), st.text(max_size=200)),
+)
+def test_any_pushed_certificate_fields_are_taken_or_refused_naming_one(
+    name: str | None, chain: str | None, key: str | None
+) -> None:
+    config = RouterConfig(version=2, portal_name=name, portal_certificate=chain, portal_key=key)
+    try:
+        taken = portal_certificate_of(config)
+    except ConfigError as refused:
+        assert refused.option in ("portal_name", "portal_certificate", "portal_key")
+        return
+    assert taken is None or is_portal_name(taken.name)
