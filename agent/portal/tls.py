@@ -113,6 +113,7 @@ class PortalTls:
         self.context: ssl.SSLContext | None = None
         self.site: web.TCPSite | None = None
         self.name: str | None = None
+        self._staged: PortalCertificate | None = None  # checked, waiting in the new- files
 
     def _paths(self, stage: str) -> tuple[Path, Path]:
         return self.directory / f"{stage}chain.pem", self.directory / f"{stage}key.pem"
@@ -125,11 +126,13 @@ class PortalTls:
         try:
             _server_context().load_cert_chain(chain, key)
         except ssl.SSLError as error:
+            self._staged = None
             raise ConfigError(
                 f"OpenSSL refused the certificate with its key: {error.reason or error}.",
                 option="portal_certificate",
                 fix="push a chain and the key it was issued for (`loopspot-cloud portal-cert`).",
             ) from None
+        self._staged = certificate
 
     async def check(self, certificate: PortalCertificate | None) -> None:
         """ConfigError unless OpenSSL takes the chain with the key; nothing served changes."""
@@ -144,7 +147,9 @@ class PortalTls:
                 log.info("HTTPS portal stopped: the cloud withdrew its certificate")
             self.site = self.context = self.name = None
             return
-        await self.check(certificate)
+        if self._staged != certificate:
+            await self.check(certificate)
+        self._staged = None
         staged, current = self._paths("new-"), self._paths("")
         for new, old in zip(staged, current, strict=True):
             os.replace(new, old)

@@ -98,6 +98,15 @@ def test_a_phone_reads_its_time_left_from_the_https_captive_api_it_trusts(
     before = captive_api(phone, name, root)
     assert before["captive"] is True
     assert before["user-portal-url"] == f"https://{name}:{HTTPS_PORT}/portal"
+    page = netns.run(
+        phone.ns,
+        *("curl", "-sS", "--fail", "--max-time", "5", "--cacert", str(root), "--resolve"),
+        f"{name}:{HTTPS_PORT}:{A.ROUTER_LAN_IP}",
+        str(before["user-portal-url"]),
+        check=False,
+        timeout=15,
+    )
+    assert page.returncode == 0 and 'name="csrf"' in page.stdout, page.stderr  # the terms page
     with pytest.raises(ServiceError, match="certificate"):
         captive_api(phone, name, root, trust=False)  # not the system's trust: pebble's only
     # What dnsmasq-sync reads to advertise https://NAME:PORT/api/captive as option 114.
