@@ -122,6 +122,7 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
     site = web.SockSite(runner, listener, backlog=1024)
     await site.start()  # bind first: a portal that cannot listen must not hold phones captive
     await service.start()
+    background: list[asyncio.Task[None]] = []
     if cloud is not None:
         from agent.link.local import AgentRouter
 
@@ -130,10 +131,9 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
         def show_settings(new: Settings) -> None:
             portal.settings = new  # site name and terms version, from the next page on
 
-        from agent.portal.tls import serve_portal_tls
+        from agent.portal.tls import PortalTls
 
         key = cloud.identity.alliance_key
-        tls = await serve_portal_tls(settings, runner, applied)
         local = AgentRouter(
             service,
             base,
@@ -141,12 +141,14 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
             key,
             config_file=config_file,
             on_settings=show_settings,
-            portal_tls=tls,
+            portal_tls=PortalTls(settings, runner),
         )
-        await local.publish_domains()  # option 114 is https only if the certificate is served
         cloud.start(service, local)
+        certified = local.keep_portal_certified()
+        background.append(asyncio.create_task(certified, name="portal-certificate"))
     control = await serve_control(service, settings.control_socket)
     tasks = [
+        *background,
         asyncio.create_task(
             _repeat("counter poll", settings.counter_poll_interval, service.poll),
             name="counter-poll",

@@ -235,11 +235,9 @@ class RouterConfig(Message):
     terms_version: str | None = None
     walled_garden_domains: tuple[str, ...] | None = None
     walled_garden_addresses: tuple[str, ...] | None = None
-    # The trusted captive API (agent.portal.tls): the portal's name under the operator's
-    # domain, its certificate chain and private key (PEM), all three or none.
+    # The trusted captive API: the portal's name under the operator's domain. The router
+    # gets its certificate itself, for a key that never leaves it (agent.portal.certify).
     portal_name: str | None = None
-    portal_certificate: str | None = None
-    portal_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,11 +303,6 @@ CHANNEL_TYPES: dict[Channel, type[Message]] = {
 }
 
 MAX_TEXT = 256  # characters of the longest text field
-# The only longer text fields, by message: PEM does not fit in MAX_TEXT. A chain of a leaf
-# and two intermediates is about 5,000 characters; an EC or RSA-4096 key at most 3,300.
-LONG_TEXT: dict[type[Message], dict[str, int]] = {
-    RouterConfig: {"portal_certificate": 16 * 1024, "portal_key": 4 * 1024},
-}
 _MAX_INT = 2**63 - 1
 _HINTS: dict[type[Message], dict[str, Any]] = {}
 _FIELDS: dict[type[Message], tuple[Field[Any], ...]] = {}
@@ -329,12 +322,12 @@ def _fields(cls: type[Message]) -> tuple[Field[Any], ...]:
     return found
 
 
-def _value(kind: Any, raw: Any, name: str, longest: int = MAX_TEXT) -> Any:
+def _value(kind: Any, raw: Any, name: str) -> Any:
     """Convert one JSON value to the field's type, or raise WireError naming the field."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
-        return None if raw is None else _value(options[0], raw, name, longest)
+        return None if raw is None else _value(options[0], raw, name)
     if origin is tuple:
         item_kind = typing.get_args(kind)[0]
         if not isinstance(raw, list):
@@ -370,17 +363,16 @@ def _value(kind: Any, raw: Any, name: str, longest: int = MAX_TEXT) -> Any:
     if kind is str:
         if not isinstance(raw, str):
             raise WireError(name, "must be a string")
-        if len(raw) > longest:
-            raise WireError(name, f"is longer than {longest} characters")
+        if len(raw) > MAX_TEXT:
+            raise WireError(name, f"is longer than {MAX_TEXT} characters")
         return raw
     raise WireError(name, f"has a type the contract cannot carry: {kind!r}")
 
 
 def _build(cls: type[M], body: dict[str, Any], prefix: str = "") -> M:
     hints = _hints(cls)
-    longer = LONG_TEXT.get(cls, {})
     values = {
-        f.name: _value(hints[f.name], body[f.name], prefix + f.name, longer.get(f.name, MAX_TEXT))
+        f.name: _value(hints[f.name], body[f.name], prefix + f.name)
         for f in _fields(cls)
         if f.name in body
     }

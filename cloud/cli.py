@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FIELD=JSON",
         help="e.g. session_timeout=1800 (repeatable)",
     )
-    cert = add("portal-cert", "get a router's portal certificate over ACME and push it")
+    cert = add("portal-cert", "name a router's HTTPS portal; it gets its certificate over ACME")
     cert.add_argument("router_id")
     command = add("command", "send a router one allow-listed command")
     command.add_argument("router_id")
@@ -220,15 +220,15 @@ def _changes(items: list[str]) -> dict[str, Any]:
 
 def _config_push(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
     from cloud.fleet_push import broker_publisher, latest_config, push_config
-    from cloud.portal_cert import CERTIFICATE_FIELDS
+    from cloud.portal_cert import PORTAL_FIELDS
 
     engine = make_engine(settings.database_url)
     try:
         factory = sessions(engine)
         changes = _changes(args.changes)
-        # The portal's certificate is portal-cert's to change: a settings push keeps it.
+        # The portal's name is portal-cert's to change: a settings push keeps it.
         previous = latest_config(factory, args.router_id)
-        kept = {k: previous[k] for k in CERTIFICATE_FIELDS if k in previous and k not in changes}
+        kept = {k: previous[k] for k in PORTAL_FIELDS if k in previous and k not in changes}
         config = push_config(factory, broker_publisher(settings), args.router_id, kept | changes)
     finally:
         engine.dispose()
@@ -238,21 +238,20 @@ def _config_push(settings: CloudSettings, args: argparse.Namespace) -> dict[str,
 def _portal_cert(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
     from cloud.acme_dns import txt_publisher
     from cloud.fleet_push import broker_publisher, latest_config, push_config
-    from cloud.portal_cert import describe, obtain_certificate, portal_name, with_certificate
+    from cloud.portal_cert import portal_name, with_portal_name
 
     name = portal_name(args.router_id, settings.portal_domain)
-    dns = txt_publisher(settings.acme_dns, settings.acme_dns_tsig_file)
+    txt_publisher(settings.acme_dns, settings.acme_dns_tsig_file)  # serve-enrol needs it too
     engine = make_engine(settings.database_url)
     try:
         factory = sessions(engine)
         previous = latest_config(factory, args.router_id)  # an unknown router stops here
-        issued = obtain_certificate(settings, name, dns)
-        config = push_config(
-            factory, broker_publisher(settings), args.router_id, with_certificate(previous, issued)
-        )
+        changes = with_portal_name(previous, name)
+        config = push_config(factory, broker_publisher(settings), args.router_id, changes)
     finally:
         engine.dispose()
-    return {"router_id": args.router_id, "version": config.version, **describe(issued)}
+    # The router makes its key and asks serve-enrol for the certificate (agent.portal.certify).
+    return {"router_id": args.router_id, "version": config.version, "portal_name": name}
 
 
 def _retire(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:

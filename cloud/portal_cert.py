@@ -1,48 +1,59 @@
 """Certificates for routers' portal names, from an ACME CA (RFC 8555) over DNS-01.
 
-Each router's portal is named `<router_id>.<portal_domain>`. The cloud proves it holds the
-operator's domain by publishing the challenge's TXT record through a TxtPublisher, gets
-the certificate, and pushes it with its key in the router's config (cloud.cli portal-cert).
-The ACME protocol itself (JWS, nonces, polling) is certbot's `acme` library; the DNS
-providers are in cloud.acme_dns.
+Each router's portal is named `<router_id>.<portal_domain>`; `loopspot-cloud portal-cert`
+pushes that name in the router's config. The router makes a key (it never leaves the
+router) and sends a certificate request for the name to the enrolment server, over mutual
+TLS with its own certificate (agent.portal.certify). Here the request is checked: that
+router, its current certificate, its own name and nothing else. Then the order is placed
+with the router's request: the cloud proves it holds the operator's domain by publishing
+the challenge's TXT record (cloud.acme_dns), and answers the chain. The ACME protocol itself
+(JWS, nonces, polling) is certbot's `acme` library.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy.orm import Session
 
 from agent.portal.tls import is_portal_name
 from agent.wire import check_router_id
 from cloud.acme_dns import PortalCertError, TxtPublisher
-from cloud.errors import CloudConfigError
+from cloud.enrol_renew import Presented, RenewalRefused
+from cloud.errors import CloudConfigError, CloudError
+from cloud.models import Router
 from cloud.settings import CloudSettings
 
 ACCOUNT_KEY = Path("acme") / "account.key"  # under data_dir: the cloud's one ACME account
 CHALLENGE_LABEL = "_acme-challenge"
 ORDER_TIMEOUT = timedelta(seconds=90)
-CERTIFICATE_FIELDS = ("portal_name", "portal_certificate", "portal_key")
+PORTAL_FIELDS = ("portal_name",)  # what portal-cert sets in a config; config push keeps it
+ACCEPTED_CURVES = (ec.SECP256R1, ec.SECP384R1)
+MIN_RSA_BITS = 2048
+
+
+class PortalRequestRefused(CloudError):
+    """A router's certificate request the cloud will not order; names what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)
 class IssuedCertificate:
-    """A certificate for one portal name: chain (leaf first) and key in PEM, and its end."""
+    """A certificate for one portal name: the chain (leaf first) in PEM, and its end."""
 
     name: str
     chain: str
-    key: str
     not_after: datetime
 
-    def config_fields(self) -> dict[str, str]:
-        """The RouterConfig fields that carry it."""
-        return {"portal_name": self.name, "portal_certificate": self.chain, "portal_key": self.key}
+    def to_json(self) -> dict[str, str]:
+        """The JSON object the enrolment server answers the router with."""
+        return {"certificate": self.chain, "not_after": self.not_after.isoformat()}
 
 
 def portal_name(router_id: str, domain: str) -> str:
@@ -62,10 +73,55 @@ def challenge_name(name: str) -> str:
     return f"{CHALLENGE_LABEL}.{name}."
 
 
-def with_certificate(previous: dict[str, Any], issued: IssuedCertificate) -> dict[str, Any]:
-    """The router's last config with the certificate in place: its other settings stay."""
-    kept = {k: v for k, v in previous.items() if k not in CERTIFICATE_FIELDS}
-    return kept | issued.config_fields()
+def with_portal_name(previous: dict[str, Any], name: str) -> dict[str, Any]:
+    """The router's last config with its portal name: its other settings stay."""
+    return previous | {"portal_name": name}
+
+
+def check_request(csr_pem: str, name: str) -> bytes:
+    """The request as PEM if it asks for `name` alone, signed by a fitting key."""
+    try:
+        request = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        raise PortalRequestRefused("csr: not a PEM certificate request") from None
+    if not request.is_signature_valid:
+        raise PortalRequestRefused("csr: its signature does not verify")
+    key = request.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ACCEPTED_CURVES):
+            raise PortalRequestRefused(f"csr: curve {key.curve.name}; use P-256 or P-384")
+    elif not (isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS):
+        raise PortalRequestRefused("csr: the key must be EC P-256 or P-384, or RSA-2048 or more")
+    try:
+        names = request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise PortalRequestRefused(f"csr: names nothing; it must name {name}") from None
+    asked = [str(n.value) for n in names]
+    if names.get_values_for_type(x509.DNSName) != [name] or len(asked) != 1:
+        raise PortalRequestRefused(f"csr: names {asked!r}; this router may name {name} only")
+    return request.public_bytes(serialization.Encoding.PEM)
+
+
+def certify_router(
+    session: Session,
+    settings: CloudSettings,
+    presented: Presented,
+    csr_pem: str,
+    dns: TxtPublisher,
+) -> IssuedCertificate:
+    """A certificate for the presenting router's own portal name, for its request.
+
+    RenewalRefused when the presented certificate is not the router's current one,
+    PortalRequestRefused for a request of another name, PortalCertError if the CA or DNS fails.
+    """
+    router = session.get(Router, presented.router_id)
+    if router is None:
+        raise RenewalRefused("unknown", f"no router {presented.router_id!r}")
+    if router.cert_fingerprint != presented.fingerprint:
+        raise RenewalRefused("replaced", f"router {router.id} presented a replaced certificate")
+    session.rollback()  # the order takes seconds: hold no transaction open meanwhile
+    name = portal_name(router.id, settings.portal_domain)
+    return obtain_certificate(settings, check_request(csr_pem, name), name, dns)
 
 
 def _account_key(data_dir: Path) -> rsa.RSAPrivateKey:
@@ -85,17 +141,12 @@ def _account_key(data_dir: Path) -> rsa.RSAPrivateKey:
     return key
 
 
-def _portal_key() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())  # small and quick in a router's handshakes
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def obtain_certificate(settings: CloudSettings, name: str, dns: TxtPublisher) -> IssuedCertificate:
-    """A new key and a certificate for `name` from settings.acme_directory, over DNS-01."""
+def obtain_certificate(
+    settings: CloudSettings, csr_pem: bytes, name: str, dns: TxtPublisher
+) -> IssuedCertificate:
+    """A certificate for `name` and the key of `csr_pem`, from settings.acme_directory."""
     import requests
-    from acme import challenges, crypto_util, errors, messages
+    from acme import challenges, errors, messages
     from acme.client import ClientNetwork, ClientV2
     from josepy.jwk import JWKRSA
 
@@ -115,8 +166,7 @@ def obtain_certificate(settings: CloudSettings, name: str, dns: TxtPublisher) ->
             net.account = messages.RegistrationResource(
                 uri=known.location, body=messages.Registration()
             )
-        key_pem = _portal_key()
-        order = client.new_order(crypto_util.make_csr(key_pem, [name]))
+        order = client.new_order(csr_pem)
         answers = []
         for authorization in order.authorizations:
             if authorization.body.status == messages.STATUS_VALID:
@@ -144,14 +194,4 @@ def obtain_certificate(settings: CloudSettings, name: str, dns: TxtPublisher) ->
                 dns.withdraw(fqdn)
     chain = done.fullchain_pem
     leaf = x509.load_pem_x509_certificate(chain.encode())
-    return IssuedCertificate(name, chain, key_pem.decode(), leaf.not_valid_after_utc)
-
-
-def describe(issued: IssuedCertificate, now: datetime | None = None) -> dict[str, Any]:
-    """What the operator is told: the name, and when the certificate ends."""
-    now = now or datetime.now(UTC)
-    return {
-        "portal_name": issued.name,
-        "not_after": issued.not_after.isoformat(timespec="seconds"),
-        "days_left": (issued.not_after - now).days,
-    }
+    return IssuedCertificate(name, chain, leaf.not_valid_after_utc)

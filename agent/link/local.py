@@ -7,6 +7,7 @@ flash_dir, so it holds across restarts until a newer version replaces it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -23,7 +24,13 @@ from agent.link.commands import (
     live_changes,
     settings_with,
 )
-from agent.portal.tls import NAME_FILE, PortalTls, name_file_text, portal_certificate_of
+from agent.portal.tls import (
+    CERTIFY_EVERY,
+    NAME_FILE,
+    PortalTls,
+    name_file_text,
+    portal_name_of,
+)
 from agent.service import AgentService
 from agent.settings import Settings
 from agent.wire import RouterConfig, WireError, decode
@@ -53,8 +60,7 @@ def load_applied(flash_dir: Path) -> RouterConfig | None:
 
 def save_applied(flash_dir: Path, config: RouterConfig) -> None:
     """Keep `config` on flash atomically (temporary file, fsync, rename)."""
-    # 0600: a config may carry the HTTPS portal's private key (agent.portal.tls).
-    write_atomically(flash_dir / APPLIED_FILE, config.encode(), mode=0o600)
+    write_atomically(flash_dir / APPLIED_FILE, config.encode())
 
 
 def with_applied(settings: Settings, applied: RouterConfig | None) -> Settings:
@@ -98,6 +104,7 @@ class AgentRouter:
         self.on_settings = on_settings
         self.dnsmasq_sync = dnsmasq_sync
         self.portal_tls = portal_tls
+        self._portal_wake = asyncio.Event()  # a pushed config changed the portal's name
 
     @property
     def config_version(self) -> int:
@@ -122,27 +129,47 @@ class AgentRouter:
         """Check, apply live and keep a pushed config; nothing changes if a check fails."""
         try:
             settings = settings_with(self.base, config)
-            certificate = portal_certificate_of(config)
-            if self.portal_tls is not None:
-                await self.portal_tls.check(certificate)
+            name = portal_name_of(config)
             await self._apply(settings)
         except (ConfigRefused, LoopspotError) as error:
             log.warning("refused cloud config %d: %s", config.version, error)
             return str(error)
-        served = ""
-        if self.portal_tls is not None:
-            try:
-                await self.portal_tls.install(certificate)
-            except (LoopspotError, OSError) as error:
-                log.error("HTTPS portal not served: %s", error)
-                served = f"applied, but the HTTPS portal is not served: {error}"
+        if name != portal_name_of(self.applied):
+            self._portal_wake.set()  # keep_portal_certified gets its certificate now
         self.applied = config
         try:
             await asyncio.to_thread(save_applied, self.base.flash_dir, config)
         except OSError as error:
             return f"applied, but not kept on flash: {error.strerror or error}"
         await self.publish_domains()
-        return served
+        return ""
+
+    async def keep_portal_certified(self, every: float = CERTIFY_EVERY) -> None:
+        """Serve the HTTPS portal with a certificate for the pushed name; until cancelled.
+
+        The stored certificate is served at once; then it is checked, and renewed when due,
+        at start, whenever the pushed name changes, and every `every` seconds.
+        """
+        tls = self.portal_tls
+        if tls is None:
+            return
+        try:
+            await tls.serve(portal_name_of(self.applied))
+        except (OSError, LoopspotError) as error:
+            log.error("HTTPS portal not served with the stored certificate: %s", error)
+        while True:
+            await self.publish_domains()
+            self._portal_wake.clear()
+            await tls.certify(self._pushed_name())
+            await self.publish_domains()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._portal_wake.wait(), every)
+
+    def _pushed_name(self) -> str | None:
+        try:
+            return portal_name_of(self.applied)
+        except LoopspotError:  # a stored config from before the check: no name
+            return None
 
     async def publish_domains(self) -> None:
         """Give dnsmasq the walled-garden domains in force, if they changed (OpenWrt only).
@@ -191,6 +218,7 @@ class AgentRouter:
         except LoopspotError as error:
             return str(error)
         self.base = base
+        self._portal_wake.set()  # and check the portal's certificate now
         await self.publish_domains()
         fixed = [
             f.name

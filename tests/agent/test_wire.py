@@ -142,22 +142,3 @@ def test_events_joined_as_encoded_decode_as_the_batch_of_those_events() -> None:
     assert decode(joined, EventBatch) == EventBatch(router_id="shop-1", events=events)
     assert decode(encoded_batch("shop-1", []), EventBatch) == EventBatch(router_id="shop-1")
 
-
-def test_only_the_portal_certificate_and_key_may_be_longer_than_max_text() -> None:
-    from agent.wire import LONG_TEXT, RouterConfig
-
-    chain = "-----BEGIN CERTIFICATE-----\n" + "A" * 5000 + "\n-----END CERTIFICATE-----\n"
-    config = RouterConfig(version=3, portal_name="r1.portal.example.com", portal_certificate=chain)
-    assert decode(config.encode(), RouterConfig) == config
-    limits = LONG_TEXT[RouterConfig]
-    too_long = {
-        "portal_certificate": "A" * (limits["portal_certificate"] + 1),
-        "portal_key": "A" * (limits["portal_key"] + 1),
-        "portal_name": "a" * (MAX_TEXT + 1),
-        "site_name": "a" * (MAX_TEXT + 1),
-    }
-    for field, value in too_long.items():
-        payload = RouterConfig(version=3, **{field: value}).encode()
-        with pytest.raises(WireError) as refused:
-            decode(payload, RouterConfig)
-        assert refused.value.field == field
