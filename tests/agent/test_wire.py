@@ -141,4 +141,3 @@ def test_events_joined_as_encoded_decode_as_the_batch_of_those_events() -> None:
     joined = encoded_batch("shop-1", [e.encode() for e in events])
     assert decode(joined, EventBatch) == EventBatch(router_id="shop-1", events=events)
     assert decode(encoded_batch("shop-1", []), EventBatch) == EventBatch(router_id="shop-1")
-

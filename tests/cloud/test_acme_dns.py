@@ -10,7 +10,9 @@ import dns.query
 import dns.rdatatype
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from agent.portal.certify import certificate_request
 from cloud.acme_dns import PortalCertError, Rfc2136, TsigKey, txt_publisher
 from cloud.errors import CloudConfigError
 from cloud.portal_cert import challenge_name, obtain_certificate, portal_name
@@ -107,14 +109,17 @@ def test_pebble_issues_the_portal_certificate_after_reading_the_record_from_bind
             acme_dns_tsig_file=str(zone.key_file),
         )
         name = portal_name("r1", ZONE)
+        key = ec.generate_private_key(ec.SECP256R1())  # the router's, which it keeps
         provider = txt_publisher(settings.acme_dns, settings.acme_dns_tsig_file)
-        issued = obtain_certificate(settings, name, provider)
+        issued = obtain_certificate(settings, certificate_request(key, name), name, provider)
         leaf = x509.load_pem_x509_certificate(issued.chain.encode())
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert names.get_values_for_type(x509.DNSName) == [name]
+        assert leaf.public_key() == key.public_key()
         assert txt(zone, challenge_name(name)) == [], "the challenge record is withdrawn"
+        other = portal_name("r2", ZONE)
         with pytest.raises(PortalCertError, match="ACME"):  # pebble really reads the record
-            obtain_certificate(settings, portal_name("r2", ZONE), Unpublished())
+            obtain_certificate(settings, certificate_request(key, other), other, Unpublished())
     finally:
         pebble.close()
         print(f"--- pebble log ---\n{pebble.log('pebble')[-3000:]}")

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
-from sqlalchemy import Engine
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session
 
+from agent.portal.certify import certificate_request
 from cloud.acme_dns import ChallTestSrv, PortalCertError, txt_publisher
 from cloud.cli import main
 from cloud.db import sessions
+from cloud.enrol_renew import Presented, RenewalRefused
 from cloud.errors import CloudConfigError
 from cloud.fleet_push import PushError, latest_config, push_config
-from cloud.portal_cert import IssuedCertificate, challenge_name, portal_name, with_certificate
+from cloud.models import Router
+from cloud.portal_cert import (
+    PortalRequestRefused,
+    certify_router,
+    challenge_name,
+    check_request,
+    portal_name,
+    with_portal_name,
+)
+from cloud.settings import CloudSettings
 from lab.freeport import free_port
 from tests.cloud.conftest import Enrol
 
-ISSUED = IssuedCertificate(
-    "r1.portal.example.com", "CHAIN", "KEY", datetime(2027, 3, 1, tzinfo=UTC)
-)
+NAME = "r1.portal.example.com"
 
 
 def test_a_routers_portal_is_named_under_the_operators_domain() -> None:
@@ -32,15 +41,76 @@ def test_a_domain_that_makes_no_dns_name_is_refused_naming_the_setting(domain: s
         portal_name("r1", domain)
 
 
-def test_a_renewal_keeps_the_routers_other_settings_and_replaces_the_certificate() -> None:
-    previous = {"site_name": "Spa", "portal_name": "old.example.com", "portal_key": "OLD"}
-    pushed = with_certificate(previous, ISSUED)
-    assert pushed == {
-        "site_name": "Spa",
-        "portal_name": "r1.portal.example.com",
-        "portal_certificate": "CHAIN",
-        "portal_key": "KEY",
-    }
+def test_portal_cert_keeps_the_routers_other_settings() -> None:
+    previous = {"site_name": "Spa", "portal_name": "old.example.com"}
+    assert with_portal_name(previous, NAME) == {"site_name": "Spa", "portal_name": NAME}
+
+
+def _request(name: str = NAME, key: ec.EllipticCurvePrivateKey | None = None) -> str:
+    return certificate_request(key or ec.generate_private_key(ec.SECP256R1()), name).decode()
+
+
+def test_a_routers_request_for_its_own_name_is_ordered_as_it_is() -> None:
+    request = _request()
+    assert check_request(request, NAME) == request.encode()
+
+
+@pytest.mark.parametrize(
+    ("request_pem", "reason"),
+    [
+        ("not pem", "not a PEM certificate request"),
+        (_request("r2.portal.example.com"), r"may name r1\.portal\.example\.com only"),
+        (_request("portal.example.com"), "may name"),
+    ],
+)
+def test_a_request_for_another_name_is_refused_naming_what_is_wrong(
+    request_pem: str, reason: str
+) -> None:
+    with pytest.raises(PortalRequestRefused, match=reason):
+        check_request(request_pem, NAME)
+
+
+def test_a_weak_key_is_refused() -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), False)
+    pem = builder.sign(weak, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+    with pytest.raises(PortalRequestRefused, match="RSA-2048"):
+        check_request(pem, NAME)
+
+
+def test_only_the_router_with_its_current_certificate_gets_one(
+    engine: Engine, enrol: Enrol
+) -> None:
+    (router_id,) = enrol("r-portal")
+    with Session(engine) as session, session.begin():
+        session.execute(update(Router).values(cert_fingerprint="current"))
+    settings = CloudSettings(portal_domain="portal.example.com")
+    with Session(engine) as session:
+        for presented, reason in (
+            (Presented("r-nobody", "current"), "unknown"),
+            (Presented(router_id, "replaced-one"), "replaced"),
+        ):
+            with pytest.raises(RenewalRefused, match=reason):
+                certify_router(session, settings, presented, _request(), Unpublished())
+        with pytest.raises(PortalRequestRefused, match=r"r-portal\.portal\.example\.com only"):
+            certify_router(
+                session, settings, Presented(router_id, "current"), _request(), Unpublished()
+            )
+
+
+class Unpublished:
+    """A DNS provider that is never reached in these tests."""
+
+    def publish(self, fqdn: str, value: str) -> None:
+        """Refuse: no order gets this far."""
+        raise AssertionError(f"published {fqdn}")
+
+    def withdraw(self, fqdn: str) -> None:
+        """Nothing to withdraw."""
 
 
 def test_only_a_known_dns_provider_is_taken() -> None:

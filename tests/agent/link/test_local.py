@@ -140,16 +140,15 @@ async def test_reload_config_applies_live_fields_and_names_what_needs_a_restart(
     assert "port 80" in await router.reload_config()
 
 
-async def test_a_pushed_certificate_whose_key_is_not_its_own_changes_nothing(
+async def test_a_pushed_portal_name_is_checked_and_sends_the_router_for_its_certificate(
     tmp_path: Path,
 ) -> None:
     from aiohttp import web
 
     from agent.link.local import AgentRouter
-    from agent.portal.tls import NAME_FILE, PortalTls
+    from agent.portal.tls import PortalTls
     from agent.service import AgentService
     from agent.store import SessionStore
-    from tests.agent.portal.test_tls import config_with, issue, make_ca
     from tests.agent.test_events import fake_gate
 
     settings = Settings(state_dir=tmp_path / "tmpfs", flash_dir=tmp_path / "flash")
@@ -161,22 +160,15 @@ async def test_a_pushed_certificate_whose_key_is_not_its_own_changes_nothing(
     )
     tls = PortalTls(settings, web.AppRunner(web.Application()))
     router = AgentRouter(service, settings, None, b"k" * 16, portal_tls=tls)
-    ca = make_ca()
-    good, other = issue(ca), issue(ca)
-    config = config_with(good, portal_key=other.key)
-    config = dataclasses.replace(config, site_name="Spa")
-    refused = await router.apply_config(config)
-    assert "portal_certificate" in refused and "OpenSSL refused" in refused
-    assert router.config_version == 0 and service.settings.site_name == settings.site_name
-    assert load_applied(settings.flash_dir) is None
-    assert not (settings.flash_dir / NAME_FILE).exists()
-
-
-def test_the_applied_config_is_readable_by_root_alone_as_it_may_hold_a_key(
-    tmp_path: Path,
-) -> None:
-    save_applied(tmp_path, RouterConfig(version=1))
-    assert (tmp_path / APPLIED_FILE).stat().st_mode & 0o077 == 0
+    refused = await router.apply_config(RouterConfig(version=2, portal_name="Not A Name"))
+    assert "portal_name" in refused and router.config_version == 0
+    assert not router._portal_wake.is_set()
+    pushed = RouterConfig(version=3, portal_name="r1.portal.example.com", site_name="Spa")
+    assert await router.apply_config(pushed) == ""
+    assert router._portal_wake.is_set(), "the certificate is asked for at once"
+    router._portal_wake.clear()
+    assert await router.apply_config(dataclasses.replace(pushed, version=4, site_name="X")) == ""
+    assert not router._portal_wake.is_set(), "the same name: the twice-daily check will do"
 
 
 async def test_a_portal_name_left_from_before_goes_when_no_certificate_is_served(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import hashlib
 import socket
 import ssl
@@ -21,12 +21,14 @@ from hypothesis import strategies as st
 
 from agent.errors import ConfigError
 from agent.portal.tls import (
-    PortalCertificate,
+    CHAIN,
+    KEY,
     PortalTls,
     is_portal_name,
     name_file_text,
-    portal_certificate_of,
+    portal_name_of,
 )
+from agent.portal.tls import NAME as STORED_NAME
 from agent.settings import Settings
 from agent.wire import RouterConfig, decode
 
@@ -58,8 +60,8 @@ def make_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 
 def issue(
-    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], name: str = NAME
-) -> PortalCertificate:
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], name: str = NAME, days: int = 1
+) -> tuple[str, str]:
     ca_key, ca_cert = ca
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
@@ -70,21 +72,19 @@ def issue(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
+        .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    chain = cert.public_bytes(serialization.Encoding.PEM).decode()
-    return PortalCertificate(name, chain, _pem_key(key))
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)
 
 
-def config_with(certificate: PortalCertificate, **changes: str | None) -> RouterConfig:
-    fields = {
-        "portal_name": certificate.name,
-        "portal_certificate": certificate.chain,
-        "portal_key": certificate.key,
-    }
-    return RouterConfig(version=2, **(fields | changes))
+def store(directory: Path, pair: tuple[str, str], name: str = NAME) -> None:
+    """The files agent.portal.certify leaves."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CHAIN).write_text(pair[0])
+    (directory / KEY).write_text(pair[1])
+    (directory / STORED_NAME).write_text(f"{name}\n")
 
 
 @pytest.fixture(scope="module")
@@ -110,51 +110,25 @@ def test_a_portal_name_is_a_lower_case_dns_name(name: str, ok: bool) -> None:
     assert is_portal_name(name) is ok
 
 
-def test_a_config_without_a_certificate_keeps_the_portal_on_http(ca: object) -> None:
-    assert portal_certificate_of(RouterConfig(version=1, site_name="Spa")) is None
-    assert portal_certificate_of(None) is None
-
-
-def test_a_pushed_certificate_travels_the_wire_and_is_taken(ca: object) -> None:
-    certificate = issue(ca)  # type: ignore[arg-type]
-    config = decode(config_with(certificate).encode(), RouterConfig)
-    assert portal_certificate_of(config) == certificate
-
-
-@pytest.mark.parametrize(
-    ("changes", "field"),
-    [
-        ({"portal_key": None}, "portal_key"),
-        ({"portal_name": None}, "portal_name"),
-        ({"portal_name": "not a name"}, "portal_name"),
-        ({"portal_certificate": "hello"}, "portal_certificate"),
-        ({"portal_certificate": "junk\n"}, "portal_certificate"),
-        (
-            {"portal_key": "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n"},
-            "portal_key",
-        ),
-    ],
-)
-def test_a_broken_certificate_push_names_the_field(
-    ca: object, changes: dict[str, str | None], field: str
-) -> None:
-    certificate = issue(ca)  # type: ignore[arg-type]
-    if changes.get("portal_certificate") == "junk\n":
-        changes = {"portal_certificate": certificate.chain + "junk\n"}
+def test_a_pushed_portal_name_is_taken_or_refused_naming_the_field() -> None:
+    assert portal_name_of(None) is None
+    assert portal_name_of(RouterConfig(version=1, site_name="Spa")) is None
+    pushed = decode(RouterConfig(version=2, portal_name=NAME).encode(), RouterConfig)
+    assert portal_name_of(pushed) == NAME
     with pytest.raises(ConfigError) as refused:
-        portal_certificate_of(config_with(certificate, **changes))
-    assert refused.value.option == field
-    assert "Fix:" in str(refused.value)
+        portal_name_of(RouterConfig(version=3, portal_name="not a name"))
+    assert refused.value.option == "portal_name" and "Fix:" in str(refused.value)
 
 
-async def test_a_key_of_another_certificate_is_refused_before_anything_is_served(
-    ca: object, tmp_path: Path
-) -> None:
-    good, other = issue(ca), issue(ca)  # type: ignore[arg-type]
-    tls = PortalTls(Settings(state_dir=tmp_path), web.AppRunner(web.Application()))
-    with pytest.raises(ConfigError, match="portal_certificate"):
-        await tls.check(dataclasses.replace(good, key=other.key))
-    assert tls.site is None and name_file_text(tls) is None
+@given(st.text(max_size=80))
+def test_any_pushed_name_is_taken_only_if_it_is_a_dns_name(name: str) -> None:
+    try:
+        taken = portal_name_of(RouterConfig(version=2, portal_name=name))
+    except ConfigError as refused:
+        assert refused.option == "portal_name"
+        assert not is_portal_name(name)
+        return
+    assert taken == name and is_portal_name(name)
 
 
 def _free_port() -> int:
@@ -181,28 +155,26 @@ def served(port: int, root: x509.Certificate, name: str = NAME) -> str:
 async def test_the_portal_serves_https_and_takes_a_renewal_without_a_restart(
     ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], tmp_path: Path
 ) -> None:
-    import asyncio
-
     port = _free_port()
     settings = Settings(
-        state_dir=tmp_path, portal_address=IPv4Address("127.0.0.1"), portal_https_port=port
+        flash_dir=tmp_path, portal_address=IPv4Address("127.0.0.1"), portal_https_port=port
     )
     runner = web.AppRunner(web.Application())
     await runner.setup()
     tls = PortalTls(settings, runner)
     try:
-        first, second = issue(ca), issue(ca)
-        await tls.install(first)
+        assert await tls.serve(NAME) is False, "nothing stored yet"
+        store(tls.directory, issue(ca))
+        assert await tls.serve(None) is False, "no name pushed: no HTTPS"
+        assert await tls.serve(NAME) is True
         assert name_file_text(tls) == f"{NAME}\n"
         seen_first = await asyncio.to_thread(served, port, ca[1])
         site = tls.site
-        await tls.install(second)
+        store(tls.directory, issue(ca))  # renewed by agent.portal.certify
+        assert await tls.serve(NAME) is True
         assert tls.site is site, "the same listening site"
-        seen_second = await asyncio.to_thread(served, port, ca[1])
-        assert seen_first != seen_second
-        for path in (tmp_path / "portal-tls").iterdir():
-            assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
-        await tls.install(None)  # the cloud withdrew it
+        assert await asyncio.to_thread(served, port, ca[1]) != seen_first
+        assert await tls.serve("r2.portal.example.com") is False, "a certificate for another name"
         assert name_file_text(tls) is None
         with pytest.raises(OSError):
             await asyncio.to_thread(served, port, ca[1])
@@ -210,18 +182,12 @@ async def test_the_portal_serves_https_and_takes_a_renewal_without_a_restart(
         await runner.cleanup()
 
 
-@given(
-    name=st.one_of(st.none(), st.text(max_size=80)),
-    chain=st.one_of(st.none(), st.text(max_size=200)),
-    key=st.one_of(st.none(), st.text(max_size=200)),
-)
-def test_any_pushed_certificate_fields_are_taken_or_refused_naming_one(
-    name: str | None, chain: str | None, key: str | None
+async def test_a_key_that_is_not_the_certificates_is_not_served(
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], tmp_path: Path
 ) -> None:
-    config = RouterConfig(version=2, portal_name=name, portal_certificate=chain, portal_key=key)
-    try:
-        taken = portal_certificate_of(config)
-    except ConfigError as refused:
-        assert refused.option in ("portal_name", "portal_certificate", "portal_key")
-        return
-    assert taken is None or is_portal_name(taken.name)
+    settings = Settings(flash_dir=tmp_path, portal_https_port=_free_port())
+    tls = PortalTls(settings, web.AppRunner(web.Application()))
+    (chain, _), (_, other_key) = issue(ca), issue(ca)
+    store(tls.directory, (chain, other_key))  # a crash between certify's renames
+    assert await tls.serve(NAME) is False
+    assert tls.site is None and name_file_text(tls) is None
