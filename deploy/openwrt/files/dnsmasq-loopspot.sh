@@ -2,7 +2,7 @@
 # Publish the Loopspot portal to phones through dnsmasq, by editing /etc/config/dhcp:
 #  - DHCP option 114 (RFC 8910) on the DHCP pools of the agent's LAN interfaces, carrying
 #    the RFC 8908 API URL. Phones trust it only over HTTPS on a name with a certificate:
-#    once the cloud has pushed one, the agent keeps the portal's name in
+#    while the agent serves one (agent/portal/tls.py), it keeps the portal's name in
 #    <flash_dir>/portal.name and runs this, and the URL is
 #    https://<portal name>:<portal_https_port>/api/captive, with a `config domain` section
 #    that makes dnsmasq answer that name with the portal address. Until then it is
@@ -29,7 +29,7 @@ DEFAULT_PORTAL_PORT=2050
 DEFAULT_PORTAL_HTTPS_PORT=8443
 DEFAULT_FLASH_DIR=/etc/loopspot
 CLOUD_DOMAINS_FILE=walled-garden.domains # agent/link/local.py writes it
-PORTAL_NAME_FILE=portal.name # agent/portal/tls.py: the name while its certificate is served
+PORTAL_NAME_FILE=portal.name # agent/portal/tls.py writes it while it serves the certificate
 PORTAL_DOMAIN_SECTION=loopspot_portal
 API_PATH=/api/captive
 NFT_FAMILY=inet
