@@ -120,7 +120,7 @@ def certify_router(
     if router.cert_fingerprint != presented.fingerprint:
         raise RenewalRefused("replaced", f"router {router.id} presented a replaced certificate")
     session.rollback()  # the order takes seconds: hold no transaction open meanwhile
-    name = portal_name(router.id, settings.portal_domain)
+    name = portal_name(presented.router_id, settings.portal_domain)
     return obtain_certificate(settings, check_request(csr_pem, name), name, dns)
 
 

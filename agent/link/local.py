@@ -158,10 +158,13 @@ class AgentRouter:
         except (OSError, LoopspotError) as error:
             log.error("HTTPS portal not served with the stored certificate: %s", error)
         while True:
-            await self.publish_domains()
             self._portal_wake.clear()
-            await tls.certify(self._pushed_name())
-            await self.publish_domains()
+            try:
+                await self.publish_domains()
+                await tls.certify(self._pushed_name())
+                await self.publish_domains()
+            except Exception:  # a failed round must not stop the next one
+                log.exception("portal certificate check failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._portal_wake.wait(), every)
 

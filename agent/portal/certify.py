@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.enrol import (
-    TIMEOUT,
     EnrolError,
     answer_field,
     cloud_tls_context,
@@ -42,6 +41,9 @@ from agent.enrol import (
 from agent.flash import write_atomically
 
 PORTAL_CERT_PATH = "/v1/portal-cert"
+# Seconds to wait for the answer: the cloud places the ACME order meanwhile (it gives up
+# after 90 s); an answer given up on would cost another order, and CAs limit those.
+ORDER_WAIT = 150.0
 RENEW_BEFORE = timedelta(days=30)
 KEY, CHAIN, NAME = "key.pem", "chain.pem", "name"
 NEXT = ".next"
@@ -89,7 +91,7 @@ def fresh_until(directory: Path, name: str, now: datetime) -> datetime | None:
 
 
 def certify(
-    directory: Path, credentials_dir: Path, name: str, timeout: float = TIMEOUT
+    directory: Path, credentials_dir: Path, name: str, timeout: float = ORDER_WAIT
 ) -> datetime:
     """Get a certificate for `name` and a new key and put them in place; EnrolError says why not."""
     identity = load_identity(credentials_dir)

@@ -32,7 +32,7 @@ TLS_DIR = "portal-tls"  # in flash_dir: the key stays across reboots, so no orde
 NAME_FILE = "portal.name"
 KEY, CHAIN, NAME = "key.pem", "chain.pem", "name"  # agent.portal.certify writes them
 CERTIFY_EVERY = 12 * 3600.0  # seconds between checks; renewal is due 30 days before the end
-CERTIFY_WITHIN = 180.0  # seconds: the cloud's ACME order (dns-01) takes most of it
+CERTIFY_WITHIN = 180.0  # seconds: the cloud's ACME order takes most (certify.ORDER_WAIT)
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
