@@ -104,7 +104,7 @@ class AgentRouter:
         self.on_settings = on_settings
         self.dnsmasq_sync = dnsmasq_sync
         self.portal_tls = portal_tls
-        self._portal_wake = asyncio.Event()  # a pushed config changed the portal's name
+        self._portal_wake = asyncio.Event()  # check the portal's certificate now: new name, reload
 
     @property
     def config_version(self) -> int:
@@ -175,7 +175,9 @@ class AgentRouter:
             return None
 
     async def publish_domains(self) -> None:
-        """Give dnsmasq the walled-garden domains in force, if they changed (OpenWrt only).
+        """Give dnsmasq the walled-garden domains and portal name in force, if changed (OpenWrt).
+
+        The name is there while the HTTPS portal serves a certificate for it (agent.portal.tls).
 
         Addresses go straight into the gate's set; a domain's addresses are only known when
         a phone looks it up, so dnsmasq adds them (its nftset option), from the list that
