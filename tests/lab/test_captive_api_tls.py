@@ -23,6 +23,7 @@ from lab import addresses as A
 from lab import netns
 from lab.acme import PebbleStack
 from lab.cloud import CloudStack
+from lab.dns import dns_query
 from lab.errors import ServiceError
 from lab.polling import wait_until
 from lab.router import RouterAgent
@@ -63,6 +64,17 @@ def cloud(lab: Lab, database_url: str, tmp_path: Path, pebble: PebbleStack) -> I
             print(f"--- {name} log ---\n{stack.log(name)[-3000:]}")
 
 
+def answer_on_the_lan(lab: Lab, name_file: Path) -> None:
+    """The router's dnsmasq answering the portal's name, as the hook's `config domain` makes it."""
+    name = name_file.read_text().strip()
+    lab.popen(
+        lab.router,
+        *("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts"),
+        *("--bind-interfaces", f"--listen-address={A.ROUTER_LAN_IP}", "--port=53", "--pid-file="),
+        f"--host-record={name},{A.ROUTER_LAN_IP}",
+    )
+
+
 def captive_api(phone: Phone, name: str, root: Path, *, trust: bool = True) -> dict[str, object]:
     """The phone's GET https://NAME:PORT/api/captive, its name resolved to the portal."""
     return json.loads(https_get(phone, f"https://{name}:{HTTPS_PORT}/api/captive", root, trust))
@@ -93,6 +105,13 @@ def served_fingerprint(phone: Phone, name: str, root: Path) -> str:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return hashlib.sha256(der).hexdigest()
+
+
+def answers(phone: Phone, name: str) -> list[str]:
+    try:
+        return dns_query(phone.ns, name, A.ROUTER_LAN_IP, timeout=0.5)
+    except (TimeoutError, OSError):
+        return []
 
 
 def serving(phone: Phone, name: str, root: Path) -> bool:
@@ -130,17 +149,20 @@ def test_a_phone_reads_its_time_left_from_the_https_captive_api_it_trusts(
     assert wait_until(lambda: acked(cloud, router_id, named["version"]), 10), agent.logs()
     assert wait_until(lambda: serving(phone, name, root), ORDER), agent.logs()
     assert "got its portal certificate" in cloud.log("enrol")
+    # What dnsmasq-sync reads to advertise https://NAME:PORT/api/captive as option 114, and
+    # to make the LAN's DNS answer the name: a captive phone asks the router and gets it.
+    flash = agent.workdir / "flash"
+    assert (flash / NAME_FILE).read_text() == f"{name}\n"
+    answer_on_the_lan(lab, flash / NAME_FILE)
+    assert wait_until(lambda: answers(phone, name) == [A.ROUTER_LAN_IP], 5)
 
-    before = captive_api(phone, name, root)
+    before = captive_api(phone, name, root)  # at the address the router's DNS gave
     assert before["captive"] is True
     assert before["user-portal-url"] == f"https://{name}:{HTTPS_PORT}/portal"
     page = https_get(phone, str(before["user-portal-url"]), root)
     assert 'name="csrf"' in page  # the terms page, over HTTPS too
     with pytest.raises(ServiceError, match="certificate"):
         captive_api(phone, name, root, trust=False)  # not the system's trust: pebble's only
-    # What dnsmasq-sync reads to advertise https://NAME:PORT/api/captive as option 114.
-    flash = agent.workdir / "flash"
-    assert (flash / NAME_FILE).read_text() == f"{name}\n"
     key = flash / TLS_DIR / "key.pem"
     assert key.stat().st_mode & 0o077 == 0
     with Session(cloud.engine) as session:  # the key stayed on the router
