@@ -175,6 +175,10 @@ def test_a_phone_reads_its_time_left_from_the_https_captive_api_it_trusts(
     seconds = after["seconds-remaining"]
     assert isinstance(seconds, int | float) and 3500 < seconds <= 3600  # the lab's 1h session
 
+    cloud.cli("config", "push", router_id, "--set", "portal_name=null")  # taken away
+    assert wait_until(lambda: not serving(phone, name, root), 10), agent.logs()
+    assert not (flash / NAME_FILE).exists(), "option 114 goes back to the http API"
+
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_new_certificate_is_served_without_a_restart_and_kept_across_one(
