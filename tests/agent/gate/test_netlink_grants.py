@@ -67,7 +67,7 @@ def test_the_kernel_keys_are_the_sets_own_layouts() -> None:
 
 def test_a_grant_adds_the_client_to_every_set_with_its_timeout() -> None:
     assert grant_changes(Grant(PHONE, 90)) == [
-        (NFT_MSG_NEWSETELEM, name, key, 90) for name, key in kernel_keys(PHONE).items()
+        (NFT_MSG_NEWSETELEM, name, key, 90, None) for name, key in kernel_keys(PHONE).items()
     ]
 
 
@@ -77,7 +77,7 @@ def test_a_grant_without_timeout_adds_elements_without_one() -> None:
 
 def test_a_revoke_adds_then_deletes_so_an_absent_client_is_no_error() -> None:
     changes = revoke_changes(PHONE)
-    assert [(m, name) for m, name, _, _ in changes] == [
+    assert [(m, name) for m, name, _, _, _ in changes] == [
         (message, name)
         for name in (CLIENTS_SET, DOWNLOADS_SET, ONLINE_MACS_SET)
         for message in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM)
