@@ -186,6 +186,8 @@ def _fold_lans(changes: dict[str, Any], where: Mapping[str, tuple[str, int]]) ->
     named = [lan.interface for lan in lans]
     given = changes["lan_interfaces"] if "lan_interfaces" in where else ()
     changes["lan_interfaces"] = tuple(dict.fromkeys([*given, *named]))
+    if "portal_address" not in where:  # the main address is then the first LAN's
+        changes["portal_address"] = lans[0].address
     addresses = [lan.address for lan in lans]
     if len(set(addresses)) != len(addresses) or len(set(named)) != len(named):
         option, line = where["lans"]

@@ -295,7 +295,8 @@ def trusted_device(text: str) -> TrustedDevice:
     try:
         mac = normalize_mac(parts[0])
     except BadMac:
-        raise Invalid(f"{show_value(parts[0])} is not a device's MAC address.", _TRUSTED_FIX) from None
+        message = f"{show_value(parts[0])} is not a device's MAC address."
+        raise Invalid(message, _TRUSTED_FIX) from None
     if len(parts) == 1:
         return TrustedDevice(mac)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from agent.access import UNLIMITED, SpeedLimit
 from agent.clients import Client
 from agent.errors import GateError
 from agent.gate.nfnetlink import (
@@ -36,7 +37,6 @@ from agent.gate.nfnetlink import (
     parse_acks,
     string_attribute,
 )
-from agent.access import UNLIMITED, SpeedLimit
 from agent.ruleset import TABLE, Grant, element_timeout, kernel_keys, limit_jumps
 
 NFT_MSG_DELSETELEM = 14
