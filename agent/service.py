@@ -7,6 +7,7 @@ their own single worker thread, so the loop never blocks and neither is used con
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -15,7 +16,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.access import DEFAULT_CLASS, STAFF_CLASS, SpeedLimit, limit_of
+from agent.access import DEFAULT_CLASS, STAFF_CLASS, SpeedLimit, TrustedDevice, limit_of
 from agent.clients import Client
 from agent.errors import ClientUnknown, GateError
 from agent.events import NO_EVENTS, SessionEvents
@@ -145,6 +146,21 @@ class AgentService:
         """True for a device that passes without the portal: no session, no visit."""
         return mac in self._trusted_macs
 
+    async def trust_seen(self, macs: Iterable[str], device_id_of: Callable[[str], str]) -> None:
+        """Let through, from now on, the devices seen whose device id the cloud trusts."""
+        wanted = set(self.settings.trusted_device_ids)
+        if not wanted:
+            return
+        new = [m for m in macs if m not in self._trusted_macs and device_id_of(m) in wanted]
+        if not new:
+            return
+        self._trusted_macs.update(new)
+        spec = self.gate.spec
+        added = tuple(TrustedDevice(mac) for mac in new)
+        self.gate.spec = dataclasses.replace(spec, trusted=spec.trusted + added)
+        await self._on(self._nft, self.gate.trust, new)
+        log.info("%d devices the cloud trusts pass without the portal", len(new))
+
     async def accept(
         self, client: Client, terms_version: str, speed_class: str = DEFAULT_CLASS
     ) -> Session:
@@ -257,10 +273,11 @@ class AgentService:
         before = self.settings
         self.settings = settings
         self.book.limits = limits_of(settings)
-        if (settings.speed_limits, settings.trusted_devices) != (
+        if (settings.speed_limits, settings.trusted_devices, settings.trusted_device_ids) != (
             before.speed_limits,
             before.trusted_devices,
-        ):
+            before.trusted_device_ids,
+        ):  # devices trusted by id are found again by the next look at the LAN
             self._speed_limits = settings.speed_limits
             self._trusted_macs = {d.mac for d in settings.trusted_devices}
             self.gate.spec = GateSpec.from_settings(settings)

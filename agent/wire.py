@@ -235,6 +235,11 @@ class RouterConfig(Message):
     terms_version: str | None = None
     walled_garden_domains: tuple[str, ...] | None = None
     walled_garden_addresses: tuple[str, ...] | None = None
+    download_limit: int | None = None  # kbit/s per phone, 0 = no limit
+    upload_limit: int | None = None
+    speed_classes: tuple[str, ...] | None = None  # 'NAME=DOWNLOAD/UPLOAD', e.g. 'vip=0/0'
+    # devices passing without the portal, by device id: raw MACs never leave the router
+    trusted_device_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from agent.ruleset import (
     CLIENTS_SET,
     DOWNLOADS_SET,
     TABLE,
+    TRUSTED_MACS_SET,
     GateSpec,
     Grant,
     client_of_key,
@@ -158,6 +159,13 @@ class Gate:
             self.grants.revoke(client)
         else:
             self.grants.revoke(client, limit)
+
+    def trust(self, macs: Iterable[str]) -> None:
+        """Let these devices pass without the portal, with any address (spec.trusted keeps them
+        across installs)."""
+        listed = ", ".join(macs)
+        if listed:
+            self.nft.run(f"add element {TABLE} {TRUSTED_MACS_SET} {{ {listed} }}\n")
 
     def set_walled_garden(self, addresses: Iterable[IPv4Network]) -> None:
         """Replace the addresses reachable before authorization."""

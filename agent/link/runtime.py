@@ -68,6 +68,7 @@ async def watch_presence(
         else:
             active = {s.client.mac: s.last_activity_at for s in service.book.all()}
             sightings = latest(neighbours, dict.fromkeys(renewed, now), active)
+            await service.trust_seen(sightings, emitter.device_id)
             for mac in [mac for mac in sightings if service.is_trusted(mac)]:
                 del sightings[mac]  # the till and staff phones are no visitors
             for change in presence.observe(sightings, now):
