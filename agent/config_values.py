@@ -242,8 +242,8 @@ def username(text: str) -> str:
     return text
 
 
-_SPEED = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,3})?)\s*(|k|kbit|m|mbit|g|gbit)(?:/s|ps)?", re.I)
-_SPEED_UNITS = {"": 1, "k": 1, "kbit": 1, "m": 1000, "mbit": 1000, "g": 10**6, "gbit": 10**6}
+_SPEED = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,3})?)\s*(?:([kmg]?)(bit/s|bit|bps)?)", re.I)
+_SPEED_UNITS = {"": 1, "k": 1, "m": 1000, "g": 10**6}
 _SPEED_FIX = "use kbit/s, or a number with kbit, mbit or gbit, e.g. 512kbit or 10mbit (0: none)."
 LEAST_SPEED, MOST_SPEED = 64, 10 * 10**6  # kbit/s: below 64 no page loads
 
@@ -251,7 +251,7 @@ LEAST_SPEED, MOST_SPEED = 64, 10 * 10**6  # kbit/s: below 64 no page loads
 def speed(text: str) -> int:
     """A per-phone rate in kbit/s (1000 bits per second); 0 means no limit."""
     match = _SPEED.fullmatch(text.strip())
-    if not match:
+    if not match or (match[3] and not match[2]):  # bare bits per second: surely a slip
         raise Invalid(f"{show_value(text)} is not a speed.", _SPEED_FIX)
     kbit = round(float(match[1]) * _SPEED_UNITS[match[2].lower()])
     if kbit == 0:
