@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from agent.access import STAFF_CLASS, SpeedClass, SpeedLimit, TrustedDevice
 from agent.clients import Client
@@ -51,7 +52,7 @@ class Kernel:
         return [SetElement(key, None, count, 1) for key, count in self.clients.items()]
 
 
-async def service_with(kernel: Kernel, tmp_path: Path, **options: object) -> AgentService:
+async def service_with(kernel: Kernel, tmp_path: Path, **options: Any) -> AgentService:
     settings = Settings(state_dir=tmp_path / "tmpfs", flash_dir=tmp_path / "flash")
     settings = dataclasses.replace(settings, **options)
     gate = Gate(kernel, GateSpec.from_settings(settings), sets=kernel, grants=kernel)
@@ -125,6 +126,6 @@ async def test_a_trusted_device_s_portal_view_is_not_reported(tmp_path: Path) ->
     async def identify(ip: object) -> Client:
         return PHONE
 
-    service.identify = identify  # type: ignore[method-assign,assignment]
+    service.identify = identify  # type: ignore[method-assign]
     await service.portal_viewed(PHONE.ip)
     assert seen == []
