@@ -66,7 +66,7 @@ class AgentService:
         self.store = store
         self.clock = clock
         self.arp_table = arp_table
-        self._neighbours = NeighbourLookup(settings.lan_interfaces)
+        self._neighbours = NeighbourLookup(tuple(lan.interface for lan in settings.lan_portals))
         self._speed_limits = settings.speed_limits
         # MACs trusted without the portal: the file's, and those the cloud's device ids name
         self._trusted_macs = {d.mac for d in settings.trusted_devices}
@@ -311,6 +311,9 @@ class AgentService:
             "session_timeout": self.settings.session_timeout,
             "idle_timeout": self.settings.idle_timeout,
             "data_quota": self.settings.data_quota,
+            "download_limit": self.settings.download_limit,
+            "upload_limit": self.settings.upload_limit,
+            "trusted_devices": len(self._trusted_macs),
         } | {key: value for part in self.status_parts for key, value in part().items()}
 
     def describe(self, session: Session) -> dict[str, Any]:

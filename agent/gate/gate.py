@@ -125,7 +125,7 @@ class Gate:
         """Replace the whole table atomically, with these clients already let through."""
         grants = list(grants)
         if self.route_to_portal is not None:
-            self.route_to_portal(self.spec.lan_interfaces)
+            self.route_to_portal([lan.interface for lan in self.spec.lan_portals])
         self.nft.run(render_table(self.spec, grants))
         self._clients = {clients_key(g.client): g.client for g in grants}
         self._limits = {clients_key(g.client): g.limit for g in grants if not g.limit.unlimited}

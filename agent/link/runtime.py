@@ -55,7 +55,7 @@ async def watch_presence(
     kept = settings.state_dir / VISITS_FILE
     presence = Presence(settings.presence_left_after, await asyncio.to_thread(load_visits, kept))
     leases = LeaseWatch()
-    reader = NeighbourReader(settings.lan_interfaces)
+    reader = NeighbourReader(lan.interface for lan in settings.lan_portals)
     while True:
         now = clock()
         try:
