@@ -234,6 +234,16 @@ def _check_combinations(settings: Settings, where: Mapping[str, tuple[str, int]]
             line=line,
             fix="make counter_poll_interval shorter than session idle_timeout.",
         )
+    names = [c.name for c in settings.speed_classes]
+    if len(set(names)) != len(names):
+        option, line = _blame(where, "speed_classes")
+        twice = next(name for name in names if names.count(name) > 1)
+        raise ConfigError(
+            f"speed class '{twice}' is listed twice.",
+            option=option,
+            line=line,
+            fix=f"keep one 'list speed_class' line for '{twice}'.",
+        )
     _check_cloud(settings, where)
 
 

@@ -242,6 +242,12 @@ def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
         else ""
     )
     trusted_to = f"\t\tip daddr @{TRUSTED_IPS_SET} accept\n" if spec.trusted else ""
+    trusted_v6 = (  # refused at once, as an online phone's: it falls back to IPv4
+        f"\t\tether saddr @{TRUSTED_MACS_SET} meta l4proto tcp reject with tcp reset\n"
+        f"\t\tether saddr @{TRUSTED_MACS_SET} reject with icmpx type admin-prohibited\n"
+        if spec.trusted
+        else ""
+    )
     return f"""table {TABLE} {{}}
 delete table {TABLE}
 table {TABLE} {{
@@ -313,7 +319,7 @@ table {TABLE} {{
 \tchain ipv6_from_lan {{
 \t\tether saddr @{ONLINE_MACS_SET} meta l4proto tcp reject with tcp reset
 \t\tether saddr @{ONLINE_MACS_SET} reject with icmpx type admin-prohibited
-\t\tdrop
+{trusted_v6}\t\tdrop
 \t}}
 \tchain to_lan {{
 \t\tmeta nfproto ipv6 drop

@@ -153,3 +153,9 @@ def test_a_bad_lan_is_refused_naming_the_option(lans: list[str], complaint: str)
     listed = "".join(f"\tlist lan '{lan}'\n" for lan in lans)
     error = refusal(f"config agent\n{listed}")
     assert error.option == "lan" and complaint in str(error)
+
+
+def test_a_speed_class_listed_twice_is_refused() -> None:
+    listed = "\tlist speed_class 'vip=1mbit/1mbit'\n\tlist speed_class 'vip=2mbit/1mbit'\n"
+    error = refusal(f"config session\n{listed}")
+    assert error.option == "speed_class" and "'vip' is listed twice" in str(error)
