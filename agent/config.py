@@ -43,11 +43,19 @@ _SECTIONS: Mapping[str, Mapping[str, _Spec]] = {
         "counter_poll_interval": _Spec(
             "counter_poll_interval", partial(v.number, least=0.5, most=60)
         ),
+        "lan": _Spec("lans", v.lan, ValueKind.LIST),
     },
     "session": {
         "timeout": _Spec("session_timeout", partial(v.duration, least=1, zero=True)),
         "idle_timeout": _Spec("idle_timeout", partial(v.duration, least=1, zero=True)),
         "data_quota": _Spec("data_quota", v.size),
+        "download_limit": _Spec("download_limit", v.speed),
+        "upload_limit": _Spec("upload_limit", v.speed),
+        "speed_class": _Spec("speed_classes", v.speed_class, ValueKind.LIST),
+    },
+    "trusted": {
+        "device": _Spec("trusted_devices", v.trusted_device, ValueKind.LIST),
+        "device_id": _Spec("trusted_device_ids", v.device_id, ValueKind.LIST),
     },
     "portal": {
         "template": _Spec("template", partial(v.token, pattern=v.TEMPLATE, rule=v.TEMPLATE_RULE)),
@@ -94,7 +102,7 @@ _SECTIONS: Mapping[str, Mapping[str, _Spec]] = {
         "left_after": _Spec("presence_left_after", partial(v.duration, least=10, most=v.DAY)),
     },
 }
-_REPEATABLE = frozenset({"walled_garden"})  # their lists accumulate
+_REPEATABLE = frozenset({"walled_garden", "trusted"})  # their lists accumulate
 KNOWN_OPTIONS: Mapping[str, tuple[str, ...]] = {s: tuple(o) for s, o in _SECTIONS.items()}
 _HOME_BY_FIELD = {spec.field: (s, o) for s, specs in _SECTIONS.items() for o, spec in specs.items()}
 
@@ -165,9 +173,31 @@ def _settings(sections: tuple[UciSection, ...]) -> Settings:
             where.setdefault(spec.field, (name, value.line))
     for field, items in lists.items():
         changes[field] = tuple(dict.fromkeys(items))  # drop repeats, keep order
+    _fold_lans(changes, where)
     settings = dataclasses.replace(Settings(), **changes)
     _check_combinations(settings, where)
     return settings
+
+
+def _fold_lans(changes: dict[str, Any], where: Mapping[str, tuple[str, int]]) -> None:
+    """`list lan` interfaces are LAN interfaces too; alone, they replace the default br-lan."""
+    lans = changes.get("lans", ())
+    if not lans:
+        return
+    named = [lan.interface for lan in lans]
+    given = changes["lan_interfaces"] if "lan_interfaces" in where else ()
+    changes["lan_interfaces"] = tuple(dict.fromkeys([*given, *named]))
+    if "portal_address" not in where:  # the main address is then the first LAN's
+        changes["portal_address"] = lans[0].address
+    addresses = [lan.address for lan in lans]
+    if len(set(addresses)) != len(addresses) or len(set(named)) != len(named):
+        option, line = where["lans"]
+        raise ConfigError(
+            "two 'list lan' entries share an interface or a portal address.",
+            option=option,
+            line=line,
+            fix="give each LAN one entry, with the router's own address on that LAN.",
+        )
 
 
 def _wrong_kind(spec: _Spec, name: str, line: int, text: str) -> ConfigError:
@@ -204,6 +234,16 @@ def _check_combinations(settings: Settings, where: Mapping[str, tuple[str, int]]
             option=option,
             line=line,
             fix="make counter_poll_interval shorter than session idle_timeout.",
+        )
+    names = [c.name for c in settings.speed_classes]
+    if len(set(names)) != len(names):
+        option, line = _blame(where, "speed_classes")
+        twice = next(name for name in names if names.count(name) > 1)
+        raise ConfigError(
+            f"speed class '{twice}' is listed twice.",
+            option=option,
+            line=line,
+            fix=f"keep one 'list speed_class' line for '{twice}'.",
         )
     _check_cloud(settings, where)
 

@@ -9,8 +9,10 @@ import unicodedata
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path, PurePosixPath
 
+from agent.access import DEFAULT_CLASS, LanPortal, SpeedClass, SpeedLimit, TrustedDevice
+from agent.clients import BadMac, normalize_mac
 from agent.uci import show_value
-from agent.wire import WireError, check_router_id
+from agent.wire import DEVICE_ID_HEX, WireError, check_router_id
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
 _UNITS = {"": 1, "s": 1, "m": MINUTE, "h": HOUR, "d": DAY}
@@ -238,3 +240,87 @@ def username(text: str) -> str:
         fix = "use 1 to 64 printable characters without spaces."
         raise Invalid(f"{show_value(text)} is not a usable user name.", fix)
     return text
+
+
+_SPEED = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,3})?)\s*(?:([kmg]?)(bit/s|bit|bps)?)", re.I)
+_SPEED_UNITS = {"": 1, "k": 1, "m": 1000, "g": 10**6}
+_SPEED_FIX = "use kbit/s, or a number with kbit, mbit or gbit, e.g. 512kbit or 10mbit (0: none)."
+LEAST_SPEED, MOST_SPEED = 64, 10 * 10**6  # kbit/s: below 64 no page loads
+
+
+def speed(text: str) -> int:
+    """A per-phone rate in kbit/s (1000 bits per second); 0 means no limit."""
+    match = _SPEED.fullmatch(text.strip())
+    if not match or (match[3] and not match[2]):  # bare bits per second: surely a slip
+        raise Invalid(f"{show_value(text)} is not a speed.", _SPEED_FIX)
+    kbit = round(float(match[1]) * _SPEED_UNITS[match[2].lower()])
+    if kbit == 0:
+        return 0
+    if not LEAST_SPEED <= kbit <= MOST_SPEED:
+        raise Invalid(
+            f"{show_value(text)} is out of range.",
+            f"use 0 for no limit, or from {LEAST_SPEED}kbit to {MOST_SPEED // 10**6}gbit.",
+        )
+    return kbit
+
+
+_CLASS_NAME = re.compile(r"[a-z][a-z0-9_]{0,23}")
+_CLASS_FIX = "write NAME=DOWNLOAD/UPLOAD, e.g. campaign=4mbit/1mbit or staff=0/0 (0: no limit)."
+
+
+def speed_class(text: str) -> SpeedClass:
+    """'NAME=DOWNLOAD/UPLOAD': a session class and its per-phone limits."""
+    name, equals, rates = text.strip().partition("=")
+    down, slash, up = rates.partition("/")
+    if not equals or not slash:
+        raise Invalid(f"{show_value(text)} is not a speed class.", _CLASS_FIX)
+    name = name.strip()
+    if not _CLASS_NAME.fullmatch(name):
+        fix = "name it with up to 24 lower-case letters, digits or '_', starting with a letter."
+        raise Invalid(f"{show_value(name)} is not a class name.", fix)
+    if name == DEFAULT_CLASS:
+        fix = "set download_limit and upload_limit in 'config session' for the default."
+        raise Invalid("the default class is not written as a speed_class.", fix)
+    return SpeedClass(name, SpeedLimit(speed(down), speed(up)))
+
+
+_TRUSTED_FIX = "write the MAC, or the MAC and IPv4 address, e.g. 'aa:bb:cc:dd:ee:ff 192.168.1.5'."
+
+
+def trusted_device(text: str) -> TrustedDevice:
+    """'MAC' or 'MAC IP': a device that passes without the portal."""
+    parts = text.split()
+    if not 1 <= len(parts) <= 2:
+        raise Invalid(f"{show_value(text)} is not a device.", _TRUSTED_FIX)
+    try:
+        mac = normalize_mac(parts[0])
+    except BadMac:
+        message = f"{show_value(parts[0])} is not a device's MAC address."
+        raise Invalid(message, _TRUSTED_FIX) from None
+    if len(parts) == 1:
+        return TrustedDevice(mac)
+    try:
+        ip = IPv4Address(parts[1])
+    except ValueError:
+        raise Invalid(f"{show_value(parts[1])} is not an IPv4 address.", _TRUSTED_FIX) from None
+    return TrustedDevice(mac, ip)
+
+
+_DEVICE_ID = re.compile(f"[0-9a-f]{{{DEVICE_ID_HEX}}}")
+
+
+def device_id(text: str) -> str:
+    """A device id as the cloud knows a device (agent.wire.device_id), never a raw MAC."""
+    if not _DEVICE_ID.fullmatch(text.strip()):
+        fix = "use the device id the dashboard shows (hexadecimal), not a MAC address."
+        raise Invalid(f"{show_value(text)} is not a device id.", fix)
+    return text.strip()
+
+
+def lan(text: str) -> LanPortal:
+    """'INTERFACE=ADDRESS': a LAN whose phones get the portal at its own address."""
+    name, equals, address = text.strip().partition("=")
+    if not equals:
+        fix = "write INTERFACE=PORTAL_ADDRESS, e.g. br-guest=10.78.0.1."
+        raise Invalid(f"{show_value(text)} is not a LAN.", fix)
+    return LanPortal(interface(name.strip()), portal_address(address))

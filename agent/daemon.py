@@ -156,9 +156,11 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
         app.middlewares.append(count_portal_views(service))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    listener = portal_listener(settings.portal_address, settings.portal_port)
-    site = web.SockSite(runner, listener, backlog=1024)
-    await site.start()  # bind first: a portal that cannot listen must not hold phones captive
+    # one transparent socket per LAN's portal address: tproxy hands each its LAN's phones
+    for address in dict.fromkeys(lan.address for lan in settings.lan_portals):
+        listener = portal_listener(address, settings.portal_port)
+        site = web.SockSite(runner, listener, backlog=1024)
+        await site.start()  # bind first: a portal that cannot listen must not hold phones captive
     await service.start()
     background: list[asyncio.Task[None]] = []
     if cloud is not None:

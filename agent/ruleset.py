@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
+from agent.access import UNLIMITED, LanPortal, SpeedLimit, TrustedDevice, lan_portals
 from agent.clients import Client
 from agent.settings import Settings
 
@@ -21,6 +22,20 @@ ONLINE_MACS_SET = "online_macs"
 # which a routing rule sends to this routing table, where every address is local.
 PORTAL_MARK = 0x00800000
 PORTAL_ROUTE_TABLE = 9050
+# Limited phones, by IPv4 address: a verdict map jumps to the chain of the phone's rate,
+# whose meter (a dynamic set) keeps one token bucket per phone. One lookup per packet
+# for every phone, limited or not; a chain and a meter per distinct rate, not per phone.
+UPLOAD_LIMITS_MAP = "upload_limits"
+DOWNLOAD_LIMITS_MAP = "download_limits"
+TRUSTED_MACS_SET = "trusted_macs"  # ether_addr: pass with any IPv4 address
+TRUSTED_HOSTS_SET = "trusted_hosts"  # ether_addr . ipv4_addr: pass with that address only
+# ipv4_addr: where trusted devices' downloads may go: trusted_hosts' addresses, and those
+# trusted_macs devices sent from (learned by the kernel, forgotten after an idle spell)
+TRUSTED_IPS_SET = "trusted_ips"
+TRUSTED_IP_IDLE = 600  # seconds
+# The kernel's bucket holds one second of the rate plus the burst: a tenth of a second
+# lets TCP's bursts through without drops while the rate over seconds stays the limit.
+BURST_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +46,10 @@ class GateSpec:
     portal_address: IPv4Address
     portal_port: int
     walled_garden: tuple[IPv4Network, ...] = ()
+    lans: tuple[LanPortal, ...] = ()  # LANs with a portal address of their own
+    # per-phone limits the table must be able to enforce (every class's, the grants' too)
+    speed_limits: tuple[SpeedLimit, ...] = ()
+    trusted: tuple[TrustedDevice, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GateSpec:
@@ -40,15 +59,24 @@ class GateSpec:
             settings.portal_address,
             settings.portal_port,
             settings.walled_garden_addresses,
+            settings.lans,
+            tuple(dict.fromkeys(settings.speed_limits.values())),
+            settings.trusted_devices,
         )
+
+    @property
+    def lan_portals(self) -> tuple[LanPortal, ...]:
+        """Every LAN interface with the portal address its phones are sent to."""
+        return lan_portals(self.lan_interfaces, self.portal_address, self.lans)
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """A client to let through, for `timeout` seconds (None: until revoked)."""
+    """A client to let through, for `timeout` seconds (None: until revoked), at `limit`."""
 
     client: Client
     timeout: int | None
+    limit: SpeedLimit = UNLIMITED
 
 
 def element_timeout(seconds: int | None) -> int | None:
@@ -79,6 +107,25 @@ def kernel_keys(client: Client) -> dict[str, bytes]:
     }
 
 
+def limit_chain(way: str, kbit: int) -> str:
+    """The chain that meters one way ('upload' or 'download') at `kbit` kbit/s."""
+    return f"{way}_{kbit}kbit"
+
+
+def _meter(way: str, kbit: int) -> str:
+    return f"meter_{way}_{kbit}kbit"
+
+
+def limit_jumps(limit: SpeedLimit) -> dict[str, str]:
+    """The limit maps a phone of `limit` is an element of, each with the chain it jumps to."""
+    jumps = {}
+    if limit.upload:
+        jumps[UPLOAD_LIMITS_MAP] = limit_chain("upload", limit.upload)
+    if limit.download:
+        jumps[DOWNLOAD_LIMITS_MAP] = limit_chain("download", limit.download)
+    return jumps
+
+
 def clients_key(client: Client) -> bytes:
     """A client's key in the `clients` set, as the kernel stores it.
 
@@ -99,6 +146,43 @@ def _elements(items: Iterable[str]) -> str:
     return f"\t\telements = {{ {listed} }}\n" if listed else ""
 
 
+def _limit_chains(limits: Iterable[SpeedLimit]) -> str:
+    """A meter and a chain per distinct rate each way; a phone over its rate is dropped."""
+    text = ""
+    rates = {(way, kbit) for limit in limits for way, kbit in _ways(limit) if kbit}
+    for way, kbit in sorted(rates):
+        field = "saddr" if way == "upload" else "daddr"
+        per_second = kbit * 125  # bytes
+        burst = max(int(per_second * BURST_SECONDS), 2 * 1514)
+        text += (
+            f"\tset {_meter(way, kbit)} {{\n\t\ttype ipv4_addr\n\t\tsize 65535\n"
+            f"\t\tflags dynamic,timeout\n\t\ttimeout 5m\n\t}}\n"
+            f"\tchain {limit_chain(way, kbit)} {{\n\t\tupdate @{_meter(way, kbit)} "
+            f"{{ ip {field} limit rate over {per_second} bytes/second burst {burst} bytes }} drop\n"
+            f"\t}}\n"
+        )
+    return text
+
+
+def _ways(limit: SpeedLimit) -> tuple[tuple[str, int], tuple[str, int]]:
+    return (("upload", limit.upload), ("download", limit.download))
+
+
+def _to_portal(spec: GateSpec) -> tuple[str, str]:
+    """What hands a captive phone's web traffic to its LAN's portal, and any chain for it."""
+    mark = f"meta mark set meta mark or {PORTAL_MARK:#010x}"
+    lans = spec.lan_portals
+    if len({lan.address for lan in lans}) <= 1:
+        address = lans[0].address if lans else spec.portal_address
+        return f"meta l4proto tcp tproxy ip to {address}:{spec.portal_port} {mark} accept", ""
+    rules = "".join(
+        f'\t\tiifname "{lan.interface}" meta l4proto tcp tproxy ip to '
+        f"{lan.address}:{spec.portal_port} {mark} accept\n"
+        for lan in lans
+    )
+    return "jump to_portal", f"\tchain to_portal {{\n{rules}\t\tdrop\n\t}}\n"
+
+
 def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
     """The whole table as one atomic script that replaces any earlier version.
 
@@ -107,18 +191,63 @@ def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
     costs each forwarded packet (bench.forwarding --packets). `downloads` is asked only
     after every packet from the LAN has gone to `from_lan`, which ends each one, so a
     captive phone cannot reach an online one through another LAN interface.
+    With speed limits, one verdict-map lookup more each way; with several LANs, one rule
+    first that drops what goes from one LAN to another (LANs differ by portal address).
     """
     grants = list(grants)
-    lan = ", ".join(f'"{name}"' for name in spec.lan_interfaces)
+    interfaces = [lan.interface for lan in spec.lan_portals]
+    lan = ", ".join(f'"{name}"' for name in interfaces)
     keyed = [(_client_keys(g.client), _timeout(g.timeout)) for g in grants]
     clients, downloads, macs = (
         _elements(keys[name] + timeout for keys, timeout in keyed)
         for name in (CLIENTS_SET, DOWNLOADS_SET, ONLINE_MACS_SET)
     )
+    limits = list(dict.fromkeys([*spec.speed_limits, *(g.limit for g in grants)]))
+    limited = any(not limit.unlimited for limit in limits)
+    upload_limits, download_limits = (
+        _elements(
+            f"{g.client.ip}{_timeout(g.timeout)} : jump {limit_jumps(g.limit)[name]}"
+            for g in grants
+            if name in limit_jumps(g.limit)
+        )
+        for name in (UPLOAD_LIMITS_MAP, DOWNLOAD_LIMITS_MAP)
+    )
+    trusted_macs = _elements(d.mac for d in spec.trusted if d.ip is None)
+    trusted_hosts = _elements(f"{d.mac} . {d.ip}" for d in spec.trusted if d.ip is not None)
+    trusted_ips = _elements(str(d.ip) for d in spec.trusted if d.ip is not None)
     garden = _elements(str(net) for net in spec.walled_garden)
-    portal, port = spec.portal_address, spec.portal_port
-    mark = f"meta mark set meta mark or {PORTAL_MARK:#010x}"
-    to_portal = f"meta l4proto tcp tproxy ip to {portal}:{port} {mark} accept"
+    addresses = list(dict.fromkeys(str(p.address) for p in spec.lan_portals))
+    portals = addresses[0] if len(addresses) == 1 else f"{{ {', '.join(addresses)} }}"
+    to_portal, to_portal_chain = _to_portal(spec)
+    apart = [
+        f'"{a.interface}" . "{b.interface}"'
+        for a in spec.lan_portals
+        for b in spec.lan_portals
+        if a.address != b.address
+    ]
+    between_lans = f"\t\tiifname . oifname {{ {', '.join(apart)} }} drop\n" if apart else ""
+    limit_up = f"\t\tip saddr vmap @{UPLOAD_LIMITS_MAP}\n" if limited else ""
+    limit_down = f"\t\tip daddr vmap @{DOWNLOAD_LIMITS_MAP}\n" if limited else ""
+    trusted_pass = (
+        f"\t\tether saddr . ip saddr @{TRUSTED_HOSTS_SET} return\n"
+        f"\t\tether saddr @{TRUSTED_MACS_SET} return\n"
+        if spec.trusted
+        else ""
+    )
+    trusted_from = (
+        f"\t\tether saddr . ip saddr @{TRUSTED_HOSTS_SET} accept\n"
+        f"\t\tether saddr @{TRUSTED_MACS_SET} update @{TRUSTED_IPS_SET} "
+        f"{{ ip saddr timeout {TRUSTED_IP_IDLE}s }} accept\n"
+        if spec.trusted
+        else ""
+    )
+    trusted_to = f"\t\tip daddr @{TRUSTED_IPS_SET} accept\n" if spec.trusted else ""
+    trusted_v6 = (  # refused at once, as an online phone's: it falls back to IPv4
+        f"\t\tether saddr @{TRUSTED_MACS_SET} meta l4proto tcp reject with tcp reset\n"
+        f"\t\tether saddr @{TRUSTED_MACS_SET} reject with icmpx type admin-prohibited\n"
+        if spec.trusted
+        else ""
+    )
     return f"""table {TABLE} {{}}
 delete table {TABLE}
 table {TABLE} {{
@@ -141,27 +270,46 @@ table {TABLE} {{
 \t\tflags interval
 \t\tauto-merge
 {garden}\t}}
+\tset {TRUSTED_MACS_SET} {{
+\t\ttype ether_addr
+{trusted_macs}\t}}
+\tset {TRUSTED_HOSTS_SET} {{
+\t\ttype ether_addr . ipv4_addr
+{trusted_hosts}\t}}
+\tset {TRUSTED_IPS_SET} {{
+\t\ttype ipv4_addr
+\t\tsize 65535
+\t\tflags dynamic,timeout
+{trusted_ips}\t}}
+{_limit_chains(limits)}\tmap {UPLOAD_LIMITS_MAP} {{
+\t\ttype ipv4_addr : verdict
+\t\tflags timeout
+{upload_limits}\t}}
+\tmap {DOWNLOAD_LIMITS_MAP} {{
+\t\ttype ipv4_addr : verdict
+\t\tflags timeout
+{download_limits}\t}}
 \tchain prerouting {{
 \t\ttype filter hook prerouting priority mangle - 5; policy accept;
 \t\ttcp dport 80 iifname {{ {lan} }} jump captive
 \t}}
 \tchain captive {{
 \t\tmeta nfproto != ipv4 return
-\t\tip daddr {portal} {to_portal}
+\t\tip daddr {portals} {to_portal}
 \t\tip daddr @{WALLED_GARDEN_SET} return
 \t\tether saddr . ip saddr @{CLIENTS_SET} return
-\t\t{to_portal}
+{trusted_pass}\t\t{to_portal}
 \t}}
-\tchain forward {{
+{to_portal_chain}\tchain forward {{
 \t\ttype filter hook forward priority filter - 5; policy accept;
-\t\tether saddr . ip saddr @{CLIENTS_SET} accept
+{between_lans}{limit_up}\t\tether saddr . ip saddr @{CLIENTS_SET} accept
 \t\tiifname {{ {lan} }} jump from_lan
-\t\tip daddr @{DOWNLOADS_SET} accept
+{limit_down}\t\tip daddr @{DOWNLOADS_SET} accept
 \t\toifname {{ {lan} }} jump to_lan
 \t}}
 \tchain from_lan {{
 \t\tmeta nfproto ipv6 jump ipv6_from_lan
-\t\tudp dport {{ 53, 67, 68 }} accept
+{trusted_from}\t\tudp dport {{ 53, 67, 68 }} accept
 \t\ttcp dport 53 accept
 \t\tip daddr @{WALLED_GARDEN_SET} accept
 \t\ttcp dport 443 reject with tcp reset
@@ -171,11 +319,11 @@ table {TABLE} {{
 \tchain ipv6_from_lan {{
 \t\tether saddr @{ONLINE_MACS_SET} meta l4proto tcp reject with tcp reset
 \t\tether saddr @{ONLINE_MACS_SET} reject with icmpx type admin-prohibited
-\t\tdrop
+{trusted_v6}\t\tdrop
 \t}}
 \tchain to_lan {{
 \t\tmeta nfproto ipv6 drop
-\t\tudp sport {{ 53, 67, 68 }} accept
+{trusted_to}\t\tudp sport {{ 53, 67, 68 }} accept
 \t\ttcp sport 53 accept
 \t\tip saddr @{WALLED_GARDEN_SET} accept
 \t\ticmp type {{ destination-unreachable, time-exceeded }} accept
@@ -187,19 +335,31 @@ table {TABLE} {{
 
 def render_grant(grant: Grant, *, replace: bool = False) -> str:
     """One transaction adding a client; `replace` first drops an element it already has."""
-    head = render_revoke(grant.client) if replace else ""
+    head = render_revoke(grant.client, grant.limit) if replace else ""
     timeout = _timeout(grant.timeout)
-    return head + "".join(
-        f"add element {TABLE} {name} {{ {key}{timeout} }}\n"
-        for name, key in _client_keys(grant.client).items()
+    return (
+        head
+        + "".join(
+            f"add element {TABLE} {name} {{ {key}{timeout} }}\n"
+            for name, key in _client_keys(grant.client).items()
+        )
+        + "".join(
+            f"add element {TABLE} {name} {{ {grant.client.ip}{timeout} : jump {chain} }}\n"
+            for name, chain in limit_jumps(grant.limit).items()
+        )
     )
 
 
-def render_revoke(client: Client) -> str:
-    """One transaction removing a client; adding first makes it succeed if it is absent."""
+def render_revoke(client: Client, limit: SpeedLimit = UNLIMITED) -> str:
+    """One transaction removing a client granted at `limit`; adding first makes it succeed if
+    it is absent (a map's element must be added with the data it has, so `limit` is needed)."""
     return "".join(
         f"add element {TABLE} {name} {{ {key} }}\ndelete element {TABLE} {name} {{ {key} }}\n"
         for name, key in _client_keys(client).items()
+    ) + "".join(
+        f"add element {TABLE} {name} {{ {client.ip} : jump {chain} }}\n"
+        f"delete element {TABLE} {name} {{ {client.ip} }}\n"
+        for name, chain in limit_jumps(limit).items()
     )
 
 

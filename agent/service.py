@@ -7,6 +7,7 @@ their own single worker thread, so the loop never blocks and neither is used con
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -15,6 +16,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.access import DEFAULT_CLASS, STAFF_CLASS, SpeedLimit, TrustedDevice, limit_of
 from agent.clients import Client
 from agent.errors import ClientUnknown, GateError
 from agent.events import NO_EVENTS, SessionEvents
@@ -64,7 +66,10 @@ class AgentService:
         self.store = store
         self.clock = clock
         self.arp_table = arp_table
-        self._neighbours = NeighbourLookup(settings.lan_interfaces)
+        self._neighbours = NeighbourLookup(tuple(lan.interface for lan in settings.lan_portals))
+        self._speed_limits = settings.speed_limits
+        # MACs trusted without the portal: the file's, and those the cloud's device ids name
+        self._trusted_macs = {d.mac for d in settings.trusted_devices}
         self.flush_conntrack = flush_conntrack
         self.events = events
         self.status_parts: list[Callable[[], dict[str, Any]]] = []  # e.g. the cloud link's
@@ -115,23 +120,63 @@ class AgentService:
         """
         return Client(mac_of(ip, self.arp_table, self._neighbours), ip)
 
+    def portal_url_for(self, ip: IPv4Address) -> str:
+        """The portal's URL on the LAN the device behind `ip` is on (one netlink ask, only
+        when LANs have portal addresses of their own); the main address if it is not found."""
+        lans = self.settings.lan_portals
+        if len({lan.address for lan in lans}) > 1:
+            found = self._neighbours.find(ip)
+            for lan in lans:
+                if found is not None and lan.interface == found[0]:
+                    return self.settings.portal_url_at(lan.address)
+        return self.settings.portal_url
+
     def session_of(self, client: Client) -> Session | None:
         """The client's live session, if it is authorized."""
         return self.book.of_client(client)
 
-    async def accept(self, client: Client, terms_version: str) -> Session:
+    def speed_limit(self, session: Session) -> SpeedLimit:
+        """The per-phone limit of the session's speed class, as the settings give it now."""
+        return limit_of(self._speed_limits, session.speed_class)
+
+    def _grant_of(self, session: Session, now: float) -> Grant:
+        return Grant(session.client, session.kernel_timeout(now), self.speed_limit(session))
+
+    def is_trusted(self, mac: str) -> bool:
+        """True for a device that passes without the portal: no session, no visit."""
+        return mac in self._trusted_macs
+
+    async def trust_seen(self, macs: Iterable[str], device_id_of: Callable[[str], str]) -> None:
+        """Let through, from now on, the devices seen whose device id the cloud trusts."""
+        wanted = set(self.settings.trusted_device_ids)
+        if not wanted:
+            return
+        new = [m for m in macs if m not in self._trusted_macs and device_id_of(m) in wanted]
+        if not new:
+            return
+        self._trusted_macs.update(new)
+        spec = self.gate.spec
+        added = tuple(TrustedDevice(mac) for mac in new)
+        self.gate.spec = dataclasses.replace(spec, trusted=spec.trusted + added)
+        await self._on(self._nft, self.gate.trust, new)
+        log.info("%d devices the cloud trusts pass without the portal", len(new))
+
+    async def accept(
+        self, client: Client, terms_version: str, speed_class: str = DEFAULT_CLASS
+    ) -> Session:
         """The shopper accepted the terms: start the session and open the gate.
 
-        If the kernel refuses the grant, GateError is raised, but the session stands: the
-        next counter poll finds its element missing and adds it.
+        `speed_class` names the per-phone limits (agent.access); a device still in a
+        session keeps its own. If the kernel refuses the grant, GateError is raised, but
+        the session stands: the next counter poll finds its element missing and adds it.
         """
         now = self.clock()
         previous = self.book.of_mac(client.mac)
-        session, moved = self.book.start(client, now, terms_version)
+        session, moved = self.book.start(client, now, terms_version, speed_class)
         if moved is not None:
             await self._close_in_kernel(moved.session.client)
         try:
-            await self._on(self._nft, self.gate.grant, Grant(client, session.kernel_timeout(now)))
+            await self._on(self._nft, self.gate.grant, self._grant_of(session, now))
         finally:  # a grant the kernel refused is retried by the next counter poll
             await self._on(self._db, self.store.record_acceptance, session, now)
             if moved is not None:
@@ -155,7 +200,7 @@ class AgentService:
         """Staff let a device through without the portal."""
         if ip is None:
             ip = ip_of(mac, self.arp_table)  # a small /proc file, read on the loop
-        return await self.accept(Client(mac, ip), STAFF)
+        return await self.accept(Client(mac, ip), STAFF, STAFF_CLASS)
 
     async def revoke(self, mac: str, reason: EndReason = EndReason.REVOKED) -> Ended | None:
         """End a device's session now and cut its open connections."""
@@ -193,7 +238,7 @@ class AgentService:
             self.events.session_ended(ended)
         for lost in observed.lost:
             log.warning("element of %s vanished from the kernel; restoring it", lost.client.ip)
-            await self._on(self._nft, self.gate.grant, Grant(lost.client, lost.kernel_timeout(now)))
+            await self._on(self._nft, self.gate.grant, self._grant_of(lost, now))
         changed = [s for s in self.book.all() if before.get(s.client.mac) is not s]
         await self._on(self._db, self.store.save, changed)
         await self._on(self._db, self.store.record_ended, observed.ended)
@@ -207,7 +252,7 @@ class AgentService:
 
     async def _install_table(self, sessions: Iterable[Session], now: float) -> None:
         """The whole table, each session let through for the time it has left."""
-        grants = [Grant(s.client, s.kernel_timeout(now)) for s in sessions]
+        grants = [self._grant_of(s, now) for s in sessions]
         await self._on(self._nft, self.gate.install, grants)
 
     async def portal_viewed(self, ip: IPv4Address) -> None:
@@ -216,17 +261,34 @@ class AgentService:
             client = await self.identify(ip)
         except (ClientUnknown, OSError):
             return
-        self.events.portal_viewed(client.mac, self.clock())
+        if not self.is_trusted(client.mac):
+            self.events.portal_viewed(client.mac, self.clock())
 
     async def reconfigure(self, settings: Settings) -> None:
-        """Apply settings live: the walled garden at once, limits to sessions that start next."""
-        if settings.walled_garden_addresses != self.settings.walled_garden_addresses:
+        """Apply settings live: the walled garden at once, limits to sessions that start next.
+
+        New speed limits or trusted devices change the table's chains: it is installed
+        again, atomically, with every session at its class's new limit.
+        """
+        before = self.settings
+        self.settings = settings
+        self.book.limits = limits_of(settings)
+        if (settings.speed_limits, settings.trusted_devices, settings.trusted_device_ids) != (
+            before.speed_limits,
+            before.trusted_devices,
+            before.trusted_device_ids,
+        ):  # devices trusted by id are found again by the next look at the LAN
+            self._speed_limits = settings.speed_limits
+            self._trusted_macs = {d.mac for d in settings.trusted_devices}
+            self.gate.spec = GateSpec.from_settings(settings)
+            await self._install_table(self.book.all(), self.clock())
+            self.book.counters_restarted()
+            await self._on(self._db, self._keep_boot_gate)
+        elif settings.walled_garden_addresses != before.walled_garden_addresses:
             addresses = settings.walled_garden_addresses
             await self._on(self._nft, self.gate.set_walled_garden, addresses)
             self.gate.spec = GateSpec.from_settings(settings)  # kept on install
             await self._on(self._db, self._keep_boot_gate)
-        self.settings = settings
-        self.book.limits = limits_of(settings)
 
     def _keep_boot_gate(self) -> None:
         """Keep the table the router loads at boot in step with the one installed."""
@@ -249,6 +311,9 @@ class AgentService:
             "session_timeout": self.settings.session_timeout,
             "idle_timeout": self.settings.idle_timeout,
             "data_quota": self.settings.data_quota,
+            "download_limit": self.settings.download_limit,
+            "upload_limit": self.settings.upload_limit,
+            "trusted_devices": len(self._trusted_macs),
         } | {key: value for part in self.status_parts for key, value in part().items()}
 
     def describe(self, session: Session) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from agent.access import DEFAULT_CLASS
 from agent.clients import Client
 
 
@@ -42,6 +43,7 @@ class Session:
     bytes_carried: int = 0
     bytes_counted: int = 0
     last_activity_at: float = 0.0
+    speed_class: str = DEFAULT_CLASS  # whose per-phone limits apply (agent.access)
 
     @property
     def bytes_used(self) -> int:
@@ -97,7 +99,12 @@ class Observed:
 
 
 def start_session(
-    client: Client, now: float, terms_version: str, limits: Limits, previous: Session | None
+    client: Client,
+    now: float,
+    terms_version: str,
+    limits: Limits,
+    previous: Session | None,
+    speed_class: str = DEFAULT_CLASS,
 ) -> Session:
     """A new session; a device still in a session keeps its time and bytes, even on a new IP."""
     if previous is not None and previous.end_reason(now) is None:
@@ -113,6 +120,7 @@ def start_session(
         idle_timeout=limits.idle_timeout,
         data_quota=limits.data_quota,
         last_activity_at=now,
+        speed_class=speed_class,
     )
 
 
@@ -148,10 +156,12 @@ class SessionBook:
         session = self._by_mac.get(client.mac)
         return session if session is not None and session.client == client else None
 
-    def start(self, client: Client, now: float, terms_version: str) -> tuple[Session, Ended | None]:
+    def start(
+        self, client: Client, now: float, terms_version: str, speed_class: str = DEFAULT_CLASS
+    ) -> tuple[Session, Ended | None]:
         """Start (or move) the device's session; returns it and the session it replaced."""
         previous = self._by_mac.get(client.mac)
-        session = start_session(client, now, terms_version, self.limits, previous)
+        session = start_session(client, now, terms_version, self.limits, previous, speed_class)
         self._by_mac[client.mac] = session
         if previous is None or previous.client == client:
             return session, None

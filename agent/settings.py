@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from agent.access import LanPortal, SpeedClass, SpeedLimit, TrustedDevice, class_limits, lan_portals
+
 LANGUAGES = ("en", "zh")
 
 
@@ -25,10 +27,17 @@ class Settings:
     control_socket: Path = Path("/var/run/loopspot.sock")
     nft_backend: str = "auto"  # auto (= netlink) | netlink | libnftables | nft
     counter_poll_interval: float = 2.0
+    lans: tuple[LanPortal, ...] = ()  # LANs with a portal address of their own
     # session
     session_timeout: int = 3600  # 0 = no limit
     idle_timeout: int = 900  # 0 = no limit
     data_quota: int = 0  # bytes per session, 0 = no limit
+    download_limit: int = 0  # kbit/s per phone, 0 = no limit
+    upload_limit: int = 0  # kbit/s per phone, 0 = no limit
+    speed_classes: tuple[SpeedClass, ...] = ()
+    # trusted: pass without the portal, are no sessions and are never reported as visits
+    trusted_devices: tuple[TrustedDevice, ...] = ()
+    trusted_device_ids: tuple[str, ...] = ()  # from the cloud: matched against MACs seen
     # portal
     template: str = "default"
     templates_dir: Path | None = None  # None = the portal_templates/ shipped with the agent
@@ -66,3 +75,17 @@ class Settings:
     def portal_url(self) -> str:
         """Where redirected clients are sent."""
         return f"http://{self.portal_address}:{self.portal_port}/portal"
+
+    @property
+    def lan_portals(self) -> tuple[LanPortal, ...]:
+        """Every LAN interface with the portal address its phones are sent to."""
+        return lan_portals(self.lan_interfaces, self.portal_address, self.lans)
+
+    def portal_url_at(self, address: IPv4Address) -> str:
+        """The portal's URL as phones on the LAN of `address` reach it."""
+        return f"http://{address}:{self.portal_port}/portal"
+
+    @property
+    def speed_limits(self) -> dict[str, SpeedLimit]:
+        """Each speed class's per-phone limit, the default class's from download/upload_limit."""
+        return class_limits(SpeedLimit(self.download_limit, self.upload_limit), self.speed_classes)

@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     data_quota INTEGER NOT NULL,
     bytes_carried INTEGER NOT NULL,
     bytes_counted INTEGER NOT NULL,
-    last_activity_at REAL NOT NULL
+    last_activity_at REAL NOT NULL,
+    speed_class TEXT NOT NULL DEFAULT 'default'
 );
 CREATE TABLE IF NOT EXISTS acceptances (
     id INTEGER PRIMARY KEY,
@@ -46,8 +47,11 @@ CREATE TABLE IF NOT EXISTS ended_sessions (
 
 _COLUMNS = (
     "mac, ip, started_at, terms_version, expires_at, idle_timeout, data_quota, "
-    "bytes_carried, bytes_counted, last_activity_at"
+    "bytes_carried, bytes_counted, last_activity_at, speed_class"
 )
+_VALUES = ",".join("?" * len(_COLUMNS.split(",")))
+# A database an earlier version wrote (on tmpfs, or restored from flash) lacks the column.
+_ADD_SPEED_CLASS = "ALTER TABLE sessions ADD COLUMN speed_class TEXT NOT NULL DEFAULT 'default'"
 
 
 def _row(session: Session) -> tuple[object, ...]:
@@ -62,11 +66,12 @@ def _row(session: Session) -> tuple[object, ...]:
         session.bytes_carried,
         session.bytes_counted,
         session.last_activity_at,
+        session.speed_class,
     )
 
 
 def _session(row: tuple[object, ...]) -> Session:
-    mac, ip, started, terms, expires, idle, quota, carried, counted, active = row
+    mac, ip, started, terms, expires, idle, quota, carried, counted, active, speed_class = row
     return Session(
         client=Client(str(mac), IPv4Address(str(ip))),
         started_at=float(str(started)),
@@ -77,6 +82,7 @@ def _session(row: tuple[object, ...]) -> Session:
         bytes_carried=int(str(carried)),
         bytes_counted=int(str(counted)),
         last_activity_at=float(str(active)),
+        speed_class=str(speed_class),
     )
 
 
@@ -87,6 +93,9 @@ class SessionStore:
         self.path = state_dir / DB_NAME
         self.snapshot_path = flash_dir / DB_NAME
         self._db = open_on_tmpfs(self.path, self.snapshot_path, _SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        if "speed_class" not in columns:
+            self._db.execute(_ADD_SPEED_CLASS)
 
     def load(self) -> list[Session]:
         """Every saved live session."""
@@ -101,7 +110,7 @@ class SessionStore:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO sessions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows
+                f"INSERT OR REPLACE INTO sessions ({_COLUMNS}) VALUES ({_VALUES})", rows
             )
 
     def replace_all(self, sessions: Iterable[Session]) -> None:
@@ -110,9 +119,7 @@ class SessionStore:
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM sessions")
-            self._db.executemany(
-                f"INSERT INTO sessions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows
-            )
+            self._db.executemany(f"INSERT INTO sessions ({_COLUMNS}) VALUES ({_VALUES})", rows)
 
     def record_acceptance(self, session: Session, accepted_at: float) -> None:
         """Keep which terms version the device accepted, and when, with its session."""
@@ -123,7 +130,7 @@ class SessionStore:
                 (session.client.mac, str(session.client.ip), session.terms_version, accepted_at),
             )
             self._db.execute(
-                f"INSERT OR REPLACE INTO sessions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO sessions ({_COLUMNS}) VALUES ({_VALUES})",
                 _row(session),
             )
 

@@ -311,6 +311,11 @@ class RouterConfig(Message):
     # The trusted captive API: the portal's name under the operator's domain. The router
     # gets its certificate itself, for a key that never leaves it (agent.portal.certify).
     portal_name: str | None = None
+    download_limit: int | None = None  # kbit/s per phone, 0 = no limit
+    upload_limit: int | None = None
+    speed_classes: tuple[str, ...] | None = None  # 'NAME=DOWNLOAD/UPLOAD', e.g. 'vip=0/0'
+    # devices passing without the portal, by device id: raw MACs never leave the router
+    trusted_device_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,16 +41,50 @@ def _block(index: int) -> tuple[int, int]:
     return 1 + index // PHONES_PER_BLOCK, 1 + index % PHONES_PER_BLOCK
 
 
-def phone_ip(index: int) -> str:
-    """Phone `index`'s IPv4 address on the LAN: 10.77.1.1 for phone 0."""
-    a, b = _block(index)
-    return f"10.77.{a}.{b}"
+MAX_LANS = 8  # LAN n (from 0) is 10.(77 + n).0.0/16; 0 is br-lan, the others br-lan<n>
 
 
-def phone_ip6(index: int) -> str:
-    """Phone `index`'s ULA on the LAN, mirroring its IPv4 address: fd77::1:1 for phone 0."""
+def _lan(lan: int) -> int:
+    if not 0 <= lan < MAX_LANS:
+        raise ValueError(f"LAN {lan} is outside 0..{MAX_LANS - 1}")
+    return 77 + lan
+
+
+def lan_bridge(lan: int = 0) -> str:
+    """The router's bridge of LAN `lan`: br-lan for the first, br-lan1, br-lan2 ... after."""
+    return LAN_BRIDGE if _lan(lan) == 77 else f"{LAN_BRIDGE}{lan}"
+
+
+def router_lan_ip(lan: int = 0) -> str:
+    """The router's (and its portal's) address on LAN `lan`: 10.77.0.1 on the first."""
+    return f"10.{_lan(lan)}.0.1"
+
+
+def router_lan_ip6(lan: int = 0) -> str:
+    """The router's ULA on LAN `lan`: fd77::1 on the first."""
+    return f"fd{_lan(lan)}::1"
+
+
+def lan_net(lan: int = 0) -> str:
+    """LAN `lan`'s IPv4 network."""
+    return f"10.{_lan(lan)}.0.0/{LAN_PREFIXLEN}"
+
+
+def lan6_net(lan: int = 0) -> str:
+    """LAN `lan`'s IPv6 network."""
+    return f"fd{_lan(lan)}::/64"
+
+
+def phone_ip(index: int, lan: int = 0) -> str:
+    """Phone `index`'s IPv4 address on LAN `lan`: 10.77.1.1 for phone 0 on the first."""
     a, b = _block(index)
-    return f"fd77::{a}:{b}"
+    return f"10.{_lan(lan)}.{a}.{b}"
+
+
+def phone_ip6(index: int, lan: int = 0) -> str:
+    """Phone `index`'s ULA on its LAN, mirroring its IPv4 address: fd77::1:1 for phone 0."""
+    a, b = _block(index)
+    return f"fd{_lan(lan)}::{a}:{b}"
 
 
 def phone_mac(index: int) -> str:

@@ -27,6 +27,7 @@ class LabFactory(Protocol):
         phone_macs: Sequence[str] | None = None,
         *,
         wan_services: bool = True,
+        lans: int = 1,
     ) -> Lab: ...
 
 
@@ -51,7 +52,11 @@ def require_lab() -> None:
 
 
 def build_lab(
-    phones: int = 1, phone_macs: Sequence[str] | None = None, *, wan_services: bool = True
+    phones: int = 1,
+    phone_macs: Sequence[str] | None = None,
+    *,
+    wan_services: bool = True,
+    lans: int = 1,
 ) -> Lab:
     """Lab.create, turning 'cannot build a lab here' into lab_unavailable()."""
     global _stale_checked
@@ -59,7 +64,7 @@ def build_lab(
         if not _stale_checked and os.geteuid() == 0:
             _stale_checked = True
             cleanup_stale()
-        return Lab.create(phones, phone_macs, wan_services=wan_services)
+        return Lab.create(phones, phone_macs, wan_services=wan_services, lans=lans)
     except (LabError, OSError) as exc:
         lab_unavailable(f"{type(exc).__name__}: {exc}")
 
@@ -70,9 +75,13 @@ def lab_factory() -> Iterator[LabFactory]:
     labs: list[Lab] = []
 
     def make(
-        phones: int = 1, phone_macs: Sequence[str] | None = None, *, wan_services: bool = True
+        phones: int = 1,
+        phone_macs: Sequence[str] | None = None,
+        *,
+        wan_services: bool = True,
+        lans: int = 1,
     ) -> Lab:
-        made = build_lab(phones, phone_macs, wan_services=wan_services)
+        made = build_lab(phones, phone_macs, wan_services=wan_services, lans=lans)
         labs.append(made)
         return made
 

@@ -61,8 +61,15 @@ def agent_config(
             "control_socket": str(workdir / "loopspot.sock"),
             "nft_backend": "auto",
             "counter_poll_interval": "0.5",
+            "lan": [],  # e.g. [f"{A.lan_bridge(1)}={A.router_lan_ip(1)}"] for a second LAN
         },
-        "session": {"timeout": "1h", "idle_timeout": "15m", "data_quota": "0"},
+        "session": {
+            "timeout": "1h",
+            "idle_timeout": "15m",
+            "data_quota": "0",
+            "download_limit": "0",
+            "upload_limit": "0",
+        },
         "portal": {
             "language": "auto",
             "terms_version": "2026-11",

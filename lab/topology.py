@@ -53,6 +53,7 @@ class Phone:
     ip6: str
     port: str = ""
     index: int = 0
+    lan: int = 0  # which of the router's LANs (lab.addresses.lan_bridge) it is on
 
     @property
     def link_local(self) -> str:
@@ -155,6 +156,7 @@ class Lab:
         self._names: list[str] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._next_index = 0
+        self.lans = 1
         self._closed = False
 
     @classmethod
@@ -165,8 +167,12 @@ class Lab:
         *,
         wan_services: bool = False,
         phone_dns: str = A.WAN_DNS_IP,
+        lans: int = 1,
     ) -> Lab:
-        """Build router, wan and `phones` phones; `phone_macs` sets the first phones' MACs."""
+        """Build router, wan and `phones` phones; `phone_macs` sets the first phones' MACs.
+
+        `lans` > 1 gives the router more LAN bridges (add_lan); the phones are on the first.
+        """
         require_root()
         macs = [A.normalize_mac(mac) for mac in phone_macs or []]
         if len(macs) > phones:
@@ -179,6 +185,8 @@ class Lab:
         _open_labs[id(lab)] = lab
         try:
             lab._build_core()
+            for _ in range(lans - 1):
+                lab.add_lan()
             lab.add_phones(phones, macs)
             if wan_services:
                 lab.start_wan_services()
@@ -255,14 +263,44 @@ class Lab:
             ns=self.wan,
         )
 
-    def add_phone(self, mac: str | None = None) -> Phone:
-        """Connect one more phone to the LAN, with `mac` or a generated one."""
-        return self.add_phones(1, [mac])[0]
+    def add_lan(self) -> int:
+        """Give the router one more LAN bridge (a guest VLAN), routed to the wan; its number."""
+        lan = self.lans
+        bridge = A.lan_bridge(lan)
+        netns.ip_batch([f"link add {bridge} type bridge"], ns=self.router)
+        # new interfaces start without IPv6 here (see _build_core); the bridge needs it
+        netns.sysctl_set(self.router, f"net.ipv6.conf.{bridge}.disable_ipv6", 0)
+        netns.ip_batch(
+            [
+                f"addr add {A.router_lan_ip(lan)}/{A.LAN_PREFIXLEN} dev {bridge}",
+                f"addr add {A.router_lan_ip6(lan)}/64 dev {bridge} nodad",
+                f"link set {bridge} up",
+            ],
+            ns=self.router,
+        )
+        netns.ip_batch(
+            [
+                f"route add {A.lan_net(lan)} via {A.ROUTER_WAN_IP}",
+                f"route add {A.lan6_net(lan)} via {A.ROUTER_WAN_IP6}",
+            ],
+            ns=self.wan,
+        )
+        self.lans += 1
+        return lan
 
-    def add_phones(self, count: int, macs: Sequence[str | None] | None = None) -> list[Phone]:
-        """Connect `count` phones at once (one `ip` batch for the router, one per phone)."""
+    def add_phone(self, mac: str | None = None, lan: int = 0) -> Phone:
+        """Connect one more phone to LAN `lan`, with `mac` or a generated one."""
+        return self.add_phones(1, [mac], lan=lan)[0]
+
+    def add_phones(
+        self, count: int, macs: Sequence[str | None] | None = None, *, lan: int = 0
+    ) -> list[Phone]:
+        """Connect `count` phones to LAN `lan` at once (one `ip` batch for the router, one
+        per phone)."""
         if self._closed:
             raise LabError("this lab is closed")
+        if not 0 <= lan < self.lans:
+            raise ValueError(f"LAN {lan} is not one of this lab's {self.lans} LANs (add_lan)")
         chosen = list(macs or [])
         if len(chosen) > count:
             raise ValueError(f"{len(chosen)} MACs given for only {count} phones")
@@ -277,13 +315,14 @@ class Lab:
                 raise ValueError(f"MAC {norm} is already on this lab's LAN")
             taken.add(norm)
             ns = f"{self.prefix}p{index}"
-            new.append(Phone(ns, norm, A.phone_ip(index), A.phone_ip6(index), f"p{index}", index))
+            ip, ip6 = A.phone_ip(index, lan), A.phone_ip6(index, lan)
+            new.append(Phone(ns, norm, ip, ip6, f"p{index}", index, lan))
         if not new:
             return []
         self._add_namespaces([p.ns for p in new])
         netns.ip_batch(
             [
-                f"link add {p.port} master {A.LAN_BRIDGE} up type veth"
+                f"link add {p.port} master {A.lan_bridge(p.lan)} up type veth"
                 f" peer name {A.PHONE_IF} address {p.mac} netns {p.ns}"
                 for p in new
             ],
@@ -302,8 +341,8 @@ class Lab:
             f"link set {dev} up",
             f"addr add {phone.ip}/{A.LAN_PREFIXLEN} dev {dev}",
             f"addr add {phone.ip6}/64 dev {dev} nodad",
-            f"route add default via {A.ROUTER_LAN_IP}",
-            f"route add ::/0 via {A.ROUTER_LAN_IP6}",
+            f"route add default via {A.router_lan_ip(phone.lan)}",
+            f"route add ::/0 via {A.router_lan_ip6(phone.lan)}",
         ]
 
     def _write_resolv_conf(self, ns: str) -> None:
@@ -311,6 +350,21 @@ class Lab:
         etc = netns.NETNS_ETC_DIR / ns
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "resolv.conf").write_text(f"nameserver {self.phone_dns}\n")
+
+    def change_ip(self, phone: Phone, ip: str) -> Phone:
+        """Give `phone` another IPv4 address on its LAN (as a new DHCP lease would)."""
+        dev = A.PHONE_IF
+        netns.ip_batch(
+            [
+                f"addr del {phone.ip}/{A.LAN_PREFIXLEN} dev {dev}",
+                f"addr add {ip}/{A.LAN_PREFIXLEN} dev {dev}",
+                f"route replace default via {A.router_lan_ip(phone.lan)}",
+            ],
+            ns=phone.ns,
+        )
+        updated = replace(phone, ip=ip)
+        self.phones[self.phones.index(phone)] = updated
+        return updated
 
     def change_mac(self, phone: Phone, mac: str) -> Phone:
         """Give `phone` a new MAC (as MAC randomisation or spoofing would); the new Phone."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
+from agent.access import UNLIMITED, SpeedLimit
 from agent.clients import Client
 from agent.gate.netlink_grants import NetlinkGrants
 from agent.gate.nfnetlink import KernelSets, SetElement
@@ -18,6 +19,7 @@ from agent.ruleset import (
     CLIENTS_SET,
     DOWNLOADS_SET,
     TABLE,
+    TRUSTED_MACS_SET,
     GateSpec,
     Grant,
     client_of_key,
@@ -52,8 +54,8 @@ class GrantWriter(Protocol):
     def grant(self, grant: Grant, *, replace: bool = False) -> None:
         """Let a client through until its timeout; `replace` first drops its elements."""
 
-    def revoke(self, client: Client) -> None:
-        """Take a client out of every set; absent already is no error."""
+    def revoke(self, client: Client, limit: SpeedLimit = UNLIMITED) -> None:
+        """Take a client granted at `limit` out of every set; absent already is no error."""
 
 
 class ScriptedGrants:
@@ -67,9 +69,9 @@ class ScriptedGrants:
         """Let a client through until its timeout."""
         self.nft.run(render_grant(grant, replace=replace))
 
-    def revoke(self, client: Client) -> None:
-        """Take a client out of every set."""
-        self.nft.run(render_revoke(client))
+    def revoke(self, client: Client, limit: SpeedLimit = UNLIMITED) -> None:
+        """Take a client granted at `limit` out of every set."""
+        self.nft.run(render_revoke(client, limit))
 
 
 def open_grants(backend: str, nft: Nft) -> GrantWriter:
@@ -116,28 +118,54 @@ class Gate:
         # The Client objects granted, by `clients` key: a poll hands back these same
         # objects, not a second copy of every client (200 bytes each).
         self._clients: dict[bytes, Client] = {}
+        # The limit each limited client was granted at: its revoke must name the same jump.
+        self._limits: dict[bytes, SpeedLimit] = {}
 
     def install(self, grants: Iterable[Grant] = ()) -> None:
         """Replace the whole table atomically, with these clients already let through."""
         grants = list(grants)
         if self.route_to_portal is not None:
-            self.route_to_portal(self.spec.lan_interfaces)
+            self.route_to_portal([lan.interface for lan in self.spec.lan_portals])
         self.nft.run(render_table(self.spec, grants))
         self._clients = {clients_key(g.client): g.client for g in grants}
+        self._limits = {clients_key(g.client): g.limit for g in grants if not g.limit.unlimited}
 
     def boot_script(self) -> str:
         """The table as installed at boot, before the agent runs: captive, no client yet."""
         return render_table(self.spec)
 
     def grant(self, grant: Grant, *, replace: bool = False) -> None:
-        """Let a client through until its timeout."""
+        """Let a client through until its timeout, at its speed limit."""
+        key = clients_key(grant.client)
+        before = self._limits.get(key, UNLIMITED)
+        if before != grant.limit:  # granted at another limit: its map elements go first
+            self._revoke(grant.client, before)
         self.grants.grant(grant, replace=replace)
-        self._clients[clients_key(grant.client)] = grant.client
+        self._clients[key] = grant.client
+        if grant.limit.unlimited:
+            self._limits.pop(key, None)
+        else:
+            self._limits[key] = grant.limit
 
     def revoke(self, client: Client) -> None:
         """Stop letting a client through; its open connections are cut by `forget_connections`."""
-        self.grants.revoke(client)
-        self._clients.pop(clients_key(client), None)
+        key = clients_key(client)
+        self._revoke(client, self._limits.get(key, UNLIMITED))
+        self._clients.pop(key, None)
+        self._limits.pop(key, None)
+
+    def _revoke(self, client: Client, limit: SpeedLimit) -> None:
+        if limit.unlimited:
+            self.grants.revoke(client)
+        else:
+            self.grants.revoke(client, limit)
+
+    def trust(self, macs: Iterable[str]) -> None:
+        """Let these devices pass without the portal, with any address (spec.trusted keeps them
+        across installs)."""
+        listed = ", ".join(macs)
+        if listed:
+            self.nft.run(f"add element {TABLE} {TRUSTED_MACS_SET} {{ {listed} }}\n")
 
     def set_walled_garden(self, addresses: Iterable[IPv4Network]) -> None:
         """Replace the addresses reachable before authorization."""
@@ -170,6 +198,7 @@ class Gate:
             )
         for gone in known.keys() - seen:  # expired in the kernel; a grant made since is
             known.pop(gone, None)  # only copied again at the next poll
+            self._limits.pop(gone, None)
         return result
 
 

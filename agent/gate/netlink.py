@@ -144,6 +144,11 @@ class NeighbourLookup:
 
     def mac_of(self, ip: IPv4Address) -> str | None:
         """The MAC of `ip` on any LAN interface, or None when the kernel has no usable entry."""
+        found = self.find(ip)
+        return None if found is None else found[1]
+
+    def find(self, ip: IPv4Address) -> tuple[str, str] | None:
+        """The LAN interface `ip` is on and its MAC, or None when the kernel has no entry."""
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
             sock.settimeout(1.0)
             for name in self.interfaces:
@@ -155,5 +160,5 @@ class NeighbourLookup:
                 sock.sendto(_lookup_request(ip, ifindex, self._seq), (0, 0))
                 mac = parse_reply(sock.recv(65536))
                 if mac is not None:
-                    return mac
+                    return name, mac
         return None

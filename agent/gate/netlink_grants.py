@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from agent.access import UNLIMITED, SpeedLimit
 from agent.clients import Client
 from agent.errors import GateError
 from agent.gate.nfnetlink import (
@@ -36,7 +37,7 @@ from agent.gate.nfnetlink import (
     parse_acks,
     string_attribute,
 )
-from agent.ruleset import TABLE, Grant, element_timeout, kernel_keys
+from agent.ruleset import TABLE, Grant, element_timeout, kernel_keys, limit_jumps
 
 NFT_MSG_DELSETELEM = 14
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
@@ -44,7 +45,11 @@ _BATCH_HEADER = struct.Struct("=IHHII")  # nlmsghdr
 _BATCH_BODY = struct.Struct("!BBH")  # nfgenmsg; here its resource id, in network order
 _RECEIVE = 16 * 1024
 _TIMEOUT = 2.0
-Change = tuple[int, str, bytes, int | None]  # message, set, key, timeout in seconds
+NFTA_SET_ELEM_DATA, NFTA_DATA_VERDICT = 2, 2
+NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 1, 2
+NFT_JUMP = -3
+# message, set, key, timeout in seconds, and for a verdict map the chain its element jumps to
+Change = tuple[int, str, bytes, int | None, str | None]
 
 
 def _batch_marker(kind: int, seq: int) -> bytes:
@@ -56,20 +61,43 @@ def _batch_marker(kind: int, seq: int) -> bytes:
 
 def grant_changes(grant: Grant, *, replace: bool = False) -> list[Change]:
     """The element changes of a grant, in order; `replace` first drops those it has."""
-    head = revoke_changes(grant.client) if replace else []
+    head = revoke_changes(grant.client, grant.limit) if replace else []
     timeout = element_timeout(grant.timeout)
-    return head + [
-        (NFT_MSG_NEWSETELEM, name, key, timeout) for name, key in kernel_keys(grant.client).items()
+    ip = grant.client.ip.packed
+    return (
+        head
+        + [
+            (NFT_MSG_NEWSETELEM, name, key, timeout, None)
+            for name, key in kernel_keys(grant.client).items()
+        ]
+        + [
+            (NFT_MSG_NEWSETELEM, name, ip, timeout, chain)
+            for name, chain in limit_jumps(grant.limit).items()
+        ]
+    )
+
+
+def revoke_changes(client: Client, limit: SpeedLimit = UNLIMITED) -> list[Change]:
+    """The element changes of a revoke: add, then delete, so an absent client is no error.
+
+    A limit map's element is added with the jump it was granted with (`limit`): the
+    kernel refuses an add that would change an element's data.
+    """
+    keyed: list[tuple[str, bytes, str | None]] = [
+        (name, key, None) for name, key in kernel_keys(client).items()
     ]
-
-
-def revoke_changes(client: Client) -> list[Change]:
-    """The element changes of a revoke: add, then delete, so an absent client is no error."""
+    keyed += [(name, client.ip.packed, chain) for name, chain in limit_jumps(limit).items()]
     return [
-        (message, name, key, None)
-        for name, key in kernel_keys(client).items()
+        (message, name, key, None, chain if message == NFT_MSG_NEWSETELEM else None)
+        for name, key, chain in keyed
         for message in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM)
     ]
+
+
+def _jump(chain: str) -> bytes:
+    verdict = attribute(NFTA_VERDICT_CODE, struct.pack(">i", NFT_JUMP))
+    verdict += string_attribute(NFTA_VERDICT_CHAIN, chain)
+    return nested(NFTA_SET_ELEM_DATA, nested(NFTA_DATA_VERDICT, verdict))
 
 
 def encode_batch(table: str, changes: list[Change], first_seq: int) -> bytes:
@@ -83,11 +111,13 @@ def encode_batch(table: str, changes: list[Change], first_seq: int) -> bytes:
     table_attr = string_attribute(NFTA_SET_ELEM_LIST_TABLE, name)
     parts = [_batch_marker(NFNL_MSG_BATCH_BEGIN, first_seq)]
     seq = first_seq
-    for message, set_name, key, timeout in changes:
+    for message, set_name, key, timeout, chain in changes:
         seq += 1
         element = [nested(NFTA_SET_ELEM_KEY, attribute(NFTA_DATA_VALUE, key))]
         if timeout is not None:
             element.append(attribute(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout * 1000)))
+        if chain is not None:
+            element.append(_jump(chain))
         attrs = (
             table_attr
             + string_attribute(NFTA_SET_ELEM_LIST_SET, set_name)
@@ -113,9 +143,9 @@ class NetlinkGrants:
         """Let a client through until its timeout, in one transaction."""
         self._apply(grant_changes(grant, replace=replace), f"grant {grant.client.mac}")
 
-    def revoke(self, client: Client) -> None:
-        """Take a client out of every set, in one transaction."""
-        self._apply(revoke_changes(client), f"revoke {client.mac}")
+    def revoke(self, client: Client, limit: SpeedLimit = UNLIMITED) -> None:
+        """Take a client granted at `limit` out of every set, in one transaction."""
+        self._apply(revoke_changes(client, limit), f"revoke {client.mac}")
 
     def _apply(self, changes: list[Change], doing: str) -> None:
         first = self._seq

@@ -32,6 +32,10 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "terms_version": ("portal", "terms_version"),
     "walled_garden_domains": ("walled_garden", "domain"),
     "walled_garden_addresses": ("walled_garden", "address"),
+    "download_limit": ("session", "download_limit"),
+    "upload_limit": ("session", "upload_limit"),
+    "speed_classes": ("session", "speed_class"),
+    "trusted_device_ids": ("trusted", "device_id"),
 }
 LIVE_FIELDS = tuple(_OPTIONS)  # what a pushed config can change, all of it without a restart
 ALLOWED_ACTIONS = frozenset(a for a in CommandAction if a is not CommandAction.UNKNOWN)

@@ -56,7 +56,7 @@ async def watch_presence(
     kept = settings.state_dir / VISITS_FILE
     presence = Presence(settings.presence_left_after, await asyncio.to_thread(load_visits, kept))
     leases = LeaseWatch()
-    reader = NeighbourReader(settings.lan_interfaces)
+    reader = NeighbourReader(lan.interface for lan in settings.lan_portals)
     while True:
         now = clock()
         try:
@@ -69,6 +69,9 @@ async def watch_presence(
         else:
             active = {s.client.mac: s.last_activity_at for s in service.book.all()}
             sightings = latest(neighbours, dict.fromkeys(renewed, now), active)
+            await service.trust_seen(sightings, emitter.device_id)
+            for mac in [mac for mac in sightings if service.is_trusted(mac)]:
+                del sightings[mac]  # the till and staff phones are no visitors
             for change in presence.observe(sightings, now):
                 if isinstance(change, Arrived):
                     emitter.device_seen(change.mac, change.at)

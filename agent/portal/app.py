@@ -77,6 +77,7 @@ class Portal:
         # Loopback names reach the portal only through a local relay or proxy (the demo's),
         # never as redirected phone traffic, so they count as addressing the portal.
         self.portal_hosts = {str(settings.portal_address), "127.0.0.1", "localhost"}
+        self.portal_hosts |= {str(lan.address) for lan in settings.lan_portals}
 
     def language(self, request: web.Request) -> str:
         """The page language: ?lang=, then Accept-Language, then the configured default."""
@@ -201,7 +202,9 @@ async def captive(request: web.Request) -> web.StreamResponse:
             content_type=answer.content_type,
             headers=NO_STORE,
         )
-    target = portal.settings.portal_url + ("/online" if session is not None else "")
+    ip = _remote_ip(request)
+    url = portal.service.portal_url_for(ip) if ip is not None else portal.settings.portal_url
+    target = url + ("/online" if session is not None else "")
     return web.Response(
         status=302,
         text=f'<html><body><a href="{target}">{target}</a></body></html>',
@@ -283,7 +286,13 @@ async def captive_api(request: web.Request) -> web.StreamResponse:
     client = await _client(request)
     session = portal.service.session_of(client) if client else None
     # RFC 8908 wants the user portal over TLS too: on the HTTPS API, the same name and port.
-    portal_url = f"https://{request.host}/portal" if request.secure else portal.settings.portal_url
+    ip = _remote_ip(request)
+    if request.secure:
+        portal_url = f"https://{request.host}/portal"
+    elif ip is not None:
+        portal_url = portal.service.portal_url_for(ip)  # the address of the phone's own LAN
+    else:
+        portal_url = portal.settings.portal_url
     state: dict[str, Any] = {"captive": session is None, "user-portal-url": portal_url}
     if session is not None:
         seconds = session.seconds_remaining(portal.service.clock())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address, IPv4Network
 
+from agent.access import LanPortal, SpeedClass, SpeedLimit, TrustedDevice
 from agent.clients import Client
 from agent.ruleset import (
     PORTAL_MARK,
@@ -123,3 +125,122 @@ def test_spec_comes_from_the_settings() -> None:
     spec = GateSpec.from_settings(Settings(portal_port=8080))
     assert spec.portal_port == 8080
     assert spec.lan_interfaces == ("br-lan",)
+
+
+SLOW = SpeedLimit(download=10_000, upload=2000)
+GUEST = LanPortal("br-guest", IPv4Address("10.78.0.1"))
+TILL = TrustedDevice("02:00:00:00:00:09")
+STAFF_PHONE = TrustedDevice("02:00:00:00:00:0a", IPv4Address("10.77.0.9"))
+
+
+def test_without_limits_an_online_phone_s_path_has_no_limit_lookup() -> None:
+    assert "vmap" not in "".join(_chain(render_table(SPEC), "forward"))
+
+
+def test_limited_phones_cost_every_phone_one_map_lookup_each_way() -> None:
+    spec = dataclasses.replace(SPEC, speed_limits=(SLOW,))
+    lan = '{ "br-lan", "wlan1" }'
+    assert _chain(render_table(spec), "forward")[1:] == [
+        "ip saddr vmap @upload_limits",
+        "ether saddr . ip saddr @clients accept",
+        f"iifname {lan} jump from_lan",
+        "ip daddr vmap @download_limits",
+        "ip daddr @downloads accept",
+        f"oifname {lan} jump to_lan",
+    ]
+
+
+def test_each_rate_has_one_meter_that_drops_what_a_phone_sends_over_it() -> None:
+    spec = dataclasses.replace(SPEC, speed_limits=(SLOW, SpeedLimit(download=10_000)))
+    script = render_table(spec)
+    assert _chain(script, "download_10000kbit") == [
+        "update @meter_download_10000kbit { ip daddr limit rate over 1250000 bytes/second"
+        " burst 125000 bytes } drop"
+    ]
+    assert _chain(script, "upload_2000kbit") == [
+        "update @meter_upload_2000kbit { ip saddr limit rate over 250000 bytes/second"
+        " burst 25000 bytes } drop"
+    ]
+    assert script.count("chain download_10000kbit") == 1  # shared by both limits
+
+
+def test_a_limited_grant_adds_its_address_to_the_limit_maps_in_the_same_transaction() -> None:
+    script = render_grant(Grant(PHONE, 60, SLOW))
+    assert script.endswith(
+        "add element inet loopspot upload_limits { 10.77.0.2 timeout 60s : jump upload_2000kbit }\n"
+        "add element inet loopspot download_limits"
+        " { 10.77.0.2 timeout 60s : jump download_10000kbit }\n"
+    )
+    assert "limits" not in render_grant(Grant(PHONE, 60))
+
+
+def test_a_limited_phone_s_revoke_names_the_jump_it_was_granted_with() -> None:
+    script = render_revoke(PHONE, SLOW)
+    assert (
+        "add element inet loopspot upload_limits { 10.77.0.2 : jump upload_2000kbit }\n" in script
+    )
+    assert script.endswith("delete element inet loopspot download_limits { 10.77.0.2 }\n")
+
+
+def test_the_installed_table_meters_the_rates_its_grants_carry() -> None:
+    script = render_table(SPEC, [Grant(PHONE, 60, SpeedLimit(upload=512))])
+    assert "chain upload_512kbit" in script
+    assert "10.77.0.2 timeout 60s : jump upload_512kbit" in script
+
+
+def test_a_trusted_device_skips_the_portal_and_passes_both_ways() -> None:
+    script = render_table(dataclasses.replace(SPEC, trusted=(TILL, STAFF_PHONE)))
+    assert "02:00:00:00:00:09" in script.split("set trusted_macs {")[1].split("}")[0]
+    assert "02:00:00:00:00:0a . 10.77.0.9" in script.split("set trusted_hosts {")[1]
+    captive = _chain(script, "captive")
+    assert captive[-3:-1] == [
+        "ether saddr . ip saddr @trusted_hosts return",
+        "ether saddr @trusted_macs return",
+    ]
+    assert _chain(script, "from_lan")[1:3] == [
+        "ether saddr . ip saddr @trusted_hosts accept",
+        "ether saddr @trusted_macs update @trusted_ips { ip saddr timeout 600s } accept",
+    ]
+    assert _chain(script, "to_lan")[1] == "ip daddr @trusted_ips accept"
+
+
+def test_without_trusted_devices_captive_traffic_meets_no_trusted_rule() -> None:
+    script = render_table(SPEC)
+    for chain in ("captive", "from_lan", "to_lan"):
+        assert not any("trusted" in rule for rule in _chain(script, chain))
+
+
+def test_each_lan_s_captive_phones_are_handed_to_the_portal_on_their_own_lan() -> None:
+    spec = GateSpec(("br-lan",), IPv4Address("10.77.0.1"), 2050, lans=(GUEST,))
+    script = render_table(spec)
+    mark = f"meta mark set meta mark or {PORTAL_MARK:#010x}"
+    assert 'tcp dport 80 iifname { "br-lan", "br-guest" } jump captive' in script
+    assert _chain(script, "captive")[1] == "ip daddr { 10.77.0.1, 10.78.0.1 } jump to_portal"
+    assert _chain(script, "to_portal") == [
+        f'iifname "br-lan" meta l4proto tcp tproxy ip to 10.77.0.1:2050 {mark} accept',
+        f'iifname "br-guest" meta l4proto tcp tproxy ip to 10.78.0.1:2050 {mark} accept',
+        "drop",
+    ]
+
+
+def test_nothing_passes_from_one_lan_to_another_but_interfaces_of_one_lan_are_one_lan() -> None:
+    spec = GateSpec(("br-lan", "wlan1"), IPv4Address("10.77.0.1"), 2050, lans=(GUEST,))
+    first = _chain(render_table(spec), "forward")[1]
+    apart = [("br-lan", "br-guest"), ("wlan1", "br-guest"), ("br-guest", "br-lan"),
+             ("br-guest", "wlan1")]  # fmt: skip
+    pairs = [f'"{a}" . "{b}"' for a, b in apart]
+    assert first == f"iifname . oifname {{ {', '.join(pairs)} }} drop"
+    assert "oifname {" not in _chain(render_table(SPEC), "forward")[1]
+
+
+def test_the_spec_takes_every_class_s_limit_lans_and_trusted_devices_from_the_settings() -> None:
+    settings = Settings(
+        download_limit=8000,
+        speed_classes=(SpeedClass("vip", SpeedLimit(0, 0)),),
+        trusted_devices=(TILL,),
+        lans=(GUEST,),
+    )
+    spec = GateSpec.from_settings(settings)
+    assert spec.speed_limits == (SpeedLimit(8000, 0), SpeedLimit(0, 0))
+    assert spec.trusted == (TILL,)
+    assert [lan.interface for lan in spec.lan_portals] == ["br-lan", "br-guest"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from agent.clients import Client
 from agent.sessions import Ended, EndReason, Session
-from agent.store import SessionStore
+from agent.store import DB_NAME, SessionStore
 
 PHONE = Client.of("02:11:22:33:44:55", "10.77.0.10")
 
@@ -55,3 +56,25 @@ def test_replace_all_makes_the_saved_set_exact(tmp_path: Path) -> None:
     other = session(client=Client.of("02:00:00:00:00:02", "10.77.0.20"))
     store.replace_all([other])
     assert store.load() == [other]
+
+
+def test_a_session_keeps_its_speed_class(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "tmpfs", tmp_path / "flash")
+    store.save([session(speed_class="campaign")])
+    assert store.load()[0].speed_class == "campaign"
+
+
+def test_a_database_of_an_earlier_version_gains_the_speed_class_column(tmp_path: Path) -> None:
+    (tmp_path / "tmpfs").mkdir()
+    old = sqlite3.connect(tmp_path / "tmpfs" / DB_NAME)
+    old.execute(
+        "CREATE TABLE sessions (mac TEXT PRIMARY KEY, ip TEXT NOT NULL, started_at REAL NOT NULL,"
+        " terms_version TEXT NOT NULL, expires_at REAL, idle_timeout INTEGER NOT NULL,"
+        " data_quota INTEGER NOT NULL, bytes_carried INTEGER NOT NULL,"
+        " bytes_counted INTEGER NOT NULL, last_activity_at REAL NOT NULL)"
+    )
+    old.execute("INSERT INTO sessions VALUES ('02:00:00:00:00:01','10.0.0.2',1,'1',NULL,0,0,0,0,1)")
+    old.commit()
+    old.close()
+    store = SessionStore(tmp_path / "tmpfs", tmp_path / "flash")
+    assert store.load()[0].speed_class == "default"

@@ -14,9 +14,9 @@ WAN_PAGE = f"http://{A.WEB_IP}/"
 _CSRF = re.compile(rb'name="csrf" value="([^"]+)"')
 
 
-def open_portal(phone: Phone) -> HttpResponse:
+def open_portal(phone: Phone, portal: str = PORTAL) -> HttpResponse:
     """The portal page as the phone's browser gets it."""
-    return http_get(phone.ns, f"{PORTAL}/portal")
+    return http_get(phone.ns, f"{portal}/portal")
 
 
 def csrf_of(page: HttpResponse) -> str:
@@ -26,12 +26,14 @@ def csrf_of(page: HttpResponse) -> str:
     return found.group(1).decode()
 
 
-def accept_terms(phone: Phone, terms_version: str = "2026-11") -> HttpResponse:
-    """Open the portal and tap 'accept', as a shopper does."""
-    token = csrf_of(open_portal(phone))
+def accept_terms(
+    phone: Phone, terms_version: str = "2026-11", portal: str = PORTAL
+) -> HttpResponse:
+    """Open the portal (at `portal`, its LAN's) and tap 'accept', as a shopper does."""
+    token = csrf_of(open_portal(phone, portal))
     return http_post_form(
         phone.ns,
-        f"{PORTAL}/portal/accept",
+        f"{portal}/portal/accept",
         {"csrf": token, "terms_version": terms_version, "lang": "en"},
     )
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from ipaddress import IPv4Address
 
 import pytest
 
+from agent.access import SpeedClass, SpeedLimit
 from agent.clients import Client
 from agent.errors import GateError
 from agent.gate.gate import Gate, GrantWriter, ScriptedGrants
 from agent.gate.netlink_grants import NetlinkGrants
 from agent.gate.nft import NftProcess
-from agent.ruleset import CLIENTS_SET, DOWNLOADS_SET, ONLINE_MACS_SET, TABLE, GateSpec, Grant
+from agent.ruleset import (
+    CLIENTS_SET,
+    DOWNLOAD_LIMITS_MAP,
+    DOWNLOADS_SET,
+    ONLINE_MACS_SET,
+    TABLE,
+    UPLOAD_LIMITS_MAP,
+    GateSpec,
+    Grant,
+)
 from agent.settings import Settings
 from lab import netns
 from lab.pytest_plugin import LabFactory
@@ -68,3 +79,39 @@ def test_a_grant_without_the_table_names_the_kernel_s_refusal(lab: Lab) -> None:
         pytest.raises(GateError, match=r"grant 02:00:00:aa:00:01.*ENOENT"),
     ):
         NetlinkGrants(TABLE).grant(Grant(KEPT, 60))
+
+
+LIMITED = Client("02:00:00:aa:00:05", IPv4Address("192.168.50.25"))
+SLOW = SpeedLimit(download=4000, upload=1000)
+DOWN_ONLY = SpeedLimit(download=2000)
+
+
+def limit_maps_after(lab: Lab, grants: GrantWriter) -> str:
+    """A table able to meter SLOW and DOWN_ONLY; limited grants and revokes through `grants`."""
+    spec = GateSpec.from_settings(Settings(speed_classes=(SpeedClass("a", SLOW),)))
+    spec = dataclasses.replace(spec, speed_limits=(SLOW, DOWN_ONLY))
+    with netns.entered(lab.router):
+        Gate(NftProcess(), spec).install()
+        grants.grant(Grant(LIMITED, 600, SLOW))
+        grants.grant(Grant(REVOKED, 600, DOWN_ONLY))
+        grants.revoke(REVOKED, DOWN_ONLY)
+        grants.revoke(REVOKED, DOWN_ONLY)
+        grants.grant(Grant(MOVED, 60, DOWN_ONLY))
+        grants.grant(Grant(MOVED, 120, DOWN_ONLY), replace=True)
+    listed = [
+        netns.run(lab.router, "nft", "list", "map", *TABLE.split(), name).stdout
+        for name in (UPLOAD_LIMITS_MAP, DOWNLOAD_LIMITS_MAP)
+    ]
+    return _EXPIRES.sub("", "".join(listed))
+
+
+def test_netlink_grants_put_limited_phones_in_the_limit_maps_as_an_nft_script_does(
+    lab: Lab,
+) -> None:
+    by_netlink = limit_maps_after(lab, NetlinkGrants(TABLE))
+    by_nft = limit_maps_after(lab, ScriptedGrants(NftProcess()))
+    assert by_netlink == by_nft
+    assert "192.168.50.25 timeout 10m : jump upload_1000kbit" in by_netlink
+    assert "192.168.50.25 timeout 10m : jump download_4000kbit" in by_netlink
+    assert "192.168.50.24 timeout 2m : jump download_2000kbit" in by_netlink
+    assert "192.168.50.23" not in by_netlink

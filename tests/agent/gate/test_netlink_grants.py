@@ -8,6 +8,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from agent.access import SpeedLimit
 from agent.clients import Client
 from agent.errors import GateError
 from agent.gate.netlink_grants import (
@@ -21,9 +22,11 @@ from agent.gate.netlink_grants import (
 from agent.gate.nfnetlink import NFT_MSG_NEWSETELEM, NLM_F_ACK, NLM_F_CREATE, parse_acks
 from agent.ruleset import (
     CLIENTS_SET,
+    DOWNLOAD_LIMITS_MAP,
     DOWNLOADS_SET,
     ONLINE_MACS_SET,
     TABLE,
+    UPLOAD_LIMITS_MAP,
     Grant,
     _client_keys,
     client_of_key,
@@ -67,7 +70,7 @@ def test_the_kernel_keys_are_the_sets_own_layouts() -> None:
 
 def test_a_grant_adds_the_client_to_every_set_with_its_timeout() -> None:
     assert grant_changes(Grant(PHONE, 90)) == [
-        (NFT_MSG_NEWSETELEM, name, key, 90) for name, key in kernel_keys(PHONE).items()
+        (NFT_MSG_NEWSETELEM, name, key, 90, None) for name, key in kernel_keys(PHONE).items()
     ]
 
 
@@ -77,7 +80,7 @@ def test_a_grant_without_timeout_adds_elements_without_one() -> None:
 
 def test_a_revoke_adds_then_deletes_so_an_absent_client_is_no_error() -> None:
     changes = revoke_changes(PHONE)
-    assert [(m, name) for m, name, _, _ in changes] == [
+    assert [(m, name) for m, name, _, _, _ in changes] == [
         (message, name)
         for name in (CLIENTS_SET, DOWNLOADS_SET, ONLINE_MACS_SET)
         for message in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM)
@@ -128,3 +131,24 @@ def test_acks_are_taken_off_the_waiting_list() -> None:
 def test_a_refusal_names_the_change_and_the_kernel_s_error() -> None:
     with pytest.raises(GateError, match=r"refused to grant 02:aa.*ENOENT"):
         parse_acks(memoryview(ack(1, -errno.ENOENT)), {1}, f"grant {PHONE.mac}")
+
+
+def test_a_limited_phone_s_map_elements_carry_a_jump_to_its_rate_s_chain() -> None:
+    changes = grant_changes(Grant(PHONE, 90, SpeedLimit(download=4000, upload=1000)))
+    assert changes[3:] == [
+        (NFT_MSG_NEWSETELEM, UPLOAD_LIMITS_MAP, IP, 90, "upload_1000kbit"),
+        (NFT_MSG_NEWSETELEM, DOWNLOAD_LIMITS_MAP, IP, 90, "download_4000kbit"),
+    ]
+    *_, (_, _, _, body), _ = messages(encode_batch(TABLE, changes, 0))
+    element = attributes(attributes(attributes(body[4:])[3])[1])
+    verdict = attributes(attributes(element[2])[2])  # data, then its verdict
+    assert struct.unpack(">i", verdict[1]) == (-3,)  # NFT_JUMP
+    assert verdict[2] == b"download_4000kbit\0"
+
+
+def test_a_limited_phone_s_revoke_adds_its_jump_before_deleting() -> None:
+    changes = revoke_changes(PHONE, SpeedLimit(upload=1000))
+    assert changes[-2:] == [
+        (NFT_MSG_NEWSETELEM, UPLOAD_LIMITS_MAP, IP, None, "upload_1000kbit"),
+        (NFT_MSG_DELSETELEM, UPLOAD_LIMITS_MAP, IP, None, None),
+    ]

@@ -6,6 +6,7 @@ from ipaddress import IPv4Network
 
 import pytest
 
+from agent.access import SpeedLimit
 from agent.link.commands import (
     ALLOWED_ACTIONS,
     ConfigRefused,
@@ -102,3 +103,35 @@ def test_a_redelivered_command_gets_the_same_answer_and_old_ones_are_forgotten()
     assert recent.answer("c0") is None
     answer = recent.answer("c2")
     assert answer is not None and answer.at == 2.0
+
+
+def test_a_pushed_config_sets_speed_limits_classes_and_trusted_device_ids() -> None:
+    trusted = device_id(KEY, "02:00:00:00:00:09")
+    config = RouterConfig(
+        version=4,
+        download_limit=8000,
+        upload_limit=0,
+        speed_classes=("campaign=20mbit/5mbit",),
+        trusted_device_ids=(trusted,),
+    )
+    got = settings_with(Settings(), config)
+    assert (got.download_limit, got.upload_limit) == (8000, 0)
+    assert got.speed_limits["campaign"] == SpeedLimit(20_000, 5000)
+    assert got.trusted_device_ids == (trusted,)
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "complaint"),
+    [
+        (RouterConfig(version=1, download_limit=10), "download_limit", "out of range"),
+        (RouterConfig(version=1, speed_classes=("vip",)), "speed_classes", "NAME=DOWNLOAD/UPLOAD"),
+        (RouterConfig(version=1, trusted_device_ids=("aa:bb:cc:dd:ee:ff",)),
+         "trusted_device_ids", "not a device id"),
+    ],
+)  # fmt: skip
+def test_a_bad_pushed_limit_or_trusted_device_is_refused_naming_the_field(
+    config: RouterConfig, field: str, complaint: str
+) -> None:
+    with pytest.raises(ConfigRefused, match=complaint) as caught:
+        settings_with(Settings(), config)
+    assert str(caught.value).startswith(f"{field}:")
