@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,13 +24,14 @@ from datetime import UTC, datetime
 import aiomqtt
 from sqlalchemy import Engine, make_url
 
-from agent.wire import INGEST_SHARE, Channel, Topic
+from agent.wire import INGEST_SHARE, Channel, Topic, WalletRequest
 from cloud.broker_config import MAX_INFLIGHT
 from cloud.db import make_engine
 from cloud.errors import CloudError
-from cloud.ingest_core import Batcher, Inbound, read_message, receipts, weight
+from cloud.ingest_core import Accepted, Batcher, Inbound, read_message, receipts, weight
 from cloud.ingest_store import IngestStore, Written, is_outage
 from cloud.settings import CloudSettings
+from cloud.wallets import wallet_reply
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,9 @@ class IngestWorker:
         self._released = False
         self._reader: asyncio.Task[None] | None = None
         self._receipts: set[asyncio.Task[None]] = set()  # published, PUBACK not yet in
+        # Wallet requests are answered at once, beside the batch writer, not behind it.
+        self._wallets = ThreadPoolExecutor(2, thread_name_prefix=f"{self.worker_name}-wallet")
+        self._replies: set[asyncio.Task[None]] = set()
 
     @property
     def subscribed(self) -> bool:
@@ -152,6 +157,7 @@ class IngestWorker:
                 self._released = True
                 await asyncio.get_running_loop().run_in_executor(self._db, self._release)
                 self._db.shutdown(wait=False)
+                self._wallets.shutdown(wait=False)
 
     async def wait(self) -> None:
         """Return when the worker has stopped; raise what stopped it, if anything did."""
@@ -220,6 +226,7 @@ class IngestWorker:
         finally:
             self._reader = None
             receipts_left = list(self._receipts)  # lost with the connection: routers resend
+            receipts_left += self._replies  # a router whose reply is late uses its cache
             for task in (reader, flusher, *receipts_left):
                 task.cancel()
             await asyncio.gather(reader, flusher, *receipts_left, return_exceptions=True)
@@ -233,9 +240,12 @@ class IngestWorker:
             elif not isinstance(payload, bytes | bytearray):
                 payload = b""
             item = read_message(message.topic.value, bytes(payload))
+            self.stats.messages += 1
+            if isinstance(item, Accepted) and isinstance(item.message, WalletRequest):
+                self._answer(client, _Held(item, message.mid, message.qos))
+                continue
             now = loop.time()
             batcher.add(_Held(item, message.mid, message.qos), weight(item), now)
-            self.stats.messages += 1
             if len(batcher) == 1 or batcher.due(now):
                 self._wake.set()  # the flusher learns the new deadline, or writes now
 
@@ -249,6 +259,7 @@ class IngestWorker:
                 written = await self._write(held)
                 if written is not None:
                     self._send_receipts(client, written)
+                    self._send_outbox(client, written)
                     for one in held:
                         _ack(client, one)
                 continue
@@ -275,6 +286,39 @@ class IngestWorker:
             )
             self._receipts.add(task)
             task.add_done_callback(self._receipt_sent)
+
+    def _send_outbox(self, client: aiomqtt.Client, written: Written) -> None:
+        """Publish what the commit made due: spent-coupon commands and coupon plans (QoS 1)."""
+        for topic, payload, retain in written.outbox:
+            task = asyncio.create_task(
+                client.publish(topic, payload, qos=1, retain=retain),
+                name=f"ingest:{self.worker_name}:outbox:{topic}",
+            )
+            self._receipts.add(task)
+            task.add_done_callback(self._receipts.discard)
+
+    def _answer(self, client: aiomqtt.Client, held: _Held) -> None:
+        task = asyncio.create_task(
+            self._reply(client, held), name=f"ingest:{self.worker_name}:wallet:{held.mid}"
+        )
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+
+    async def _reply(self, client: aiomqtt.Client, held: _Held) -> None:
+        """Answer a wallet request from the database on its own thread, then acknowledge it."""
+        item = held.item
+        assert isinstance(item, Accepted) and isinstance(item.message, WalletRequest)
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await loop.run_in_executor(
+                self._wallets, wallet_reply, self._engine, item.router_id, item.message, time.time()
+            )
+            topic = str(Topic(item.router_id, Channel.REPLY))
+            await client.publish(topic, reply.encode(), qos=1)
+        except Exception as error:  # the router waits a second, then shows its own cache
+            log.warning("%s: wallet request not answered (%s)", self.worker_name, error)
+        finally:
+            _ack(client, held)
 
     def _receipt_sent(self, task: asyncio.Task[None]) -> None:
         self._receipts.discard(task)

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import BigInteger, Integer, String, Table
 
 from agent import wire
+from cloud.coupon_ingest import CouponDesk
 from cloud.models import Base
 from cloud.status import Will
 
@@ -28,7 +29,7 @@ EVENTS: Table = Base.metadata.tables["events"]
 ROUTERS: Table = Base.metadata.tables["routers"]
 CONFIGS: Table = Base.metadata.tables["router_configs"]
 COMMANDS: Table = Base.metadata.tables["commands"]
-UPSTREAM = (wire.Channel.EVENTS, wire.Channel.STATUS, wire.Channel.ACK)
+UPSTREAM = (wire.Channel.EVENTS, wire.Channel.STATUS, wire.Channel.ACK, wire.Channel.REQUEST)
 RECEIPT_MAX_RANGES = wire.MAX_BATCH  # a router decodes no longer list; more go in more receipts
 RECEIPT_REASON_MAX = wire.MAX_TEXT  # a router decodes no longer text
 
@@ -43,7 +44,7 @@ class Accepted:
     topic: str
     payload: bytes
     router_id: str
-    message: wire.EventBatch | wire.Status | wire.Ack
+    message: wire.EventBatch | wire.Status | wire.Ack | wire.WalletRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def read_message(topic: str, payload: bytes) -> Inbound:
     except wire.WireError as exc:
         return Refused(topic, payload, str(exc))
     if parsed.channel not in UPSTREAM or not isinstance(
-        message, wire.EventBatch | wire.Status | wire.Ack
+        message, wire.EventBatch | wire.Status | wire.Ack | wire.WalletRequest
     ):
         return Refused(topic, payload, f"topic: {topic!r} is not an upstream channel")
     return Accepted(topic, payload, parsed.router_id, message)
@@ -176,6 +177,10 @@ EVENT_FIELDS = (
     "reason",
     "terms_version",
     "count",
+    "coupon_id",
+    "campaign_id",
+    "replaces",
+    "to_device",
 )
 
 
@@ -194,6 +199,10 @@ def event_row(event: wire.Event) -> dict[str, Any]:
         "reason": event.reason,
         "terms_version": event.terms_version,
         "count": event.count,
+        "coupon_id": event.coupon_id,
+        "campaign_id": event.campaign_id,
+        "replaces": event.replaces,
+        "to_device": event.to_device,
     }
 
 
@@ -227,6 +236,7 @@ class Plan:
     command_acks: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)  # events dead-lettered, by origin
+    coupons: CouponDesk | None = None  # gathers coupon rows, when the batch has coupon events
 
     def origins(self) -> tuple[Origin, ...]:
         """The events this plan stores (or finds already stored), by origin."""
@@ -254,6 +264,8 @@ def _plan_events(plan: Plan, item: Accepted, batch: wire.EventBatch) -> None:
     for i, event in enumerate(batch.events):
         row = event_row(event)
         problem = misfit(EVENTS, row)
+        if problem is None and plan.coupons is not None:
+            problem = plan.coupons.take(event, row)
         if problem is None:
             plan.events.append(row)
             stored = True
@@ -281,6 +293,8 @@ def _plan_status(plan: Plan, item: Accepted, status: wire.Status) -> None:
         plan.wills[item.router_id] = Will(values["boot_id"], values["connected_at"])
         return
     plan.wills.pop(item.router_id, None)  # it spoke after its will: it is back
+    if plan.coupons is not None:
+        plan.coupons.status(status)
     held = plan.statuses.get(item.router_id)
     if held is None or held["status_at"] <= status.at:
         plan.statuses[item.router_id] = values
@@ -308,9 +322,15 @@ def _plan_ack(plan: Plan, item: Accepted, ack: wire.Ack) -> None:
         plan.refuse(item.topic, item.payload, f"ref: is {ack.ref!r}; expected 'config' or 'cmd'")
 
 
-def plan_batch(items: Sequence[Inbound], known_routers: Collection[str], now: datetime) -> Plan:
-    """The rows a batch becomes: events, the newest status per router, acks, dead letters."""
-    plan = Plan(received_at=now)
+def plan_batch(
+    items: Sequence[Inbound],
+    known_routers: Collection[str],
+    now: datetime,
+    coupons: CouponDesk | None = None,
+) -> Plan:
+    """The rows a batch becomes: events, the newest status per router, acks, dead letters
+    (and, through `coupons`, the coupon ledger's rows)."""
+    plan = Plan(received_at=now, coupons=coupons)
     for item in items:
         if isinstance(item, Refused):
             plan.refuse(item.topic, item.payload, item.reason)
@@ -320,6 +340,8 @@ def plan_batch(items: Sequence[Inbound], known_routers: Collection[str], now: da
             _plan_events(plan, item, item.message)
         elif isinstance(item.message, wire.Status):
             _plan_status(plan, item, item.message)
+        elif isinstance(item.message, wire.WalletRequest):
+            continue  # answered at once by the worker, never batched
         else:
             _plan_ack(plan, item, item.message)
     # One order for every writer, so concurrent workers never wait on each other in a cycle.
