@@ -96,9 +96,28 @@ class CouponOutcome:
     plan_routers: set[str] = field(default_factory=set)  # routers whose coupon plan changed
 
 
-def _insert(connection: Connection, table: Table, keys: Iterable[str]) -> Any:
+def _dialect_insert(connection: Connection, table: Table) -> Any:
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    return dialect.insert(table)
+
+
+def insert_ignore(connection: Connection, table: Table, keys: Iterable[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, in the connection's dialect."""
+    return _dialect_insert(connection, table).on_conflict_do_nothing(index_elements=list(keys))
+
+
+_ISSUER = ("issuer_router_id", "issuer_site_id", "issuer_merchant_id", "issued_at", "replaces")
+
+
+def insert_issued(connection: Connection) -> Any:
+    """Ledger rows by coupon_id: new ones inserted; one the cloud redeemed before hearing of
+    its issue (issuer unknown) gets its issuer; anything else stays as it is."""
+    statement = _dialect_insert(connection, COUPONS)
+    return statement.on_conflict_do_update(
+        index_elements=["coupon_id"],
+        set_={name: statement.excluded[name] for name in _ISSUER},
+        where=COUPONS.c.issuer_router_id == "",
+    )
 
 
 def lock_coupons(connection: Connection, coupon_ids: Iterable[str]) -> None:
@@ -315,7 +334,7 @@ def apply(
     touched = {row["coupon_id"] for row in writes.issued + writes.redeemed}
     lock_coupons(connection, touched | set(writes.moved))
     if writes.issued:
-        connection.execute(_insert(connection, COUPONS, ["coupon_id"]), writes.issued)
+        connection.execute(insert_issued(connection), writes.issued)
     if writes.moved:
         c = COUPONS.c
         connection.execute(
@@ -326,7 +345,7 @@ def apply(
     if writes.redeemed:
         fresh = _new_redemptions(connection, writes.redeemed)
         if fresh:
-            connection.execute(_insert(connection, REDEMPTIONS, _ORIGIN), fresh)
+            connection.execute(insert_ignore(connection, REDEMPTIONS, _ORIGIN), fresh)
             outcome.commands = announce_spent(connection, fresh)
     settle(connection, touched)
     pairs = [(row["campaign_id"], row["issuer_router_id"]) for row in writes.issued]
