@@ -12,12 +12,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, select, update
 
+from agent import wire
 from agent.coupons.counter import Refusal, judge
 from agent.coupons.shortcode import ShortCodeError, code_of, parse_code
 from agent.coupons.token import Coupon, TokenError, looks_like_token
 from cloud import coupon_store as store
 from cloud.coupon_ingest import Place
+from cloud.db import sessions
 from cloud.errors import CloudError
+from cloud.fleet_push import Publish, send_command
 from cloud.models import HELD, MOVED, REDEEMED
 
 _MESSAGES = {
@@ -157,3 +160,33 @@ def redeem(engine: Engine, text: str, router_id: str, at: float) -> Redeemed:
         )
         store.settle(connection, [coupon.coupon_id])
     return Redeemed(coupon, router_id, at)
+
+
+def announce(engine: Engine, publish: Publish, done: Redeemed) -> list[str]:
+    """Tell the redeeming merchant's other routers the coupon is spent; the routers told."""
+    r, sites = store.ROUTERS.c, store.SITES.c
+    with engine.connect() as connection:
+        merchant = connection.scalar(
+            select(sites.merchant_id)
+            .join(store.ROUTERS, r.site_id == sites.id)
+            .where(r.id == done.router_id)
+        )
+        others = list(
+            connection.execute(
+                select(r.id)
+                .join(store.SITES, r.site_id == sites.id)
+                .where(sites.merchant_id == merchant, r.id != done.router_id, r.state != "retired")
+                .order_by(r.id)
+            ).scalars()
+        )
+    factory = sessions(engine)
+    for router_id in others:
+        send_command(
+            factory,
+            publish,
+            router_id,
+            wire.CommandAction.COUPONS_SPENT,
+            issued_at=done.at,
+            coupons=(done.coupon.coupon_id,),
+        )
+    return others
