@@ -229,7 +229,7 @@ def propose(
     if owner.alliance_id is None or owner.alliance_id != other.alliance_id:
         raise AdminError(
             "partner",
-            f"{other.name!r} is not in {owner.name!r}'s alliance; partners must share one",
+            f"{other.name!r} is not in the alliance of {owner.name!r}; partners must share one",
         )
     found = session.scalars(
         select(Partnership).where(
