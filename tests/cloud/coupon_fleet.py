@@ -87,6 +87,7 @@ class Fleet:
         device: str = PHONE,
         not_after: int = NOW + 7 * DAY,
         nonce: bytes | None = None,
+        not_before: int = NOW - 60,
     ) -> Coupon:
         """A coupon signed by `router_id`'s issuing key, honoured by `merchant`."""
         unsigned = Coupon(
@@ -94,7 +95,7 @@ class Fleet:
             campaign_id,
             self.merchants[merchant],
             device,
-            NOW - 60,
+            not_before,
             not_after,
             nonce or os.urandom(8),
         )
