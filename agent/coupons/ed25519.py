@@ -74,6 +74,7 @@ class Libcrypto:
             ("EVP_PKEY_free", None, [vp]),
             ("EVP_MD_CTX_new", vp, []),
             ("EVP_MD_CTX_free", None, [vp]),
+            ("EVP_MD_CTX_reset", ctypes.c_int, [vp]),
             ("EVP_DigestVerifyInit", ctypes.c_int, [vp, vp, vp, vp, vp]),
             ("EVP_DigestVerify", ctypes.c_int, [vp, cp, size, cp, size]),
             ("EVP_DigestSignInit", ctypes.c_int, [vp, vp, vp, vp, vp]),
@@ -86,12 +87,15 @@ class Libcrypto:
         self._local = threading.local()  # one digest context per thread
 
     def _context(self) -> int:
+        """This thread's digest context, reset: OpenSSL 3 does not re-initialise a used one."""
         ctx: int | None = getattr(self._local, "ctx", None)
         if ctx is None:
             ctx = self._lib.EVP_MD_CTX_new()
             if not ctx:
                 raise MemoryError("EVP_MD_CTX_new")
             self._local.ctx = ctx
+        else:
+            self._lib.EVP_MD_CTX_reset(ctx)
         return ctx
 
     def _private(self, seed: bytes) -> int:

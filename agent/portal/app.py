@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from aiohttp import web
@@ -28,12 +28,16 @@ from agent.probes import classify
 from agent.service import AgentService
 from agent.settings import Settings
 
+if TYPE_CHECKING:  # the desk comes with the cloud link; a portal without it never loads it
+    from agent.coupons.desk import CouponDesk
+
 log = logging.getLogger("loopspot.portal")
 
 MAX_BODY = 4096  # the accept form is a few dozen bytes
 CAPTIVE_JSON = "application/captive+json"
 NO_STORE = {"Cache-Control": "no-store, private"}
 SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
+DESK: web.AppKey[CouponDesk | None] = web.AppKey("desk")  # None: coupons are off
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -311,12 +315,16 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(
-    settings: Settings, service: AgentService, csrf_key: bytes | None = None
+    settings: Settings,
+    service: AgentService,
+    csrf_key: bytes | None = None,
+    desk: CouponDesk | None = None,
 ) -> web.Application:
-    """The portal application for one agent."""
+    """The portal application for one agent; `desk` for coupons (None: none here)."""
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     portal = Portal(settings, service, csrf_key or secrets.token_bytes(32))
     app[SERVICE] = service
+    app[DESK] = desk
     app[PORTAL] = portal
     app.router.add_get("/", home)
     app.router.add_get("/portal", show_portal)
