@@ -124,10 +124,18 @@ def accepted_partners(connection: Connection, alliance_id: int) -> dict[int, set
 
 
 def plan_for(connection: Connection, router_id: str, now: datetime) -> wire.CouponPlan | None:
-    """The router's coupon plan, allotting first slices as needed; None outside alliances."""
+    """The router's coupon plan, allotting first slices as needed; None outside alliances
+    or before its issuing key is certified (a router refuses a plan without its certificate)."""
     place = store.places(connection, [router_id]).get(router_id)
     if place is None or place.alliance_id is None:
         return None
+    certificate = connection.scalar(
+        select(IssuerKey.certificate).where(
+            IssuerKey.router_id == router_id, IssuerKey.replaced_at.is_(None)
+        )
+    )
+    if not certificate:
+        return None  # its first status with an issuer_key brings the plan
     alliance_id = place.alliance_id
     campaigns = alliance_campaigns(connection, alliance_id, int(now.timestamp()))
     accepted = accepted_partners(connection, alliance_id)
@@ -138,17 +146,12 @@ def plan_for(connection: Connection, router_id: str, now: datetime) -> wire.Coup
     slices = dict(
         connection.execute(select(k.campaign_id, k.allotted).where(k.router_id == router_id)).all()
     )
-    certificate = connection.scalar(
-        select(IssuerKey.certificate).where(
-            IssuerKey.router_id == router_id, IssuerKey.replaced_at.is_(None)
-        )
-    )
     pin = connection.scalar(select(Merchant.staff_pin).where(Merchant.id == place.merchant_id))
     root = store.cloud_backend().public_key(store.root_seed(connection, alliance_id))
     return compose_plan(
         Place(alliance_id, place.merchant_id, place.site_id),
         root,
-        certificate or "",
+        certificate,
         campaigns,
         accepted,
         slices,
