@@ -8,6 +8,7 @@ are the counter's own (agent.coupons.counter.judge).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, select, update
@@ -15,7 +16,7 @@ from sqlalchemy import Connection, Engine, select, update
 from agent import wire
 from agent.coupons.counter import Refusal, judge
 from agent.coupons.shortcode import ShortCodeError, code_of, parse_code
-from agent.coupons.token import Coupon, TokenError, looks_like_token
+from agent.coupons.token import Coupon, TokenError, Verifier, looks_like_token
 from cloud import coupon_store as store
 from cloud.coupon_ingest import Place
 from cloud.db import sessions
@@ -58,18 +59,34 @@ class Redeemed:
     at: float
 
 
-def _place(connection: Connection, router_id: str) -> Place:
-    place = store.places(connection, [router_id]).get(router_id)
-    if place is None:
+def _place(connection: Connection, router_id: str) -> tuple[Place, bytes]:
+    """The router's place and its alliance's root seed, in one query."""
+    r, sites, m, a = store.ROUTERS.c, store.SITES.c, store.MERCHANTS.c, store.ALLIANCES.c
+    row = connection.execute(
+        select(sites.id, m.id, m.alliance_id, a.coupon_key)
+        .select_from(store.ROUTERS)
+        .join(store.SITES, r.site_id == sites.id)
+        .join(store.MERCHANTS, sites.merchant_id == m.id)
+        .outerjoin(store.ALLIANCES, m.alliance_id == a.id)
+        .where(r.id == router_id)
+    ).first()
+    if row is None:
         raise RedeemError(f"router_id: no router {router_id!r}; see `loopspot-cloud routers`")
-    if place.alliance_id is None:
+    if row.alliance_id is None or row.coupon_key is None:
         raise RedeemError(f"router_id: {router_id!r}'s merchant is in no alliance")
-    return place
+    return Place(router_id, row[0], row[1], row.alliance_id), bytes(row.coupon_key)
 
 
-def find_coupon(connection: Connection, text: str, alliance_id: int) -> Coupon:
+@functools.lru_cache(maxsize=64)
+def _verifier(root_seed: bytes, alliance_id: int) -> Verifier:
+    """A Verifier per root key, kept: it remembers the issuer certificates it checked."""
+    ed = store.cloud_backend()
+    return Verifier(ed, ed.public_key(root_seed), alliance_id)
+
+
+def find_coupon(connection: Connection, text: str, alliance_id: int, root_seed: bytes) -> Coupon:
     """The verified coupon a token or short code names in the alliance; else RedeemRefused."""
-    verifier = store.Verifiers().verifier(connection, alliance_id)
+    verifier = _verifier(root_seed, alliance_id)
     token = text
     if not looks_like_token(text):
         try:
@@ -111,42 +128,45 @@ def _ledger_row(coupon: Coupon, alliance_id: int, at: float) -> dict[str, object
     }
 
 
+_LATER = (Refusal.EXPIRED, Refusal.NOT_YET_VALID, Refusal.OTHER_DEVICE)  # after spent/moved
+
+
 def redeem(engine: Engine, text: str, router_id: str, at: float) -> Redeemed:
     """Redeem the coupon `text` (token or short code) at `router_id` at `at`, exactly once.
 
     Raises RedeemRefused with the counter's reason, or RedeemError for an unknown router.
+    One transaction; its first write is the one that decides, so SQLite's single writer
+    and PostgreSQL's row lock both leave exactly one winner.
     """
-    with engine.connect() as connection:
-        place = _place(connection, router_id)
-        assert place.alliance_id is not None
-        coupon = find_coupon(connection, text.strip(), place.alliance_id)
-        state = connection.scalar(
-            select(store.COUPONS.c.state).where(store.COUPONS.c.coupon_id == coupon.coupon_id)
-        )
-    verdict = judge(
-        coupon,
-        merchant_id=place.merchant_id,
-        now=int(at),
-        spent={coupon.coupon_id} if state == REDEEMED else (),
-        moved={coupon.coupon_id} if state == MOVED else (),
-    )
-    if verdict.refusal is not None:
-        raise RedeemRefused(verdict.refusal, coupon)
     c = store.COUPONS.c
     with engine.begin() as connection:
+        place, seed = _place(connection, router_id)
+        assert place.alliance_id is not None
+        coupon = find_coupon(connection, text.strip(), place.alliance_id, seed)
+        verdict = judge(coupon, merchant_id=place.merchant_id, now=int(at), spent=())
+        if verdict.refusal is not None:
+            if verdict.refusal in _LATER:  # the counter names spent or moved first
+                state = connection.scalar(select(c.state).where(c.coupon_id == coupon.coupon_id))
+                if state in (REDEEMED, MOVED):
+                    raise RedeemRefused(_refusal(state), coupon)
+            raise RedeemRefused(verdict.refusal, coupon)
         store.lock_coupons(connection, [coupon.coupon_id])
         connection.execute(
             store.insert_ignore(connection, store.COUPONS, ["coupon_id"]),
             [_ledger_row(coupon, place.alliance_id, at)],
         )
+        reported = select(store.REDEMPTIONS.c.id).where(
+            store.REDEMPTIONS.c.coupon_id == coupon.coupon_id
+        )
         won = connection.execute(
             update(store.COUPONS)
-            .where(c.coupon_id == coupon.coupon_id, c.state == HELD)
+            .where(c.coupon_id == coupon.coupon_id, c.state == HELD, ~reported.exists())
             .values(state=REDEEMED, redeemed_at=at)
         ).rowcount
         if won != 1:
-            now_state = connection.scalar(select(c.state).where(c.coupon_id == coupon.coupon_id))
-            raise RedeemRefused(Refusal.MOVED if now_state == MOVED else Refusal.SPENT, coupon)
+            # spent: by another caller, or at a router that reported it before its issue came
+            state = connection.scalar(select(c.state).where(c.coupon_id == coupon.coupon_id))
+            raise RedeemRefused(_refusal(state), coupon)
         connection.execute(
             store.REDEMPTIONS.insert().values(
                 coupon_id=coupon.coupon_id,
@@ -155,11 +175,14 @@ def redeem(engine: Engine, text: str, router_id: str, at: float) -> Redeemed:
                 router_id=router_id,
                 site_id=place.site_id,
                 at=at,
-                double_spend=False,
+                double_spend=False,  # no other redemption exists: the update said so
             )
         )
-        store.settle(connection, [coupon.coupon_id])
     return Redeemed(coupon, router_id, at)
+
+
+def _refusal(state: str | None) -> Refusal:
+    return Refusal.MOVED if state == MOVED else Refusal.SPENT
 
 
 def announce(engine: Engine, publish: Publish, done: Redeemed) -> list[str]:

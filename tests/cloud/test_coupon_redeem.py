@@ -13,7 +13,7 @@ from cloud.ingest_store import IngestStore
 from cloud.models import CouponRow, Redemption
 from tests.cloud.conftest import race
 from tests.cloud.coupon_fleet import DAY, NOW, Fleet, make_fleet
-from tests.cloud.test_coupon_ingest import issued, send
+from tests.cloud.test_coupon_ingest import issued, redeemed, send
 
 
 @pytest.fixture
@@ -105,3 +105,23 @@ def test_an_unknown_router_is_named(engine: Engine, fleet: Fleet) -> None:
     coupon = fleet.coupon("r-gym", fleet.campaign("gym"), "gym")
     with pytest.raises(RedeemError, match="router_id: no router 'r-nowhere'"):
         redeem(engine, coupon.to_text(), "r-nowhere", float(NOW))
+
+
+def test_a_coupon_a_router_redeemed_before_its_issue_arrived_is_spent_for_the_cloud(
+    engine: Engine, fleet: Fleet
+) -> None:
+    coupon = fleet.coupon("r-spa", fleet.campaign("spa"), "spa")
+    send(IngestStore(engine), redeemed(fleet, "r-spa", coupon, float(NOW)))
+    with pytest.raises(RedeemRefused) as refused:
+        redeem(engine, coupon.to_text(), "r-spa-2", float(NOW) + 5)
+    assert refused.value.reason is Refusal.SPENT
+
+
+def test_an_expired_coupon_already_spent_is_refused_as_spent_as_the_counter_says(
+    engine: Engine, fleet: Fleet
+) -> None:
+    coupon = fleet.coupon("r-spa", fleet.campaign("spa"), "spa", not_after=NOW + 60)
+    redeem(engine, coupon.to_text(), "r-spa", float(NOW))
+    with pytest.raises(RedeemRefused) as refused:
+        redeem(engine, coupon.to_text(), "r-spa", float(NOW + DAY))
+    assert refused.value.reason is Refusal.SPENT
