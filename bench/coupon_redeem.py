@@ -132,10 +132,10 @@ def one_round(url: str, tokens: list[str], threads: int, hot: float, seed: int) 
     for worker in workers:
         worker.start()
     start.wait()
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for worker in workers:
         worker.join()
-    elapsed = time.perf_counter() - began
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
     if len(wins) != len(set(wins)) or len(wins) != len(tokens):
         raise C.BenchError(
             f"{len(wins)} successes for {len(set(wins))} coupons of {len(tokens)}: double success"
@@ -144,6 +144,7 @@ def one_round(url: str, tokens: list[str], threads: int, hot: float, seed: int) 
         "redeemed_per_s": len(wins) / elapsed,
         "attempts_per_s": len(attempts) / elapsed,
         "refused": float(refused[0]),
+        "client_cpu_us": cpu / len(attempts) * 1e6,  # this process (all threads), per attempt
     }
 
 
@@ -193,10 +194,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     for name, rounds in results.items():
         redeemed = C.median(r["redeemed_per_s"] for r in rounds)
         tried = C.median(r["attempts_per_s"] for r in rounds)
-        summary[name] = {"redeemed_per_s": redeemed, "attempts_per_s": tried}
+        client = C.median(r["client_cpu_us"] for r in rounds)
+        summary[name] = {"redeemed_per_s": redeemed, "attempts_per_s": tried, "cpu_us": client}
         print(
             f"  {name:<10}  {redeemed:8.0f} redemptions/s  {tried:8.0f} attempts/s  "
-            f"no double success in {len(rounds)} rounds"
+            f"{client:6.0f} us client CPU/attempt  no double success in {len(rounds)} rounds"
         )
     pg = summary["postgresql"]
     lite = summary["sqlite"]
