@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -227,7 +228,11 @@ def _redeem(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]
 
     with _engine(settings) as engine:
         done = redeem(engine, args.code, args.router, time.time())
-        told = announce(engine, broker_publisher(settings), done)
+        try:
+            told = announce(engine, broker_publisher(settings), done)
+        except Exception as error:  # redeemed all the same: say so, and who was not told
+            print(f"warning: the other routers were not told ({error})", file=sys.stderr)
+            told = []
     return {
         "redeemed": done.coupon.coupon_id,
         "campaign_id": done.coupon.campaign_id,

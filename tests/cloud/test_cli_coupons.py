@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 
 from cloud.cli import main
 from cloud.models import Merchant
+from lab.freeport import free_port
 from tests.cloud.coupon_fleet import Fleet, make_fleet
 
 
@@ -39,7 +40,10 @@ def fleet(engine: Engine) -> Fleet:
 @pytest.fixture
 def cli(database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     config = tmp_path / "cloud.toml"
-    config.write_text(f'database_url = "{database_url}"\ndata_dir = "{tmp_path}/data"\n')
+    config.write_text(
+        f'database_url = "{database_url}"\ndata_dir = "{tmp_path}/data"\n'
+        f"broker_port = {free_port()}\n"  # nothing listens: announcing spent coupons fails
+    )
     return Cli(config, capsys)
 
 
@@ -152,3 +156,29 @@ def test_the_staff_pin_is_stored_as_a_hash_and_a_bad_one_is_refused(
         stored = connection.scalar(select(Merchant.staff_pin).where(Merchant.name == "gym"))
     assert stored is not None and stored.startswith("pbkdf2_sha256$200000$")
     assert "135790" not in stored and pin_matches(stored, "135790")
+
+
+def test_stats_flows_and_a_redemption_from_the_command_line(
+    cli: Cli, fleet: Fleet, engine: Engine
+) -> None:
+    import time
+
+    from cloud.ingest_store import IngestStore
+    from tests.cloud.test_coupon_ingest import issued, send
+
+    now = int(time.time())
+    offer = fleet.campaign("spa", reach="partners")
+    coupon = fleet.coupon("r-restaurant", offer, "spa", not_before=now - 60, not_after=now + 600)
+    send(IngestStore(engine), issued(fleet, "r-restaurant", coupon))
+    code, out, err = cli("coupon", "redeem", coupon.to_text(), "--router", "r-spa", "--json")
+    assert code == 0, err
+    assert json.loads(out)["redeemed"] == coupon.coupon_id
+    assert "were not told" in err  # no broker here; the redemption stands all the same
+    code, _, err = cli("coupon", "redeem", coupon.to_text(), "--router", "r-spa")
+    assert code == 1 and "refused (spent)" in err
+    assert cli.json("campaign", "stats", str(offer))["redeemed"] == 1
+    assert cli.json("flows", "--alliance", "loop")["flows"] == [
+        {"from_merchant": "restaurant", "to_merchant": "spa", "customers": 1, "redemptions": 1}
+    ]
+    code, _, err = cli("flows", "--alliance", "nowhere")
+    assert code == 1 and "alliance: no alliance 'nowhere'" in err
