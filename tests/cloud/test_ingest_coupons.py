@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -14,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine
 
 from agent import wire
+from cloud.cli import main
 from cloud.ingest_store import IngestStore
 from lab.broker import Broker
 from tests.cloud.conftest import Publisher, WorkerFactory
@@ -141,3 +144,33 @@ async def test_a_status_with_a_new_issuing_key_gets_the_router_its_plan(
     assert isinstance(config, wire.RouterConfig) and config.coupons is not None
     assert [c.id for c in config.coupons.campaigns] == [offer]
     assert fleet.certificate("r-gym").public_key.hex() == key
+
+
+def test_an_operator_pushes_every_router_its_coupon_plan(
+    database_url: str,
+    fleet: Fleet,
+    broker: Broker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    offer = fleet.campaign("gym")
+    config = tmp_path / "cloud.toml"
+    config.write_text(
+        f'database_url = "{database_url}"\ndata_dir = "{tmp_path}/data"\n'
+        f'broker_host = "{broker.host}"\nbroker_port = {broker.port}\n'
+    )
+    routers = Routers(broker, *((r, wire.Channel.CONFIG) for r in ("r-gym", "r-spa")))
+    try:
+        assert main(["--config", str(config), "--json", "coupons", "push"]) == 0
+        pushed = json.loads(capsys.readouterr().out)["pushed"]
+        deadline = time.monotonic() + 10
+        while len(routers.on("r-gym", wire.Channel.CONFIG)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [(_, gym)] = routers.on("r-gym", wire.Channel.CONFIG)
+        code = main(["--config", str(config), "coupons", "push", "--router", "r-nowhere"])
+        assert code == 1 and "no router 'r-nowhere'" in capsys.readouterr().err
+    finally:
+        routers.close()
+    assert set(pushed) == {"r-restaurant", "r-spa", "r-spa-2", "r-gym"}
+    assert isinstance(gym, wire.RouterConfig) and gym.coupons is not None
+    assert [(c.id, c.allotted) for c in gym.coupons.campaigns] == [(offer, 10)]
