@@ -283,16 +283,20 @@ def certify_keys(
 ) -> set[str]:
     """Certify each router's new issuing key (replacing its old one); the routers certified."""
     i = ISSUER_KEYS.c
-    done = set()
+    done: set[str] = set()
+    if not keys:
+        return done
+    current = dict(
+        connection.execute(
+            select(i.router_id, i.public_key).where(
+                i.router_id.in_(sorted(keys)), i.replaced_at.is_(None)
+            )
+        ).all()
+    )
     ed = cloud_backend()
     for router_id, public_hex in sorted(keys.items()):
         place = where.get(router_id)
-        if place is None or place.alliance_id is None:
-            continue
-        current = connection.scalar(
-            select(i.public_key).where(i.router_id == router_id, i.replaced_at.is_(None))
-        )
-        if current == public_hex:
+        if place is None or place.alliance_id is None or current.get(router_id) == public_hex:
             continue
         connection.execute(
             update(ISSUER_KEYS)
