@@ -7,6 +7,7 @@ the plan as the router's next config version.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -25,6 +26,7 @@ from cloud.models import (
     IssuerKey,
     Merchant,
     Partnership,
+    RouterConfig,
 )
 
 
@@ -162,14 +164,29 @@ def plan_for(connection: Connection, router_id: str, now: datetime) -> wire.Coup
 def push_plan(
     engine: Engine, publish: Publish, router_id: str, now: datetime
 ) -> wire.RouterConfig | None:
-    """Send the router its coupon plan as its next config version; None if it has none."""
+    """Send the router its coupon plan as its next config version; None if it has none.
+
+    The version carries the other fields of the router's latest config too: a router
+    takes a field a config leaves out as its own default, not as "unchanged".
+    """
     from cloud.db import sessions
 
     with engine.begin() as connection:
         plan = plan_for(connection, router_id, now)
+        latest = connection.scalar(
+            select(RouterConfig.body)
+            .where(RouterConfig.router_id == router_id)
+            .order_by(RouterConfig.version.desc())
+            .limit(1)
+        )
     if plan is None:
         return None
-    return push_config(sessions(engine), publish, router_id, {"coupons": plan.to_json()})
+    carried = {
+        name: value
+        for name, value in (json.loads(latest) if latest else {}).items()
+        if name not in ("v", "type", "version", "coupons")
+    }
+    return push_config(sessions(engine), publish, router_id, {**carried, "coupons": plan.to_json()})
 
 
 def alliance_routers(connection: Connection, router_id: str | None = None) -> list[str]:

@@ -94,3 +94,17 @@ def test_a_pushed_plan_is_the_routers_next_retained_config(engine: Engine) -> No
     decoded = wire.decode(payload, wire.RouterConfig)
     assert decoded.coupons == config.coupons
     assert json.loads(payload)["coupons"]["merchant_id"] == fleet.merchants["gym"]
+
+
+def test_a_plan_push_keeps_the_other_settings_the_router_was_given(engine: Engine) -> None:
+    from cloud.db import sessions
+    from cloud.fleet_push import push_config
+
+    fleet = make_fleet(engine)
+    fleet.campaign("gym")
+    sent: list[tuple[str, bytes, bool]] = []
+    push_config(sessions(engine), lambda t, p, r: None, "r-gym", {"session_timeout": 1800})
+    config = push_plan(engine, lambda t, p, r: sent.append((t, p, r)), "r-gym", WHEN)
+    assert config is not None
+    assert (config.version, config.session_timeout) == (2, 1800)
+    assert config.coupons is not None
