@@ -253,9 +253,9 @@ def count_issued(connection: Connection, pairs: Iterable[tuple[int, str]]) -> se
     the routers whose allotment grew."""
     k, c = SLICES.c, COUPONS.c
     grown = set()
-    known = {row[0] for row in connection.execute(select(CAMPAIGNS.c.id))}
     for campaign_id, router_id in sorted(set(pairs)):
-        if campaign_id not in known:
+        # The campaign's row first, as top_up and plan_for take it: one lock order for all.
+        if lock_campaign(connection, campaign_id) is None:
             continue  # a campaign this cloud never made: counted in the ledger, no slice
         issued = connection.scalar(
             select(func.count())
