@@ -7,6 +7,9 @@ router a Receipt naming the events stored: only then does the router forget them
 event the broker acknowledged but lost on the way is sent again. Events it dead-lettered
 (they do not fit the events table) are named as refused, with the reason, so the router
 forgets them too instead of sending them again forever.
+
+A router's wallet request (up/request) is not batched: a worker thread answers it from
+the database at once on the router's down/reply, then acknowledges it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from sqlalchemy import Engine, select
 
 from agent import wire
 from cloud import coupon_store as store
+from cloud import status
 from cloud.models import HELD, REDEEMED
 
 WALLET_MAX = 500  # coupons in one reply: 341 characters each stays far under MAX_PAYLOAD
@@ -20,6 +21,8 @@ def wallet_reply(
         return empty
     c = store.COUPONS.c
     with engine.connect() as connection:
+        if not status.enrolled(connection, [router_id]):
+            return empty  # a retired (or unknown) router learns nothing
         place = store.places(connection, [router_id]).get(router_id)
         if place is None or place.alliance_id is None:
             return empty

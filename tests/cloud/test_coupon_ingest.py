@@ -226,3 +226,17 @@ def test_the_wallet_spans_the_alliance_leaves_out_expired_and_marks_spent(
     assert reply.id == "q1" and reply.device_id == PHONE
     assert sorted(reply.coupons) == sorted([spa.to_text(), gym.to_text()])
     assert reply.spent == (spa.coupon_id,)
+
+
+def test_a_retired_router_gets_an_empty_wallet(engine: Engine, fleet: Fleet) -> None:
+    from sqlalchemy.orm import Session
+
+    from cloud.enrol_fleet import retire_router
+
+    gym = fleet.coupon("r-gym", fleet.campaign("gym"), "gym")
+    send(IngestStore(engine), issued(fleet, "r-gym", gym))
+    request = wire.WalletRequest(router_id="r-spa", id="q", device_id=PHONE)
+    assert wallet_reply(engine, "r-spa", request, float(NOW)).coupons == (gym.to_text(),)
+    with Session(engine) as session, session.begin():
+        retire_router(session, "r-spa")
+    assert wallet_reply(engine, "r-spa", request, float(NOW)).coupons == ()
