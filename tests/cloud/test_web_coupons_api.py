@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,9 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
 
 from agent import wire
+from cloud.db import migrate
 from cloud.ingest_store import IngestStore
 from cloud.settings import CloudSettings
 from cloud.web.app import make_app
+from lab.freeport import free_port, wait_for_port
 from tests.cloud.coupon_fleet import Fleet, make_fleet
 from tests.cloud.test_coupon_ingest import issued, send
 
@@ -120,3 +128,30 @@ async def test_a_redemption_through_the_api_wins_once_and_tells_the_other_router
     [(topic, payload, _)] = sent
     assert topic == str(wire.Topic("r-spa-2", wire.Channel.COMMAND))
     assert wire.decode(payload, wire.Command).coupons == (coupon.coupon_id,)
+
+
+def test_loopspot_cloud_serve_answers_on_the_web_port(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/cloud.db"
+    migrate(url)
+    port = free_port()
+    env = {
+        **os.environ,
+        "LOOPSPOT_DATABASE_URL": url,
+        "LOOPSPOT_DATA_DIR": str(tmp_path / "data"),
+        "LOOPSPOT_WEB_PORT": str(port),
+        "LOOPSPOT_API_TOKEN": TOKEN,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cloud.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_for_port("127.0.0.1", port, 20), server.stderr
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/campaigns", headers=AUTH)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read()) == {"campaigns": []}
+    finally:
+        server.terminate()
+        server.wait(15)
