@@ -298,7 +298,16 @@ class IngestWorker:
                 name=f"ingest:{self.worker_name}:outbox:{topic}",
             )
             self._receipts.add(task)
-            task.add_done_callback(self._receipts.discard)
+            task.add_done_callback(self._outbox_sent)
+
+    def _outbox_sent(self, task: asyncio.Task[None]) -> None:
+        self._receipts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A plan stays stored (the next change or `coupons push` sends it); a spent
+            # coupon is on the router's list at its next coupons_spent or wallet sync.
+            log.warning(
+                "%s: %s not published (%s)", self.worker_name, task.get_name(), task.exception()
+            )
 
     def _answer(self, client: aiomqtt.Client, held: _Held) -> None:
         task = asyncio.create_task(
