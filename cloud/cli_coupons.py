@@ -53,6 +53,7 @@ def add_parsers(add: Add, commands: Any) -> None:
         sub.add_argument("--merchant", required=True, help="the campaign owner")
         sub.add_argument("--partner", required=True)
     add("list", "list partnerships", partner).add_argument("--merchant")
+    add("alliances", "list alliances and their merchants")
     flows = add("flows", "redeeming customers each merchant sent to each other merchant")
     flows.add_argument("--alliance", required=True, help="name or id")
     coupons = add("coupons", "coupon plans").add_subparsers(dest="action", required=True)
@@ -165,6 +166,23 @@ def alliance_id(session: Session, name_or_id: str) -> int:
     return int(found)
 
 
+def _alliances(settings: CloudSettings, _args: argparse.Namespace) -> dict[str, Any]:
+    from cloud.models import Alliance, Merchant
+
+    with _session(settings) as session:
+        rows = session.execute(
+            select(Alliance.id, Alliance.name, Merchant.name)
+            .join(Merchant, Merchant.alliance_id == Alliance.id)
+            .order_by(Alliance.name, Merchant.name)
+        ).all()
+    found: dict[int, dict[str, Any]] = {}
+    for number, name, merchant in rows:
+        found.setdefault(number, {"id": number, "alliance": name, "merchants": []})
+        found[number]["merchants"].append(merchant)
+    listed = [{**a, "merchants": ", ".join(a["merchants"])} for a in found.values()]
+    return {"alliances": listed}
+
+
 def _flows(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
     from cloud.coupon_stats import flows
 
@@ -259,6 +277,7 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("campaign", "stats"): _campaign_stats,
     **{("partner", a): _partner(a) for a in ("propose", "accept", "decline", "end")},
     ("partner", "list"): _partner_list,
+    ("alliances", None): _alliances,
     ("flows", None): _flows,
     ("coupons", "push"): _coupons_push,
     ("coupons", "check"): _coupons_check,
@@ -270,4 +289,5 @@ TABLES = {
     "campaigns": ["id", "merchant", "title_en", "budget", "allotted", "reach", "trigger"],
     "partnerships": ["id", "merchant", "partner", "state"],
     "flows": ["from_merchant", "to_merchant", "customers", "redemptions"],
+    "alliances": ["id", "alliance", "merchants"],
 }

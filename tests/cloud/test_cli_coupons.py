@@ -180,5 +180,10 @@ def test_stats_flows_and_a_redemption_from_the_command_line(
     assert cli.json("flows", "--alliance", "loop")["flows"] == [
         {"from_merchant": "restaurant", "to_merchant": "spa", "customers": 1, "redemptions": 1}
     ]
+    assert cli.json("alliances")["alliances"] == [
+        {"id": fleet.alliance_id, "alliance": "loop", "merchants": "gym, restaurant, spa"}
+    ]
+    code, out, _ = cli("alliances")
+    assert code == 0 and "gym, restaurant, spa" in out
     code, _, err = cli("flows", "--alliance", "nowhere")
     assert code == 1 and "alliance: no alliance 'nowhere'" in err
