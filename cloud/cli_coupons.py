@@ -29,12 +29,19 @@ def _campaign_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _push_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--push", action="store_true", help="then push the alliance's routers their plans"
+    )
+
+
 def add_parsers(add: Add, commands: Any) -> None:
     """Add the coupon commands to the `loopspot-cloud` parser."""
     campaign = add("campaign", "coupon campaigns").add_subparsers(dest="action", required=True)
     create = add("create", "add a campaign (times: 2027-01-31 or Unix seconds)", campaign)
     create.add_argument("--merchant", required=True, help="the merchant that honours it")
     _campaign_flags(create)
+    _push_flag(create)
     listing = add("list", "list campaigns", campaign)
     listing.add_argument("--merchant")
     for name, what in (("show", "show one campaign"), ("stats", "a campaign's funnel")):
@@ -42,6 +49,7 @@ def add_parsers(add: Add, commands: Any) -> None:
     update = add("update", "change a campaign (checked whole before it is stored)", campaign)
     update.add_argument("campaign_id", type=int)
     _campaign_flags(update)
+    _push_flag(update)
     partner = add("partner", "partnerships").add_subparsers(dest="action", required=True)
     for name, what in (
         ("propose", "MERCHANT asks PARTNER to hand out its coupons"),
@@ -52,6 +60,7 @@ def add_parsers(add: Add, commands: Any) -> None:
         sub = add(name, what, partner)
         sub.add_argument("--merchant", required=True, help="the campaign owner")
         sub.add_argument("--partner", required=True)
+        _push_flag(sub)
     add("list", "list partnerships", partner).add_argument("--merchant")
     add("alliances", "list alliances and their merchants")
     flows = add("flows", "redeeming customers each merchant sent to each other merchant")
@@ -93,19 +102,40 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
 
 
+def _pushed(
+    settings: CloudSettings, args: argparse.Namespace, view: dict[str, Any]
+) -> dict[str, Any]:
+    """`view`, and with --push the plans pushed to the alliance of the merchant it names."""
+    if not getattr(args, "push", False):
+        return view
+    from cloud.coupon_admin import find_merchant
+    from cloud.coupon_plans import push_alliance
+    from cloud.fleet_push import broker_publisher
+
+    with _session(settings) as session:
+        merchant = find_merchant(session, view.get("merchant_id") or view["merchant"])
+        alliance = None if merchant is None else merchant.alliance_id
+    if alliance is None:
+        return view
+    with _engine(settings) as engine:
+        pushed = push_alliance(engine, broker_publisher(settings), alliance, datetime.now(UTC))
+    return {**view, "pushed": pushed}
+
+
 def _campaign_create(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
     from cloud.coupon_admin import campaign_view, create_campaign
 
     with _session(settings) as session:
-        return campaign_view(session, create_campaign(session, args.merchant, _fields(args)))
+        view = campaign_view(session, create_campaign(session, args.merchant, _fields(args)))
+    return _pushed(settings, args, view)
 
 
 def _campaign_update(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
     from cloud.coupon_admin import campaign_view, update_campaign
 
     with _session(settings) as session:
-        row = update_campaign(session, args.campaign_id, _fields(args))
-        return campaign_view(session, row)
+        view = campaign_view(session, update_campaign(session, args.campaign_id, _fields(args)))
+    return _pushed(settings, args, view)
 
 
 def _campaign_show(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
@@ -138,10 +168,10 @@ def _partner(action: str) -> Handler:
             if action == "propose":
                 row = propose(session, args.merchant, args.partner, now)
             else:
-                row = answer(
-                    session, get_partnership(session, args.merchant, args.partner), action, now
-                )
-            return partnership_view(session, row)
+                found = get_partnership(session, args.merchant, args.partner)
+                row = answer(session, found, action, now)
+            view = partnership_view(session, row)
+        return _pushed(settings, args, view)
 
     return run
 

@@ -106,11 +106,15 @@ def _clean(values: Mapping[str, object]) -> dict[str, Any]:
     return clean
 
 
-def _merchant(session: Session, merchant: str | int) -> Merchant:
+def find_merchant(session: Session, merchant: str | int) -> Merchant | None:
+    """The merchant with this id or name, if there is one."""
     if isinstance(merchant, int) or str(merchant).isdigit():
-        found = session.get(Merchant, int(merchant))
-    else:
-        found = session.scalars(select(Merchant).where(Merchant.name == merchant)).one_or_none()
+        return session.get(Merchant, int(merchant))
+    return session.scalars(select(Merchant).where(Merchant.name == merchant)).one_or_none()
+
+
+def _merchant(session: Session, merchant: str | int) -> Merchant:
+    found = find_merchant(session, merchant)
     if found is None:
         raise AdminError(
             "merchant", f"no merchant {merchant!r}; see `loopspot-cloud sites`", MISSING

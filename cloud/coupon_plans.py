@@ -8,6 +8,7 @@ the plan as the router's next config version.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -28,6 +29,8 @@ from cloud.models import (
     Partnership,
     RouterConfig,
 )
+
+log = logging.getLogger(__name__)
 
 
 def router_campaigns(
@@ -187,6 +190,33 @@ def push_plan(
         if name not in ("v", "type", "version", "coupons")
     }
     return push_config(sessions(engine), publish, router_id, {**carried, "coupons": plan.to_json()})
+
+
+def push_alliance(
+    engine: Engine, publish: Publish, alliance_id: int, now: datetime
+) -> dict[str, int | None]:
+    """Push every router of the alliance its plan; per router, the config version (None:
+    no plan yet, or not sent: the next push brings it)."""
+    r, sites, m = store.ROUTERS.c, store.SITES.c, store.MERCHANTS.c
+    with engine.connect() as connection:
+        routers = list(
+            connection.execute(
+                select(r.id)
+                .join(store.SITES, r.site_id == sites.id)
+                .join(store.MERCHANTS, sites.merchant_id == m.id)
+                .where(m.alliance_id == alliance_id, r.state != "retired")
+                .order_by(r.id)
+            ).scalars()
+        )
+    pushed: dict[str, int | None] = {}
+    for router_id in routers:
+        try:
+            config = push_plan(engine, publish, router_id, now)
+        except Exception as error:  # stored or not, the change stands; say who missed it
+            log.warning("coupon plan for %s not pushed: %s", router_id, error)
+            config = None
+        pushed[router_id] = None if config is None else config.version
+    return pushed
 
 
 def alliance_routers(connection: Connection, router_id: str | None = None) -> list[str]:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from cloud import coupon_admin as admin
+from cloud.coupon_plans import push_alliance
 from cloud.coupon_redeem import RedeemError, RedeemRefused, announce, redeem
 from cloud.db import sessions
 from cloud.fleet_push import Publish
@@ -23,17 +24,36 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 
 
-def _in_session(work: Callable[[Session], Any]) -> Callable[[Engine], Any]:
-    """`work` in one transaction; AdminError becomes the API's error."""
+def _in_session(
+    work: Callable[[Session], Any], push: Publish | None = None
+) -> Callable[[Engine], Any]:
+    """`work` in one transaction; AdminError becomes the API's error. With `push`, the
+    routers of the alliance of the merchant the changed campaign or partnership names get
+    their new plans once it is committed."""
 
     def run(engine: Engine) -> Any:
         try:
             with sessions(engine)() as session, session.begin():
-                return work(session)
+                result = work(session)
+                alliance = _alliance_of(session, result) if push is not None else None
         except admin.AdminError as error:
             raise ApiError(error.status, error.field, error.message) from None
+        if push is not None and alliance is not None:
+            push_alliance(engine, push, alliance, datetime.now(UTC))
+        return result
 
     return run
+
+
+def _alliance_of(session: Session, view: dict[str, Any]) -> int | None:
+    """The alliance of the merchant a campaign or partnership view names."""
+    merchant = view.get("merchant_id") or view.get("merchant")
+    found = admin.find_merchant(session, merchant) if merchant is not None else None
+    return None if found is None else found.alliance_id
+
+
+def _pusher(request: web.Request) -> Publish:
+    return cast(Publish, request.app[PUBLISH])
 
 
 def _number(request: web.Request, name: str) -> int:
@@ -58,7 +78,8 @@ async def create_campaign(request: web.Request) -> web.Response:
     def work(session: Session) -> Any:
         return admin.campaign_view(session, admin.create_campaign(session, merchant, body))
 
-    return web.json_response(await in_thread(request, _in_session(work)), status=201)
+    made = await in_thread(request, _in_session(work, _pusher(request)))
+    return web.json_response(made, status=201)
 
 
 async def show_campaign(request: web.Request) -> web.Response:
@@ -76,7 +97,7 @@ async def update_campaign(request: web.Request) -> web.Response:
     def work(session: Session) -> Any:
         return admin.campaign_view(session, admin.update_campaign(session, number, body))
 
-    return web.json_response(await in_thread(request, _in_session(work)))
+    return web.json_response(await in_thread(request, _in_session(work, _pusher(request))))
 
 
 async def campaign_stats(request: web.Request) -> web.Response:
@@ -131,7 +152,7 @@ async def answer(request: web.Request) -> web.Response:
             session, admin.answer(session, row, action, datetime.now(UTC))
         )
 
-    return web.json_response(await in_thread(request, _in_session(work)))
+    return web.json_response(await in_thread(request, _in_session(work, _pusher(request))))
 
 
 async def redemption(request: web.Request) -> web.Response:
@@ -141,7 +162,7 @@ async def redemption(request: web.Request) -> web.Response:
         raise ApiError(400, "code", "is required: the short code or the whole token")
     if not isinstance(router_id, str):
         raise ApiError(400, "router_id", "is required: the router of the counter")
-    publish = cast(Publish, request.app[PUBLISH])
+    publish = _pusher(request)
 
     def work(engine: Engine) -> dict[str, Any]:
         try:

@@ -174,3 +174,33 @@ def test_an_operator_pushes_every_router_its_coupon_plan(
     assert set(pushed) == {"r-restaurant", "r-spa", "r-spa-2", "r-gym"}
     assert isinstance(gym, wire.RouterConfig) and gym.coupons is not None
     assert [(c.id, c.allotted) for c in gym.coupons.campaigns] == [(offer, 10)]
+
+
+def test_a_campaign_made_with_push_reaches_the_alliances_routers(
+    database_url: str,
+    fleet: Fleet,
+    broker: Broker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "cloud.toml"
+    config.write_text(
+        f'database_url = "{database_url}"\ndata_dir = "{tmp_path}/data"\n'
+        f'broker_host = "{broker.host}"\nbroker_port = {broker.port}\n'
+    )
+    routers = Routers(broker, ("r-spa", wire.Channel.CONFIG))
+    argv = ["--config", str(config), "--json", "campaign", "create", "--merchant", "spa"]
+    argv += ["--title-en", "Massage", "--title-zh", "按摩", "--budget", "50", "--push"]
+    argv += ["--starts-at", "2027-01-01", "--ends-at", "2099-01-01"]
+    try:
+        assert main(argv) == 0
+        made = json.loads(capsys.readouterr().out)
+        deadline = time.monotonic() + 10
+        while not routers.on("r-spa", wire.Channel.CONFIG) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [(_, spa)] = routers.on("r-spa", wire.Channel.CONFIG)
+    finally:
+        routers.close()
+    assert sorted(made["pushed"]) == ["r-gym", "r-restaurant", "r-spa", "r-spa-2"]
+    assert isinstance(spa, wire.RouterConfig) and spa.coupons is not None
+    assert [c.id for c in spa.coupons.campaigns] == [made["id"]]

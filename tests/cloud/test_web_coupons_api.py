@@ -61,10 +61,20 @@ CAMPAIGN = {
 }
 
 
-async def test_a_script_creates_changes_and_reads_a_campaign(api: TestClient[Any, Any]) -> None:
+async def test_a_script_creates_changes_and_reads_a_campaign(
+    api: TestClient[Any, Any], sent: Sent
+) -> None:
     made = await api.post("/api/v1/campaigns", json=CAMPAIGN, headers=AUTH)
     assert made.status == 201
     body = await made.json()
+    configs = {topic for topic, _, retain in sent if retain}  # the alliance's routers' plans
+    assert configs == {
+        str(wire.Topic(r, wire.Channel.CONFIG))
+        for r in ("r-restaurant", "r-spa", "r-spa-2", "r-gym")
+    }
+    gym = [wire.decode(p, wire.RouterConfig) for t, p, _ in sent if "r-gym/" in t]
+    assert gym[0].coupons is not None
+    assert [c.id for c in gym[0].coupons.campaigns] == [body["id"]]
     changed = await api.patch(f"/api/v1/campaigns/{body['id']}", json={"budget": 300}, headers=AUTH)
     assert (await changed.json())["budget"] == 300
     listed = await (await api.get("/api/v1/campaigns?merchant=gym", headers=AUTH)).json()
@@ -125,7 +135,7 @@ async def test_a_redemption_through_the_api_wins_once_and_tells_the_other_router
     assert first.status == 200 and (await first.json())["told"] == ["r-spa-2"]
     second = await api.post("/api/v1/redemptions", json=body, headers=AUTH)
     assert second.status == 409 and "spent" in (await second.json())["error"]["message"]
-    [(topic, payload, _)] = sent
+    [(topic, payload, _)] = [m for m in sent if m[0].endswith("/down/cmd")]
     assert topic == str(wire.Topic("r-spa-2", wire.Channel.COMMAND))
     assert wire.decode(payload, wire.Command).coupons == (coupon.coupon_id,)
 
