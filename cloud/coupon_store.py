@@ -21,6 +21,7 @@ from agent.coupons import campaigns as rules
 from agent.coupons.ed25519 import Backend, backend
 from agent.coupons.token import Coupon, Verifier, certify
 from cloud.coupon_ingest import Place, double_spends
+from cloud.enrol_fleet import utc
 from cloud.models import Base
 
 COUPONS: Table = Base.metadata.tables["coupons"]
@@ -209,6 +210,44 @@ def announce_spent(
             )
             made.append((router_id, command))
     return made
+
+
+RESEND_AFTER = timedelta(minutes=1)  # a command this old and unanswered is sent again
+RESEND_WITHIN = timedelta(days=30)  # older ones: the router has had a month of wallet syncs
+
+
+def unanswered_spent(connection: Connection, now: datetime) -> list[tuple[str, wire.Command]]:
+    """COUPONS_SPENT commands no router has acknowledged, sent a while ago: to send again.
+
+    A publish lost between the commit and the broker (a dropped connection) is sent
+    again this way; a router that has one already adds nothing to its spent list.
+    """
+    m = COMMANDS.c
+    rows = connection.execute(
+        select(m.id, m.router_id, m.coupons, m.issued_at)
+        .join(ROUTERS, ROUTERS.c.id == m.router_id)
+        .where(
+            m.action == wire.CommandAction.COUPONS_SPENT.value,
+            m.acked_at.is_(None),
+            m.issued_at < now - RESEND_AFTER,
+            m.issued_at > now - RESEND_WITHIN,
+            ROUTERS.c.state != "retired",
+        )
+        .order_by(m.issued_at)
+    ).all()
+    return [
+        (
+            row.router_id,
+            wire.Command(
+                id=row.id,
+                action=wire.CommandAction.COUPONS_SPENT,
+                issued_at=utc(row.issued_at).timestamp(),
+                coupons=tuple(c for c in row.coupons.split(",") if c),
+            ),
+        )
+        for row in rows
+        if row.coupons
+    ]
 
 
 def lock_campaign(connection: Connection, campaign_id: int) -> Any:

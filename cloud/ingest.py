@@ -222,6 +222,7 @@ class IngestWorker:
             await client.subscribe(INGEST_SHARE, qos=1)
             self._subscribed.set()
             log.info("%s: subscribed to %s", self.worker_name, INGEST_SHARE)
+            await self._resend_spent(client)
             await asyncio.wait({reader, flusher}, return_when=asyncio.FIRST_COMPLETED)
             if reader.done() and not reader.cancelled():
                 reader.result()  # the connection dropped: MqttError
@@ -308,6 +309,24 @@ class IngestWorker:
             log.warning(
                 "%s: %s not published (%s)", self.worker_name, task.get_name(), task.exception()
             )
+
+    async def _resend_spent(self, client: aiomqtt.Client) -> None:
+        """At each connect, send again the spent-coupon commands no router has answered."""
+        loop = asyncio.get_running_loop()
+        try:
+            due = await loop.run_in_executor(self._db, self._store.unanswered_spent)
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            log.warning("%s: spent coupons not resent (%s)", self.worker_name, error)
+            return
+        outbox = tuple(
+            (str(Topic(router_id, Channel.COMMAND)), command.encode(), False)
+            for router_id, command in due
+        )
+        if outbox:
+            log.info("%s: sending %d spent-coupon commands again", self.worker_name, len(outbox))
+            self._send_outbox(client, Written(outbox=outbox))
 
     def _answer(self, client: aiomqtt.Client, held: _Held) -> None:
         task = asyncio.create_task(

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -171,6 +171,11 @@ class IngestStore:
             refused = Refused(item.topic, item.payload, f"database: {reason}")
             with self.engine.begin() as connection:
                 return self._write(connection, [refused], now)[0]
+
+    def unanswered_spent(self) -> list[tuple[str, wire.Command]]:
+        """The spent-coupon commands to send again (see coupon_store.unanswered_spent)."""
+        with self.engine.connect() as connection:
+            return coupon_store.unanswered_spent(connection, datetime.now(UTC))
 
     def _with_plans(self, written: Written, routers: set[str], now: datetime) -> Written:
         """`written` with the coupon plans of `routers` stored as new configs, to publish."""

@@ -204,3 +204,42 @@ def test_a_campaign_made_with_push_reaches_the_alliances_routers(
     assert sorted(made["pushed"]) == ["r-gym", "r-restaurant", "r-spa", "r-spa-2"]
     assert isinstance(spa, wire.RouterConfig) and spa.coupons is not None
     assert [c.id for c in spa.coupons.campaigns] == [made["id"]]
+
+
+async def test_a_spent_coupon_command_no_router_answered_is_sent_again_at_connect(
+    engine: Engine,
+    fleet: Fleet,
+    broker: Broker,
+    make_worker: WorkerFactory,
+    eventually: Eventually,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.orm import Session
+
+    from cloud.models import Command
+
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    with Session(engine) as session, session.begin():
+        for number, answered in (("lost", None), ("answered", long_ago)):
+            session.add(
+                Command(
+                    id=number,
+                    router_id="r-spa-2",
+                    action="coupons_spent",
+                    coupons="ab" * 16,
+                    issued_at=long_ago,
+                    acked_at=answered,
+                )
+            )
+    routers = Routers(broker, ("r-spa-2", wire.Channel.COMMAND))
+    try:
+        await make_worker()
+        await eventually(lambda: routers.on("r-spa-2", wire.Channel.COMMAND), 10.0)
+        await asyncio.sleep(0.3)
+        got = [m for _, m in routers.on("r-spa-2", wire.Channel.COMMAND)]
+    finally:
+        routers.close()
+    assert [(c.id, c.coupons) for c in got if isinstance(c, wire.Command)] == [
+        ("lost", ("ab" * 16,))
+    ]
