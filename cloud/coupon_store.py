@@ -288,8 +288,8 @@ def top_up(connection: Connection, campaign_id: int, router_id: str) -> bool:
 
 
 def count_issued(connection: Connection, pairs: Iterable[tuple[int, str]]) -> set[str]:
-    """Recount each (campaign, router) slice's issued coupons from the ledger and top up;
-    the routers whose allotment grew."""
+    """Recount each (campaign, router) slice's issued coupons from the ledger and top up
+    the slices past half used; the routers whose allotment grew."""
     k, c = SLICES.c, COUPONS.c
     grown = set()
     for campaign_id, router_id in sorted(set(pairs)):
@@ -301,18 +301,23 @@ def count_issued(connection: Connection, pairs: Iterable[tuple[int, str]]) -> se
             .select_from(COUPONS)
             .where(c.campaign_id == campaign_id, c.issuer_router_id == router_id)
         )
-        changed = connection.execute(
-            update(SLICES)
-            .where(k.campaign_id == campaign_id, k.router_id == router_id)
-            .values(issued=issued)
-        ).rowcount
-        if not changed:
+        allotted = connection.scalar(
+            select(k.allotted).where(k.campaign_id == campaign_id, k.router_id == router_id)
+        )
+        if allotted is None:  # issued with no slice from this cloud: counted, never topped up
             connection.execute(
                 insert(SLICES).values(
                     campaign_id=campaign_id, router_id=router_id, allotted=0, issued=issued
                 )
             )
-        if top_up(connection, campaign_id, router_id):
+            continue
+        connection.execute(
+            update(SLICES)
+            .where(k.campaign_id == campaign_id, k.router_id == router_id)
+            .values(issued=issued)
+        )
+        # Only plan_for gives a first slice, to a router whose plan has the campaign.
+        if allotted > 0 and top_up(connection, campaign_id, router_id):
             grown.add(router_id)
     return grown
 

@@ -240,3 +240,14 @@ def test_a_retired_router_gets_an_empty_wallet(engine: Engine, fleet: Fleet) -> 
     with Session(engine) as session, session.begin():
         retire_router(session, "r-spa")
     assert wallet_reply(engine, "r-spa", request, float(NOW)).coupons == ()
+
+
+def test_a_router_that_issues_without_a_slice_is_counted_but_gets_none(
+    engine: Engine, fleet: Fleet
+) -> None:
+    offer = fleet.campaign("gym", slice_size=4)
+    written = send(IngestStore(engine), issued(fleet, "r-gym", fleet.coupon("r-gym", offer, "gym")))
+    with engine.connect() as connection:
+        row = connection.execute(select(CouponSlice.allotted, CouponSlice.issued)).one()
+    assert tuple(row) == (0, 1)
+    assert written.outbox == ()
