@@ -308,6 +308,8 @@ def _show(result: dict[str, Any]) -> None:
         print(_table(result["routers"], columns) if result["routers"] else "no routers yet")
     elif "sites" in result:
         print(_table(result["sites"], ["id", "merchant", "site"]) if result["sites"] else "none")
+    elif cli_coupons.show(result):
+        pass
     elif set(result) & set(cli_coupons.TABLES):
         key = next(k for k in cli_coupons.TABLES if k in result)
         print(_table(result[key], cli_coupons.TABLES[key]) if result[key] else "none")

@@ -24,9 +24,8 @@ def _campaign_flags(parser: argparse.ArgumentParser) -> None:
     from cloud.coupon_admin import FIELDS
 
     for name in FIELDS:
-        parser.add_argument(
-            "--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, metavar="VALUE"
-        )
+        spellings = dict.fromkeys(["--" + name.replace("_", "-"), "--" + name])  # both work
+        parser.add_argument(*spellings, dest=name, default=argparse.SUPPRESS, metavar="VALUE")
 
 
 def _push_flag(parser: argparse.ArgumentParser) -> None:
@@ -108,12 +107,13 @@ def _pushed(
     """`view`, and with --push the plans pushed to the alliance of the merchant it names."""
     if not getattr(args, "push", False):
         return view
+    shown = next(iter(view.values()))  # {"campaign": ...} or {"partnership": ...}
     from cloud.coupon_admin import find_merchant
     from cloud.coupon_plans import push_alliance
     from cloud.fleet_push import broker_publisher
 
     with _session(settings) as session:
-        merchant = find_merchant(session, view.get("merchant_id") or view["merchant"])
+        merchant = find_merchant(session, shown.get("merchant_id") or shown["merchant"])
         alliance = None if merchant is None else merchant.alliance_id
     if alliance is None:
         return view
@@ -127,7 +127,7 @@ def _campaign_create(settings: CloudSettings, args: argparse.Namespace) -> dict[
 
     with _session(settings) as session:
         view = campaign_view(session, create_campaign(session, args.merchant, _fields(args)))
-    return _pushed(settings, args, view)
+    return _pushed(settings, args, {"campaign": view})
 
 
 def _campaign_update(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
@@ -135,14 +135,14 @@ def _campaign_update(settings: CloudSettings, args: argparse.Namespace) -> dict[
 
     with _session(settings) as session:
         view = campaign_view(session, update_campaign(session, args.campaign_id, _fields(args)))
-    return _pushed(settings, args, view)
+    return _pushed(settings, args, {"campaign": view})
 
 
 def _campaign_show(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
     from cloud.coupon_admin import campaign_view, get_campaign
 
     with _session(settings) as session:
-        return campaign_view(session, get_campaign(session, args.campaign_id))
+        return {"campaign": campaign_view(session, get_campaign(session, args.campaign_id))}
 
 
 def _campaign_list(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
@@ -171,7 +171,7 @@ def _partner(action: str) -> Handler:
                 found = get_partnership(session, args.merchant, args.partner)
                 row = answer(session, found, action, now)
             view = partnership_view(session, row)
-        return _pushed(settings, args, view)
+        return _pushed(settings, args, {"partnership": view})
 
     return run
 
@@ -315,6 +315,22 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("coupon", "redeem"): _redeem,
     ("serve", None): _serve,
 }
+ONE = ("campaign", "partnership")  # results holding one thing, shown field by field
+
+
+def show(result: dict[str, Any]) -> bool:
+    """Print `result` if it is one campaign or partnership; False if it is not."""
+    key = next((k for k in ONE if isinstance(result.get(k), dict)), None)
+    if key is None:
+        return False
+    for name, value in result[key].items():
+        print(f"{name}: {value}")
+    for name, value in result.items():
+        if name != key:
+            print(f"{name}: {value}")
+    return True
+
+
 TABLES = {
     "campaigns": ["id", "merchant", "title_en", "budget", "allotted", "reach", "trigger"],
     "partnerships": ["id", "merchant", "partner", "state"],

@@ -70,20 +70,20 @@ CREATE = (
 
 
 def test_a_merchant_creates_a_campaign_and_a_partner_accepts_it(cli: Cli, fleet: Fleet) -> None:
-    made = cli.json(*CREATE)
+    made = cli.json(*CREATE)["campaign"]
     assert (made["merchant"], made["budget"], made["starts_at"]) == ("spa", 100, 1798761600)
     assert made["issuers"] == []  # nobody has accepted yet
-    assert (
-        cli.json("partner", "propose", "--merchant", "spa", "--partner", "restaurant")["state"]
-        == "proposed"
-    )
+    proposed = cli.json("partner", "propose", "--merchant", "spa", "--partner", "restaurant")
+    assert proposed["partnership"]["state"] == "proposed"
     cli.json("partner", "accept", "--merchant", "spa", "--partner", "restaurant")
-    shown = cli.json("campaign", "show", str(made["id"]))
+    shown = cli.json("campaign", "show", str(made["id"]))["campaign"]
     assert shown["issuers"] == [fleet.merchants["restaurant"]]
     listed = cli.json("campaign", "list", "--merchant", "spa")["campaigns"]
     assert [c["id"] for c in listed] == [made["id"]]
     code, out, _ = cli("campaign", "list")
     assert code == 0 and "Half-price massage" in out
+    code, out, _ = cli("campaign", "show", str(made["id"]))
+    assert code == 0 and "title_en: Half-price massage" in out
 
 
 @pytest.mark.parametrize(
@@ -114,14 +114,15 @@ def test_a_budget_under_the_slices_handed_out_is_refused_and_nothing_changes(
 ) -> None:
     from cloud import coupon_store as store
 
-    made = cli.json(*CREATE, "--reach", "own")
+    made = cli.json(*CREATE, "--reach", "own")["campaign"]
     with engine.begin() as connection:
         store.top_up(connection, made["id"], "r-spa")  # one slice of 20 is out
     code, _, err = cli("campaign", "update", str(made["id"]), "--budget", "10", "--title-en", "x")
     assert code == 1 and "budget: 10 is under the 20 coupons already handed out" in err
-    kept = cli.json("campaign", "show", str(made["id"]))
+    kept = cli.json("campaign", "show", str(made["id"]))["campaign"]
     assert (kept["budget"], kept["title_en"]) == (100, "Half-price massage")
-    assert cli.json("campaign", "update", str(made["id"]), "--budget", "20")["budget"] == 20
+    changed = cli.json("campaign", "update", str(made["id"]), "--per_device", "2", "--budget", "20")
+    assert (changed["campaign"]["budget"], changed["campaign"]["per_device"]) == (20, 2)
 
 
 def test_a_partner_outside_the_alliance_is_refused(cli: Cli, fleet: Fleet) -> None:
@@ -136,12 +137,12 @@ def test_a_partnership_is_declined_or_ended_only_from_the_right_state(
 ) -> None:
     pair = ("--merchant", "gym", "--partner", "spa")
     cli.json("partner", "propose", *pair)
-    assert cli.json("partner", "decline", *pair)["state"] == "declined"
+    assert cli.json("partner", "decline", *pair)["partnership"]["state"] == "declined"
     code, _, err = cli("partner", "accept", *pair)
     assert code == 1 and "state: the partnership is declined" in err
     cli.json("partner", "propose", *pair)  # asked again
     cli.json("partner", "accept", *pair)
-    assert cli.json("partner", "end", *pair)["state"] == "ended"
+    assert cli.json("partner", "end", *pair)["partnership"]["state"] == "ended"
 
 
 def test_the_staff_pin_is_stored_as_a_hash_and_a_bad_one_is_refused(

@@ -203,7 +203,7 @@ def test_a_campaign_made_with_push_reaches_the_alliances_routers(
         routers.close()
     assert sorted(made["pushed"]) == ["r-gym", "r-restaurant", "r-spa", "r-spa-2"]
     assert isinstance(spa, wire.RouterConfig) and spa.coupons is not None
-    assert [c.id for c in spa.coupons.campaigns] == [made["id"]]
+    assert [c.id for c in spa.coupons.campaigns] == [made["campaign"]["id"]]
 
 
 async def test_a_spent_coupon_command_no_router_answered_is_sent_again_at_connect(
