@@ -1,0 +1,119 @@
+"""The cloud and the routers' own coupon desks, end to end without a network.
+
+The plans come from cloud.coupon_plans, the desks are agent.coupons.desk as routers run
+it, their events go through the ingest's store and the wallet comes from
+cloud.wallets: what one side writes, the other reads (real SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from agent import wire
+from agent.coupons.counter import Refusal
+from agent.coupons.desk import CouponDesk
+from agent.coupons.store import CouponStore
+from agent.events import Emitter
+from cloud import coupon_store as store
+from cloud.coupon_admin import answer, get_partnership, propose
+from cloud.coupon_plans import plan_for
+from cloud.ingest_store import IngestStore, Written
+from cloud.models import Alliance, CouponRow, Redemption
+from cloud.wallets import wallet_reply
+from tests.cloud.coupon_fleet import NOW, Fleet, make_fleet
+from tests.cloud.test_coupon_ingest import send
+
+PHONE_MAC = "02:00:00:00:00:01"
+WHEN = datetime.fromtimestamp(NOW, UTC)
+
+
+@dataclass
+class Router:
+    """One router's desk, its events (numbered as its spool would) and the cloud behind it."""
+
+    router_id: str
+    engine: Engine
+    desk: CouponDesk = field(init=False)
+    events: list[wire.Event] = field(default_factory=list)
+    reported: int = 0
+
+    async def wallet(self, device_id: str) -> wire.WalletReply | None:
+        request = wire.WalletRequest(router_id=self.router_id, id="w", device_id=device_id)
+        return wallet_reply(self.engine, self.router_id, request, float(NOW))
+
+    def report(self, ingest: IngestStore) -> Written:
+        """Send what happened since the last report, numbered as the spool would."""
+        new = [
+            replace(e, boot_id="boot-1", seq=i)
+            for i, e in enumerate(self.events)
+            if i >= self.reported
+        ]
+        self.reported = len(self.events)
+        return send(ingest, *new)
+
+
+@pytest.fixture
+def fleet(engine: Engine) -> Fleet:
+    return make_fleet(engine)
+
+
+def router(fleet: Fleet, router_id: str, tmp_path: Path) -> Router:
+    with Session(fleet.engine) as session:
+        key = session.scalars(select(Alliance.device_key)).one()
+    made = Router(router_id, fleet.engine)
+    made.desk = CouponDesk(
+        CouponStore(tmp_path / router_id),
+        store.cloud_backend(),
+        fleet.seeds[router_id],
+        key,
+        clock=lambda: float(NOW),
+        events=Emitter(router_id, key, made.events.append),
+        cloud=made,
+    )
+    with fleet.engine.begin() as connection:
+        plan = plan_for(connection, router_id, WHEN)
+    assert plan is not None
+    made.desk.apply_plan(plan)  # the router's own checks of the cloud's plan
+    return made
+
+
+async def test_a_spa_coupon_issued_at_the_restaurant_is_in_the_spa_wallet_and_spent_fleet_wide(
+    engine: Engine, fleet: Fleet, tmp_path: Path
+) -> None:
+    offer = fleet.campaign("spa", reach="partners")
+    with Session(engine) as session, session.begin():
+        propose(session, "spa", "restaurant", WHEN)
+        answer(session, get_partnership(session, "spa", "restaurant"), "accept", WHEN)
+    restaurant = router(fleet, "r-restaurant", tmp_path)
+    spa, spa_2 = router(fleet, "r-spa", tmp_path), router(fleet, "r-spa-2", tmp_path)
+    ingest = IngestStore(engine)
+
+    (given,) = await restaurant.desk.on_login(PHONE_MAC)
+    assert given.campaign is not None and given.campaign.id == offer
+    restaurant.report(ingest)
+    with engine.connect() as connection:
+        ledger = connection.execute(select(CouponRow.coupon_id, CouponRow.state)).all()
+    assert [tuple(r) for r in ledger] == [(given.coupon.coupon_id, "held")]
+
+    shown = await spa.desk.wallet(PHONE_MAC)  # from the cloud: the spa never saw it issued
+    assert [h.coupon.coupon_id for h in shown] == [given.coupon.coupon_id]
+    assert (await spa.desk.redeem(shown[0].code)).verdict.valid
+    written = spa.report(ingest)
+    with engine.connect() as connection:
+        assert connection.scalar(select(CouponRow.state)) == "redeemed"
+        assert connection.scalar(select(Redemption.router_id)) == "r-spa"
+
+    [(topic, payload, _)] = [m for m in written.outbox if m[0].endswith("/down/cmd")]
+    assert topic == str(wire.Topic("r-spa-2", wire.Channel.COMMAND))
+    command = wire.decode(payload, wire.Command)
+    assert await spa_2.desk.spent_elsewhere(command.coupons) == 1
+    again = await spa_2.desk.check(given.text)
+    assert again.verdict.refusal is Refusal.SPENT
+    reply = await spa_2.wallet(given.coupon.device_id)
+    assert reply is not None and reply.spent == (given.coupon.coupon_id,)
