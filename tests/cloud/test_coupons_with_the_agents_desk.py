@@ -117,3 +117,41 @@ async def test_a_spa_coupon_issued_at_the_restaurant_is_in_the_spa_wallet_and_sp
     assert again.verdict.refusal is Refusal.SPENT
     reply = await spa_2.wallet(given.coupon.device_id)
     assert reply is not None and reply.spent == (given.coupon.coupon_id,)
+
+
+async def test_one_coupon_redeemed_at_two_offline_spa_routers_is_one_double_spend(
+    engine: Engine, fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.campaign("spa")
+    spa, spa_2 = router(fleet, "r-spa", tmp_path), router(fleet, "r-spa-2", tmp_path)
+    ingest = IngestStore(engine)
+    (given,) = await spa.desk.on_login(PHONE_MAC)
+    spa.report(ingest)
+    assert [h.code for h in await spa_2.desk.wallet(PHONE_MAC)] == [given.code]  # synced
+    spa.desk.cloud = spa_2.desk.cloud = None  # both uplinks cut
+    spa.desk.clock = lambda: float(NOW + 300)
+    assert (await spa.desk.redeem(given.code)).verdict.valid
+    assert (await spa_2.desk.redeem(given.code)).verdict.valid  # at NOW: the earlier one
+    spa.report(ingest)  # the later redemption reaches the cloud first
+    spa_2.report(ingest)
+    with engine.connect() as connection:
+        flags = dict(
+            connection.execute(select(Redemption.router_id, Redemption.double_spend)).all()
+        )
+    assert flags == {"r-spa-2": False, "r-spa": True}
+
+
+async def test_a_router_stops_at_its_slice_and_issues_again_once_the_cloud_refills_it(
+    engine: Engine, fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.campaign("gym", slice_size=2, budget=3, per_device=9)
+    gym = router(fleet, "r-gym", tmp_path)
+    ingest = IngestStore(engine)
+    given = [await gym.desk.on_login(PHONE_MAC) for _ in range(3)]
+    assert [len(g) for g in given] == [1, 1, 0]  # the slice of 2 is spent
+    written = gym.report(ingest)
+    [config] = [wire.decode(p, wire.RouterConfig) for t, p, _ in written.outbox]
+    assert config.coupons is not None
+    gym.desk.apply_plan(config.coupons)
+    more = [await gym.desk.on_login(PHONE_MAC) for _ in range(2)]
+    assert [len(g) for g in more] == [1, 0]  # the budget of 3 holds fleet-wide
