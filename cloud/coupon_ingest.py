@@ -15,6 +15,7 @@ from typing import Any
 from agent import wire
 from agent.coupons.shortcode import code_of
 from agent.coupons.token import Coupon, TokenError
+from cloud.models import HELD
 
 COUPON_KINDS = frozenset(
     {
@@ -121,7 +122,7 @@ class CouponDesk:
                 "issued_at": event.at,
                 "not_before": coupon.not_before,
                 "not_after": coupon.not_after,
-                "state": "held",
+                "state": HELD,
                 "replaces": event.replaces,
             }
         )

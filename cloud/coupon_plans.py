@@ -23,6 +23,7 @@ from cloud import coupon_store as store
 from cloud.fleet_push import Publish, push_config
 from cloud.models import (
     ACCEPTED,
+    RETIRED,
     Campaign,
     IssuerKey,
     Merchant,
@@ -204,7 +205,7 @@ def push_alliance(
                 select(r.id)
                 .join(store.SITES, r.site_id == sites.id)
                 .join(store.MERCHANTS, sites.merchant_id == m.id)
-                .where(m.alliance_id == alliance_id, r.state != "retired")
+                .where(m.alliance_id == alliance_id, r.state != RETIRED)
                 .order_by(r.id)
             ).scalars()
         )
@@ -222,7 +223,7 @@ def push_alliance(
 def alliance_routers(connection: Connection, router_id: str | None = None) -> list[str]:
     """Every enrolled, unretired router (or just `router_id`), for pushing plans to."""
     r = store.ROUTERS.c
-    query = select(r.id).where(r.state != "retired").order_by(r.id)
+    query = select(r.id).where(r.state != RETIRED).order_by(r.id)
     if router_id is not None:
         query = query.where(r.id == router_id)
     return list(connection.execute(query).scalars())

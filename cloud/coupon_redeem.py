@@ -22,7 +22,7 @@ from cloud.coupon_ingest import Place
 from cloud.db import sessions
 from cloud.errors import CloudError
 from cloud.fleet_push import Publish, send_command
-from cloud.models import HELD, MOVED, REDEEMED
+from cloud.models import HELD, MOVED, REDEEMED, RETIRED
 
 _MESSAGES = {
     Refusal.NOT_A_COUPON: "no coupon of this alliance has that code",
@@ -198,7 +198,7 @@ def announce(engine: Engine, publish: Publish, done: Redeemed) -> list[str]:
             connection.execute(
                 select(r.id)
                 .join(store.SITES, r.site_id == sites.id)
-                .where(sites.merchant_id == merchant, r.id != done.router_id, r.state != "retired")
+                .where(sites.merchant_id == merchant, r.id != done.router_id, r.state != RETIRED)
                 .order_by(r.id)
             ).scalars()
         )

@@ -22,7 +22,7 @@ from agent.coupons.ed25519 import Backend, backend
 from agent.coupons.token import Coupon, Verifier, certify
 from cloud.coupon_ingest import Place, double_spends
 from cloud.enrol_fleet import utc
-from cloud.models import Base
+from cloud.models import HELD, MOVED, REDEEMED, RETIRED, Base
 
 COUPONS: Table = Base.metadata.tables["coupons"]
 REDEMPTIONS: Table = Base.metadata.tables["redemptions"]
@@ -152,8 +152,8 @@ def settle(connection: Connection, coupon_ids: Collection[str]) -> None:
     for coupon_id, at in sorted(earliest.items()):
         connection.execute(
             update(COUPONS)
-            .where(c.coupon_id == coupon_id, c.state != "redeemed")
-            .values(state="redeemed", redeemed_at=at)
+            .where(c.coupon_id == coupon_id, c.state != REDEEMED)
+            .values(state=REDEEMED, redeemed_at=at)
         )
 
 
@@ -184,7 +184,7 @@ def announce_spent(
             select(r.id)
             .join(SITES, r.site_id == s.id)
             .where(s.merchant_id == row["merchant_id"], r.id != row["router_id"])
-            .where(r.state != "retired")
+            .where(r.state != RETIRED)
         ).scalars()
         for router_id in siblings:
             by_router.setdefault(router_id, set()).add(row["coupon_id"])
@@ -231,7 +231,7 @@ def unanswered_spent(connection: Connection, now: datetime) -> list[tuple[str, w
             m.acked_at.is_(None),
             m.issued_at < now - RESEND_AFTER,
             m.issued_at > now - RESEND_WITHIN,
-            ROUTERS.c.state != "retired",
+            ROUTERS.c.state != RETIRED,
         )
         .order_by(m.issued_at)
     ).all()
@@ -387,8 +387,8 @@ def apply(
         c = COUPONS.c
         connection.execute(
             update(COUPONS)
-            .where(c.coupon_id.in_(sorted(set(writes.moved))), c.state == "held")
-            .values(state="moved")
+            .where(c.coupon_id.in_(sorted(set(writes.moved))), c.state == HELD)
+            .values(state=MOVED)
         )
     if writes.redeemed:
         fresh = _new_redemptions(connection, writes.redeemed)
