@@ -8,6 +8,7 @@ events the router sent: "the cloud's numbers match what the routers did", checke
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,15 +114,23 @@ def replay(
     place: rules.Place,
     logins: list[tuple[float, str]],
     issued_events: list[tuple[float, str, int]],
+    elsewhere: Sequence[tuple[float, str, int]] = (),
 ) -> list[Mismatch]:
     """Run `awards` over a router's logins (at, device) and compare with what it issued
-    (at, device, campaign). Pure: the same function, the same facts, in time order."""
+    (at, device, campaign). Pure: the same function, the same facts, in time order.
+
+    `elsewhere`: coupons other routers gave (at, device, campaign), which count as held
+    from then on, as a router that synced the wallet knows them."""
     visits: defaultdict[str, list[int]] = defaultdict(list)  # device -> its login days
     logins_today: Counter[tuple[str, int]] = Counter()
     held: defaultdict[str, Counter[int]] = defaultdict(Counter)
     issued: Counter[int] = Counter()
     expected: Counter[tuple[str, int, int]] = Counter()
+    given = sorted(elsewhere)
     for at, device in sorted(logins):
+        while given and given[0][0] <= at:
+            _, other, campaign = given.pop(0)
+            held[other][campaign] += 1
         day = int(at // rules.DAY)
         if not visits[device] or visits[device][-1] != day:
             visits[device].append(day)
@@ -166,9 +175,20 @@ def replay_router(connection: Connection, router_id: str) -> list[Mismatch]:
             e.router_id == router_id, e.kind == "coupon_issued", e.replaces == ""
         )
     ).all()
+    c = CouponRow
+    devices = sorted({str(d) for _, d in logins})
+    elsewhere = connection.execute(
+        select(c.issued_at, c.device_id, c.campaign_id).where(
+            c.alliance_id == place.alliance_id,
+            c.issuer_router_id != router_id,
+            c.replaces == "",
+            c.device_id.in_(devices),
+        )
+    ).all()
     return replay(
         list(mine),
         rules.Place(place.alliance_id, place.merchant_id, place.site_id),
         [(float(a), str(d)) for a, d in logins],
-        [(float(a), str(d), int(c)) for a, d, c in issued_events],
+        [(float(a), str(d), int(n)) for a, d, n in issued_events],
+        [(float(a), str(d), int(n)) for a, d, n in elsewhere],
     )

@@ -105,6 +105,14 @@ def test_a_replay_reports_a_coupon_the_rules_did_not_give_and_one_missing() -> N
     ]
 
 
+def test_a_coupon_another_router_gave_first_counts_as_held_in_the_replay() -> None:
+    place = Place(1, 1, 1)
+    logins = [(NOW + 100.0, PHONE)]
+    elsewhere = [(NOW + 50.0, PHONE, 5)]  # the phone got it at another site of the loop
+    assert replay([FIRST_VISIT], place, logins, [], elsewhere) == []
+    assert replay([FIRST_VISIT], place, logins, []) == [Mismatch(PHONE, 5, NOW // DAY, 1, 0)]
+
+
 def test_the_cloud_replays_a_routers_reported_logins_against_its_coupon_events(
     engine: Engine, fleet: Fleet
 ) -> None:
