@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from agent import wire
@@ -155,3 +155,34 @@ async def test_a_router_stops_at_its_slice_and_issues_again_once_the_cloud_refil
     gym.desk.apply_plan(config.coupons)
     more = [await gym.desk.on_login(PHONE_MAC) for _ in range(2)]
     assert [len(g) for g in more] == [1, 0]  # the budget of 3 holds fleet-wide
+
+
+async def test_the_clouds_replay_of_a_routers_logins_matches_what_its_desk_issued(
+    engine: Engine, fleet: Fleet, tmp_path: Path
+) -> None:
+    from cloud.coupon_stats import replay_router
+
+    fleet.campaign("gym", trigger="first_visit")
+    fleet.campaign("gym", trigger="nth_visit", nth_visit=3)
+    gym = router(fleet, "r-gym", tmp_path)
+    ingest = IngestStore(engine)
+    for day, logins in ((0, 2), (1, 1), (2, 3), (5, 1)):
+        for n in range(logins):
+            at = float(NOW + day * 86400 + n * 60)
+            gym.desk.clock = lambda at=at: at  # type: ignore[misc]
+            emitter = gym.desk.events
+            assert isinstance(emitter, Emitter)
+            gym.events.append(
+                wire.Event(
+                    router_id="r-gym",
+                    at=at,
+                    kind=wire.EventKind.SESSION_STARTED,
+                    device_id=emitter.device_id(PHONE_MAC),
+                )
+            )
+            await gym.desk.on_login(PHONE_MAC)
+    gym.report(ingest)
+    with engine.connect() as connection:
+        issued = connection.scalar(select(func.count()).select_from(CouponRow))
+        assert replay_router(connection, "r-gym") == []
+    assert issued == 2  # the first visit's and the third visit's
