@@ -122,6 +122,29 @@ async def flows(request: web.Request) -> web.Response:
     return web.json_response({"flows": await in_thread(request, _in_session(work))})
 
 
+async def replay(request: web.Request) -> web.Response:
+    from cloud.coupon_stats import replay_router
+
+    router_id = request.query.get("router", "")
+    if not router_id:
+        raise ApiError(400, "router", "is required: ?router=ROUTER_ID")
+
+    def work(session: Session) -> Any:
+        return [
+            {
+                "device_id": m.device_id,
+                "campaign_id": m.campaign_id,
+                "day": m.day,
+                "expected": m.expected,
+                "issued": m.issued,
+            }
+            for m in replay_router(session.connection(), router_id)
+        ]
+
+    found = await in_thread(request, _in_session(work))
+    return web.json_response({"router_id": router_id, "mismatches": found})
+
+
 async def list_partnerships(request: web.Request) -> web.Response:
     merchant = request.query.get("merchant")
     found = await in_thread(request, _in_session(lambda s: admin.list_partnerships(s, merchant)))
@@ -193,7 +216,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/campaigns/{{id}}", show_campaign)
     app.router.add_patch(f"{PREFIX}/campaigns/{{id}}", update_campaign)
     app.router.add_get(f"{PREFIX}/campaigns/{{id}}/stats", campaign_stats)
+    app.router.add_get(f"{PREFIX}/stats/campaigns/{{id}}", campaign_stats)
     app.router.add_get(f"{PREFIX}/stats/flows", flows)
+    app.router.add_get(f"{PREFIX}/stats/replay", replay)
     app.router.add_get(f"{PREFIX}/partnerships", list_partnerships)
     app.router.add_post(f"{PREFIX}/partnerships", propose)
     app.router.add_post(f"{PREFIX}/partnerships/{{id}}/{{action}}", answer)

@@ -81,6 +81,12 @@ async def test_a_script_creates_changes_and_reads_a_campaign(
     assert [c["title_en"] for c in listed["campaigns"]] == ["Free day pass"]
     stats = await (await api.get(f"/api/v1/campaigns/{body['id']}/stats", headers=AUTH)).json()
     assert stats["issued"] == 0
+    again = await (await api.get(f"/api/v1/stats/campaigns/{body['id']}", headers=AUTH)).json()
+    assert again == stats
+    flows = await (await api.get("/api/v1/stats/flows?alliance=loop", headers=AUTH)).json()
+    assert flows == {"flows": []}
+    checked = await (await api.get("/api/v1/stats/replay?router=r-gym", headers=AUTH)).json()
+    assert checked == {"router_id": "r-gym", "mismatches": []}
 
 
 @pytest.mark.parametrize(
