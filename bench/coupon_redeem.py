@@ -32,6 +32,7 @@ from cloud import coupon_store as store
 from cloud.coupon_redeem import RedeemRefused, redeem
 from cloud.db import make_engine, migrate
 from cloud.enrol_fleet import create_merchant, create_site
+from cloud.issuer_keys import certify_keys
 from cloud.models import IssuerKey, Router
 from lab.postgres import Postgres
 
@@ -51,7 +52,7 @@ def make_ledger(engine: Engine, count: int) -> list[str]:
     with engine.begin() as connection:
         where = store.places(connection, ["r1"])
         when = datetime.fromtimestamp(NOW, UTC)
-        store.certify_keys(connection, {"r1": ed.public_key(seed).hex()}, where, when)
+        certify_keys(connection, {"r1": ed.public_key(seed).hex()}, where, when)
         text = connection.scalar(select(IssuerKey.certificate))
     certificate = IssuerCertificate.from_text(text or "")
     coupons = [

@@ -1,4 +1,4 @@
-"""Coupon rows in SQL, inside the ingest batch's transaction: ledger, redemptions, slices, keys.
+"""Coupon rows in SQL, inside the ingest batch's transaction: ledger, redemptions, slices.
 
 Every step is safe to repeat: a redelivered batch inserts nothing (coupon_id and the
 redemption's event origin are unique), and states, double-spend flags and issued counts
@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from agent import wire
 from agent.coupons import campaigns as rules
 from agent.coupons.ed25519 import Backend, backend
-from agent.coupons.token import Coupon, Verifier, certify
+from agent.coupons.token import Coupon, Verifier
 from cloud.coupon_ingest import Place, double_spends
 from cloud.enrol_fleet import utc
 from cloud.models import HELD, MOVED, REDEEMED, RETIRED, Base
@@ -34,7 +34,6 @@ ROUTERS: Table = Base.metadata.tables["routers"]
 SITES: Table = Base.metadata.tables["sites"]
 MERCHANTS: Table = Base.metadata.tables["merchants"]
 ALLIANCES: Table = Base.metadata.tables["alliances"]
-CERTIFICATE_DAYS = 365  # how long a router's issuing key is certified for
 _ORIGIN = ("origin_router", "origin_boot", "origin_seq")
 
 
@@ -322,58 +321,6 @@ def count_issued(connection: Connection, pairs: Iterable[tuple[int, str]]) -> se
     return grown
 
 
-def certify_keys(
-    connection: Connection, keys: dict[str, str], where: dict[str, Place], now: datetime
-) -> set[str]:
-    """Certify each router's new issuing key (replacing its old one); the routers certified."""
-    i = ISSUER_KEYS.c
-    done: set[str] = set()
-    if not keys:
-        return done
-    current = dict(
-        connection.execute(
-            select(i.router_id, i.public_key).where(
-                i.router_id.in_(sorted(keys)), i.replaced_at.is_(None)
-            )
-        ).all()
-    )
-    ed = cloud_backend()
-    for router_id, public_hex in sorted(keys.items()):
-        place = where.get(router_id)
-        if place is None or place.alliance_id is None or current.get(router_id) == public_hex:
-            continue
-        connection.execute(
-            update(ISSUER_KEYS)
-            .where(i.router_id == router_id, i.replaced_at.is_(None))
-            .values(replaced_at=now)
-        )
-        not_after = int((now + timedelta(days=CERTIFICATE_DAYS)).timestamp())
-        key_id = connection.execute(
-            insert(ISSUER_KEYS)
-            .values(
-                router_id=router_id,
-                public_key=public_hex,
-                certificate="",
-                not_after=not_after,
-                certified_at=now,
-            )
-            .returning(i.key_id)
-        ).scalar_one()
-        certificate = certify(
-            ed,
-            root_seed(connection, place.alliance_id),
-            key_id,
-            place.alliance_id,
-            not_after,
-            bytes.fromhex(public_hex),
-        )
-        connection.execute(
-            update(ISSUER_KEYS).where(i.key_id == key_id).values(certificate=certificate.to_text())
-        )
-        done.add(router_id)
-    return done
-
-
 def apply(
     connection: Connection, writes: Any, where: dict[str, Place], now: datetime
 ) -> CouponOutcome:
@@ -398,5 +345,4 @@ def apply(
     settle(connection, touched)
     pairs = [(row["campaign_id"], row["issuer_router_id"]) for row in writes.issued]
     outcome.plan_routers |= count_issued(connection, pairs)
-    outcome.plan_routers |= certify_keys(connection, writes.issuer_keys, where, now)
     return outcome

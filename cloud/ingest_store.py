@@ -46,6 +46,7 @@ from cloud.ingest_core import (
     plan_batch,
     routers_named,
 )
+from cloud.issuer_keys import certify_keys
 from cloud.models import Base
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,8 @@ class IngestStore:
                 (str(wire.Topic(router_id, wire.Channel.COMMAND)), command.encode(), False)
                 for router_id, command in outcome.commands
             )
-            plans = outcome.plan_routers
+            keys = certify_keys(connection, desk.writes.issuer_keys, dict(desk.places), now)
+            plans = outcome.plan_routers | keys
         written = Written(
             len(plan.events), len(plan.dead_letters), plan.origins(), tuple(plan.refused), outbox
         )

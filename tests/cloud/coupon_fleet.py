@@ -17,6 +17,7 @@ from agent import wire
 from agent.coupons.token import Coupon, IssuerCertificate, sign_coupon
 from cloud import coupon_store as store
 from cloud.enrol_fleet import create_merchant, create_site
+from cloud.issuer_keys import certify_keys
 from cloud.models import Campaign, IssuerKey, Router
 
 NOW = 1_800_000_000  # 2027-01-15, Unix seconds
@@ -127,5 +128,5 @@ def make_fleet(engine: Engine) -> Fleet:
         keys[router_id] = ed.public_key(fleet.seeds[router_id]).hex()
     with engine.begin() as connection:
         where = store.places(connection, ROUTERS)
-        store.certify_keys(connection, keys, where, datetime.fromtimestamp(NOW, UTC))
+        certify_keys(connection, keys, where, datetime.fromtimestamp(NOW, UTC))
     return fleet
