@@ -253,7 +253,7 @@ def lock_campaign(connection: Connection, campaign_id: int) -> Any:
     """The campaign's row, locked until commit (PostgreSQL), so slices never outgrow budget."""
     query = select(CAMPAIGNS).where(CAMPAIGNS.c.id == campaign_id)
     if connection.dialect.name == "postgresql":
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)  # slices may still point at it
     return connection.execute(query).first()
 
 

@@ -125,3 +125,68 @@ def test_an_expired_coupon_already_spent_is_refused_as_spent_as_the_counter_says
     with pytest.raises(RedeemRefused) as refused:
         redeem(engine, coupon.to_text(), "r-spa", float(NOW + DAY))
     assert refused.value.reason is Refusal.SPENT
+
+
+def test_routers_reports_and_cloud_redemptions_racing_leave_one_first_redemption_each(
+    database_url: str, engine: Engine, fleet: Fleet
+) -> None:
+    """Two routers' reports (two ingest writers) and two cloud callers, one coupon at a time:
+    no deadlock, and each coupon keeps exactly its earliest redemption as the real one."""
+    import contextlib
+    import threading
+
+    offer = fleet.campaign("spa")
+    coupons = [fleet.coupon("r-spa", offer, "spa") for _ in range(12)]
+    send(IngestStore(engine), *(issued(fleet, "r-spa", c) for c in coupons))
+    reports = {
+        router: [
+            redeemed(fleet, router, c, float(NOW + 100 + i + shift)) for i, c in enumerate(coupons)
+        ]
+        for router, shift in (("r-spa", 0.5), ("r-spa-2", 0.0))
+    }
+    failures: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def report(router: str) -> None:
+        own = make_engine(database_url)
+        try:
+            start.wait()
+            ingest = IngestStore(own)
+            for event in reports[router]:
+                send(ingest, event)
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            own.dispose()
+
+    def at_the_cloud() -> None:
+        own = make_engine(database_url)
+        try:
+            start.wait()
+            for c in coupons:
+                with contextlib.suppress(RedeemRefused):
+                    redeem(own, c.to_text(), "r-spa", float(NOW + 100.2))
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=report, args=(r,)) for r in reports]
+    threads += [threading.Thread(target=at_the_cloud) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                Redemption.coupon_id, Redemption.at, Redemption.router_id, Redemption.double_spend
+            )
+        ).all()
+        states = set(connection.scalars(select(CouponRow.state)))
+    assert states == {"redeemed"}
+    for c in coupons:
+        mine = sorted((at, router, flag) for cid, at, router, flag in rows if cid == c.coupon_id)
+        assert [flag for _, _, flag in mine] == [False] + [True] * (len(mine) - 1)
+        assert 2 <= len(mine) <= 3  # both routers' reports, and the cloud's if it came first
