@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from cloud import cli_coupons
 from cloud.ca import CertificateAuthority, ca_directory, server_names
 from cloud.db import make_engine, migrate, sessions
 from cloud.errors import CloudConfigError, CloudError
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest = add("ingest", "run an ingest worker (MQTT to database)")
     ingest.add_argument("--worker-name", help="unique, stable per worker (MQTT client id)")
     add("serve-enrol", "serve router enrolment over HTTPS")
+    cli_coupons.add_parsers(add, commands)
     return parser
 
 
@@ -322,6 +324,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[CloudSettings, Any], dict[str,
     ("routers", None): _routers,
     ("ingest", None): _ingest,
     ("serve-enrol", None): _serve_enrol,
+    **cli_coupons.COMMANDS,
 }
 
 
@@ -331,6 +334,11 @@ def _show(result: dict[str, Any]) -> None:
         print(_table(result["routers"], columns) if result["routers"] else "no routers yet")
     elif "sites" in result:
         print(_table(result["sites"], ["id", "merchant", "site"]) if result["sites"] else "none")
+    elif cli_coupons.show(result):
+        pass
+    elif set(result) & set(cli_coupons.TABLES):
+        key = next(k for k in cli_coupons.TABLES if k in result)
+        print(_table(result[key], cli_coupons.TABLES[key]) if result[key] else "none")
     else:
         for key, value in result.items():
             print(f"{key}: {value}")

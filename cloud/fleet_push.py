@@ -100,19 +100,32 @@ def send_command(
     action: wire.CommandAction,
     device_id: str = "",
     issued_at: float = 0.0,
+    coupons: tuple[str, ...] = (),
 ) -> wire.Command:
     """Store a command from the allow-list and publish it on the router's down/cmd."""
     if action is wire.CommandAction.UNKNOWN:
         raise PushError("unknown action; use revoke_device, reload_config or send_status")
     if action is wire.CommandAction.REVOKE_DEVICE and not device_id:
         raise PushError("revoke_device needs --device DEVICE_ID")
+    if action is wire.CommandAction.COUPONS_SPENT and not coupons:
+        raise PushError("coupons_spent needs the ids of the spent coupons")
     command = wire.Command(
-        id=str(uuid.uuid4()), action=action, device_id=device_id, issued_at=issued_at
+        id=str(uuid.uuid4()),
+        action=action,
+        device_id=device_id,
+        issued_at=issued_at,
+        coupons=coupons,
     )
     with factory() as session, session.begin():
         _router(session, router_id)
         session.add(
-            Command(id=command.id, router_id=router_id, action=action.value, device_id=device_id)
+            Command(
+                id=command.id,
+                router_id=router_id,
+                action=action.value,
+                device_id=device_id,
+                coupons=",".join(coupons),
+            )
         )
     publish(str(wire.Topic(router_id, wire.Channel.COMMAND)), command.encode(), False)
     return command

@@ -7,6 +7,9 @@ router a Receipt naming the events stored: only then does the router forget them
 event the broker acknowledged but lost on the way is sent again. Events it dead-lettered
 (they do not fit the events table) are named as refused, with the reason, so the router
 forgets them too instead of sending them again forever.
+
+A router's wallet request (up/request) is not batched: a worker thread answers it from
+the database at once on the router's down/reply, then acknowledges it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,13 +27,14 @@ from datetime import UTC, datetime
 import aiomqtt
 from sqlalchemy import Engine, make_url
 
-from agent.wire import INGEST_SHARE, Channel, Topic
+from agent.wire import INGEST_SHARE, Channel, Topic, WalletRequest
 from cloud.broker_config import MAX_INFLIGHT
 from cloud.db import make_engine
 from cloud.errors import CloudError
-from cloud.ingest_core import Batcher, Inbound, read_message, receipts, weight
+from cloud.ingest_core import Accepted, Batcher, Inbound, read_message, receipts, weight
 from cloud.ingest_store import IngestStore, Written, is_outage
 from cloud.settings import CloudSettings
+from cloud.wallets import wallet_reply
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,9 @@ class IngestWorker:
         self._released = False
         self._reader: asyncio.Task[None] | None = None
         self._receipts: set[asyncio.Task[None]] = set()  # published, PUBACK not yet in
+        # Wallet requests are answered at once, beside the batch writer, not behind it.
+        self._wallets = ThreadPoolExecutor(2, thread_name_prefix=f"{self.worker_name}-wallet")
+        self._replies: set[asyncio.Task[None]] = set()
 
     @property
     def subscribed(self) -> bool:
@@ -152,6 +160,7 @@ class IngestWorker:
                 self._released = True
                 await asyncio.get_running_loop().run_in_executor(self._db, self._release)
                 self._db.shutdown(wait=False)
+                self._wallets.shutdown(wait=False)
 
     async def wait(self) -> None:
         """Return when the worker has stopped; raise what stopped it, if anything did."""
@@ -213,6 +222,7 @@ class IngestWorker:
             await client.subscribe(INGEST_SHARE, qos=1)
             self._subscribed.set()
             log.info("%s: subscribed to %s", self.worker_name, INGEST_SHARE)
+            await self._resend_spent(client)
             await asyncio.wait({reader, flusher}, return_when=asyncio.FIRST_COMPLETED)
             if reader.done() and not reader.cancelled():
                 reader.result()  # the connection dropped: MqttError
@@ -220,6 +230,7 @@ class IngestWorker:
         finally:
             self._reader = None
             receipts_left = list(self._receipts)  # lost with the connection: routers resend
+            receipts_left += self._replies  # a router whose reply is late uses its cache
             for task in (reader, flusher, *receipts_left):
                 task.cancel()
             await asyncio.gather(reader, flusher, *receipts_left, return_exceptions=True)
@@ -233,9 +244,12 @@ class IngestWorker:
             elif not isinstance(payload, bytes | bytearray):
                 payload = b""
             item = read_message(message.topic.value, bytes(payload))
+            self.stats.messages += 1
+            if isinstance(item, Accepted) and isinstance(item.message, WalletRequest):
+                self._answer(client, _Held(item, message.mid, message.qos))
+                continue
             now = loop.time()
             batcher.add(_Held(item, message.mid, message.qos), weight(item), now)
-            self.stats.messages += 1
             if len(batcher) == 1 or batcher.due(now):
                 self._wake.set()  # the flusher learns the new deadline, or writes now
 
@@ -249,6 +263,7 @@ class IngestWorker:
                 written = await self._write(held)
                 if written is not None:
                     self._send_receipts(client, written)
+                    self._send_outbox(client, written)
                     for one in held:
                         _ack(client, one)
                 continue
@@ -275,6 +290,66 @@ class IngestWorker:
             )
             self._receipts.add(task)
             task.add_done_callback(self._receipt_sent)
+
+    def _send_outbox(self, client: aiomqtt.Client, written: Written) -> None:
+        """Publish what the commit made due: spent-coupon commands and coupon plans (QoS 1)."""
+        for topic, payload, retain in written.outbox:
+            task = asyncio.create_task(
+                client.publish(topic, payload, qos=1, retain=retain),
+                name=f"ingest:{self.worker_name}:outbox:{topic}",
+            )
+            self._receipts.add(task)
+            task.add_done_callback(self._outbox_sent)
+
+    def _outbox_sent(self, task: asyncio.Task[None]) -> None:
+        self._receipts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A plan stays stored (the next change or `coupons push` sends it); a spent
+            # coupon is on the router's list at its next coupons_spent or wallet sync.
+            log.warning(
+                "%s: %s not published (%s)", self.worker_name, task.get_name(), task.exception()
+            )
+
+    async def _resend_spent(self, client: aiomqtt.Client) -> None:
+        """At each connect, send again the spent-coupon commands no router has answered."""
+        loop = asyncio.get_running_loop()
+        try:
+            due = await loop.run_in_executor(self._db, self._store.unanswered_spent)
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            log.warning("%s: spent coupons not resent (%s)", self.worker_name, error)
+            return
+        outbox = tuple(
+            (str(Topic(router_id, Channel.COMMAND)), command.encode(), False)
+            for router_id, command in due
+        )
+        if outbox:
+            log.info("%s: sending %d spent-coupon commands again", self.worker_name, len(outbox))
+            self._send_outbox(client, Written(outbox=outbox))
+
+    def _answer(self, client: aiomqtt.Client, held: _Held) -> None:
+        task = asyncio.create_task(
+            self._reply(client, held), name=f"ingest:{self.worker_name}:wallet:{held.mid}"
+        )
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+
+    async def _reply(self, client: aiomqtt.Client, held: _Held) -> None:
+        """Answer a wallet request from the database on its own thread, then acknowledge it."""
+        item = held.item
+        assert isinstance(item, Accepted) and isinstance(item.message, WalletRequest)
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await loop.run_in_executor(
+                self._wallets, wallet_reply, self._engine, item.router_id, item.message, time.time()
+            )
+            topic = str(Topic(item.router_id, Channel.REPLY))
+            await client.publish(topic, reply.encode(), qos=1)
+        except Exception as error:  # the router waits a second, then shows its own cache
+            log.warning("%s: wallet request not answered (%s)", self.worker_name, error)
+        finally:
+            _ack(client, held)
 
     def _receipt_sent(self, task: asyncio.Task[None]) -> None:
         self._receipts.discard(task)

@@ -7,8 +7,8 @@ cloud.ingest (MQTT) and cloud.ingest_store (SQL) do the I/O around these decisio
 from __future__ import annotations
 
 import functools
-from collections import defaultdict, deque
-from collections.abc import Collection, Iterable, Sequence
+from collections import deque
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -16,7 +16,16 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import BigInteger, Integer, String, Table
 
 from agent import wire
+from cloud.coupon_ingest import CouponDesk
 from cloud.models import Base
+from cloud.receipts import (  # re-exported: the receipt rules are part of ingest's core
+    RECEIPT_MAX_RANGES as RECEIPT_MAX_RANGES,
+)
+from cloud.receipts import RECEIPT_REASON_MAX as RECEIPT_REASON_MAX
+from cloud.receipts import Origin as Origin
+from cloud.receipts import Refusal as Refusal
+from cloud.receipts import receipts as receipts
+from cloud.receipts import runs as runs
 from cloud.status import Will
 
 DEAD_LETTER_PAYLOAD_MAX = 64 * 1024  # bytes of a refused payload kept for inspection
@@ -28,12 +37,7 @@ EVENTS: Table = Base.metadata.tables["events"]
 ROUTERS: Table = Base.metadata.tables["routers"]
 CONFIGS: Table = Base.metadata.tables["router_configs"]
 COMMANDS: Table = Base.metadata.tables["commands"]
-UPSTREAM = (wire.Channel.EVENTS, wire.Channel.STATUS, wire.Channel.ACK)
-RECEIPT_MAX_RANGES = wire.MAX_BATCH  # a router decodes no longer list; more go in more receipts
-RECEIPT_REASON_MAX = wire.MAX_TEXT  # a router decodes no longer text
-
-Origin = tuple[str, str, int]  # router_id, boot_id, seq: what makes an event unique
-Refusal = tuple[Origin, str]  # an event dead-lettered, and why
+UPSTREAM = (wire.Channel.EVENTS, wire.Channel.STATUS, wire.Channel.ACK, wire.Channel.REQUEST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +47,7 @@ class Accepted:
     topic: str
     payload: bytes
     router_id: str
-    message: wire.EventBatch | wire.Status | wire.Ack
+    message: wire.EventBatch | wire.Status | wire.Ack | wire.WalletRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,7 @@ def read_message(topic: str, payload: bytes) -> Inbound:
     except wire.WireError as exc:
         return Refused(topic, payload, str(exc))
     if parsed.channel not in UPSTREAM or not isinstance(
-        message, wire.EventBatch | wire.Status | wire.Ack
+        message, wire.EventBatch | wire.Status | wire.Ack | wire.WalletRequest
     ):
         return Refused(topic, payload, f"topic: {topic!r} is not an upstream channel")
     return Accepted(topic, payload, parsed.router_id, message)
@@ -176,6 +180,10 @@ EVENT_FIELDS = (
     "reason",
     "terms_version",
     "count",
+    "coupon_id",
+    "campaign_id",
+    "replaces",
+    "to_device",
 )
 
 
@@ -194,6 +202,10 @@ def event_row(event: wire.Event) -> dict[str, Any]:
         "reason": event.reason,
         "terms_version": event.terms_version,
         "count": event.count,
+        "coupon_id": event.coupon_id,
+        "campaign_id": event.campaign_id,
+        "replaces": event.replaces,
+        "to_device": event.to_device,
     }
 
 
@@ -227,6 +239,7 @@ class Plan:
     command_acks: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)  # events dead-lettered, by origin
+    coupons: CouponDesk | None = None  # gathers coupon rows, when the batch has coupon events
 
     def origins(self) -> tuple[Origin, ...]:
         """The events this plan stores (or finds already stored), by origin."""
@@ -254,6 +267,8 @@ def _plan_events(plan: Plan, item: Accepted, batch: wire.EventBatch) -> None:
     for i, event in enumerate(batch.events):
         row = event_row(event)
         problem = misfit(EVENTS, row)
+        if problem is None and plan.coupons is not None:
+            problem = plan.coupons.take(event, row)
         if problem is None:
             plan.events.append(row)
             stored = True
@@ -281,6 +296,8 @@ def _plan_status(plan: Plan, item: Accepted, status: wire.Status) -> None:
         plan.wills[item.router_id] = Will(values["boot_id"], values["connected_at"])
         return
     plan.wills.pop(item.router_id, None)  # it spoke after its will: it is back
+    if plan.coupons is not None:
+        plan.coupons.status(status)
     held = plan.statuses.get(item.router_id)
     if held is None or held["status_at"] <= status.at:
         plan.statuses[item.router_id] = values
@@ -308,9 +325,15 @@ def _plan_ack(plan: Plan, item: Accepted, ack: wire.Ack) -> None:
         plan.refuse(item.topic, item.payload, f"ref: is {ack.ref!r}; expected 'config' or 'cmd'")
 
 
-def plan_batch(items: Sequence[Inbound], known_routers: Collection[str], now: datetime) -> Plan:
-    """The rows a batch becomes: events, the newest status per router, acks, dead letters."""
-    plan = Plan(received_at=now)
+def plan_batch(
+    items: Sequence[Inbound],
+    known_routers: Collection[str],
+    now: datetime,
+    coupons: CouponDesk | None = None,
+) -> Plan:
+    """The rows a batch becomes: events, the newest status per router, acks, dead letters
+    (and, through `coupons`, the coupon ledger's rows)."""
+    plan = Plan(received_at=now, coupons=coupons)
     for item in items:
         if isinstance(item, Refused):
             plan.refuse(item.topic, item.payload, item.reason)
@@ -320,6 +343,8 @@ def plan_batch(items: Sequence[Inbound], known_routers: Collection[str], now: da
             _plan_events(plan, item, item.message)
         elif isinstance(item.message, wire.Status):
             _plan_status(plan, item, item.message)
+        elif isinstance(item.message, wire.WalletRequest):
+            continue  # answered at once by the worker, never batched
         else:
             _plan_ack(plan, item, item.message)
     # One order for every writer, so concurrent workers never wait on each other in a cycle.
@@ -330,64 +355,3 @@ def plan_batch(items: Sequence[Inbound], known_routers: Collection[str], now: da
 def routers_named(items: Sequence[Inbound]) -> set[str]:
     """The router ids the accepted messages of a batch come from."""
     return {item.router_id for item in items if isinstance(item, Accepted)}
-
-
-def runs(numbers: Iterable[int]) -> list[tuple[int, int]]:
-    """The numbers as sorted, contiguous, inclusive (first, last) runs; repeats count once."""
-    found: list[tuple[int, int]] = []
-    for number in sorted(set(numbers)):
-        if found and number == found[-1][1] + 1:
-            found[-1] = (found[-1][0], number)
-        else:
-            found.append((number, number))
-    return found
-
-
-def _seq_ranges(origins: Iterable[Origin]) -> list[tuple[str, list[wire.SeqRange]]]:
-    """Per router (sorted), its seqs as ranges per boot."""
-    seqs: defaultdict[str, defaultdict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for router_id, boot_id, seq in origins:
-        seqs[router_id][boot_id].append(seq)
-    return [
-        (
-            router_id,
-            [
-                wire.SeqRange(boot_id=boot_id, first=first, last=last)
-                for boot_id, numbers in sorted(boots.items())
-                for first, last in runs(numbers)
-            ],
-        )
-        for router_id, boots in sorted(seqs.items())
-    ]
-
-
-def _chunks(ranges: list[wire.SeqRange]) -> list[tuple[wire.SeqRange, ...]]:
-    return [
-        tuple(ranges[start : start + RECEIPT_MAX_RANGES])
-        for start in range(0, len(ranges), RECEIPT_MAX_RANGES)
-    ]
-
-
-def receipts(stored: Iterable[Origin], refused: Iterable[Refusal] = ()) -> list[wire.Receipt]:
-    """Receipts for committed events: one per router, its seqs as ranges per boot; then
-    receipts for dead-lettered events: one per router and reason, in `refused`.
-
-    Exactly the events given, never "everything up to": a gap stays a gap, so the router
-    keeps and sends again what is missing. A router with more than RECEIPT_MAX_RANGES
-    ranges gets several receipts.
-    """
-    made = [
-        wire.Receipt(router_id=router_id, ranges=chunk)
-        for router_id, ranges in _seq_ranges(stored)
-        for chunk in _chunks(ranges)
-    ]
-    by_reason: defaultdict[str, list[Origin]] = defaultdict(list)
-    for origin, reason in refused:
-        by_reason[reason[:RECEIPT_REASON_MAX]].append(origin)
-    made += [
-        wire.Receipt(router_id=router_id, refused=chunk, reason=reason)
-        for reason, origins in sorted(by_reason.items())
-        for router_id, ranges in _seq_ranges(origins)
-        for chunk in _chunks(ranges)
-    ]
-    return made

@@ -11,8 +11,8 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -32,7 +32,9 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud import status
+from agent import wire
+from cloud import coupon_store, status
+from cloud.coupon_ingest import CouponDesk, wants_coupons
 from cloud.ingest_core import (
     EVENT_FIELDS,
     EVENTS,
@@ -44,6 +46,7 @@ from cloud.ingest_core import (
     plan_batch,
     routers_named,
 )
+from cloud.issuer_keys import certify_keys
 from cloud.models import Base
 
 log = logging.getLogger(__name__)
@@ -105,16 +108,21 @@ class EventInserter:
             connection.execute(self.statement, rows)
 
 
+Outgoing = tuple[str, bytes, bool]  # topic, payload, retain
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
     """What one write committed: events offered (duplicates included), by origin in `stored`
     (what the routers get receipts for), and dead letters, with the events among them by
-    origin and reason in `refused` (what the routers get refusals for)."""
+    origin and reason in `refused` (what the routers get refusals for); and messages to
+    publish once committed, in `outbox` (topic, payload, retain): spent coupons, plans."""
 
     events: int = 0
     dead_letters: int = 0
     stored: tuple[Origin, ...] = ()
     refused: tuple[Refusal, ...] = ()
+    outbox: tuple[Outgoing, ...] = ()
 
     def __add__(self, other: Written) -> Written:
         return Written(
@@ -122,6 +130,7 @@ class Written:
             self.dead_letters + other.dead_letters,
             self.stored + other.stored,
             self.refused + other.refused,
+            self.outbox + other.outbox,
         )
 
 
@@ -134,12 +143,14 @@ class IngestStore:
         self._heard: dict[str, float] = {}  # router_id: when this worker last bumped last_seen
         self._enrolled: set[str] = set()
         self._enrolled_until = 0.0
+        self._verifiers = coupon_store.Verifiers()
 
     def write(self, items: Sequence[Inbound], now: datetime) -> Written:
         """Store `items` in one transaction; if the database refuses one, each on its own."""
         try:
             with self.engine.begin() as connection:
-                return self._write(connection, items, now)
+                written, plans = self._write(connection, items, now)
+            return self._with_plans(written, plans, now)
         except sa_exc.DBAPIError as error:
             if is_outage(error):
                 raise
@@ -152,14 +163,34 @@ class IngestStore:
     def _write_alone(self, item: Inbound, now: datetime) -> Written:
         try:
             with self.engine.begin() as connection:
-                return self._write(connection, [item], now)
+                written, plans = self._write(connection, [item], now)
+            return self._with_plans(written, plans, now)
         except sa_exc.DBAPIError as error:
             if is_outage(error):
                 raise
             reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
             refused = Refused(item.topic, item.payload, f"database: {reason}")
             with self.engine.begin() as connection:
-                return self._write(connection, [refused], now)
+                return self._write(connection, [refused], now)[0]
+
+    def unanswered_spent(self) -> list[tuple[str, wire.Command]]:
+        """The spent-coupon commands to send again (see coupon_store.unanswered_spent)."""
+        with self.engine.connect() as connection:
+            return coupon_store.unanswered_spent(connection, datetime.now(UTC))
+
+    def _with_plans(self, written: Written, routers: set[str], now: datetime) -> Written:
+        """`written` with the coupon plans of `routers` stored as new configs, to publish."""
+        if not routers:
+            return written
+        from cloud.coupon_plans import push_plan
+
+        sent: list[Outgoing] = []
+        for router_id in sorted(routers):
+            try:
+                push_plan(self.engine, lambda t, p, r: sent.append((t, p, r)), router_id, now)
+            except Exception as error:  # the batch is committed; the next change pushes again
+                log.warning("coupon plan for %s not pushed: %s", router_id, error)
+        return replace(written, outbox=written.outbox + tuple(sent))
 
     def _known(self, connection: Connection, router_ids: set[str]) -> set[str]:
         clock = time.monotonic()
@@ -170,12 +201,31 @@ class IngestStore:
             self._enrolled |= status.enrolled(connection, unknown)
         return self._enrolled & router_ids
 
-    def _write(self, connection: Connection, items: Sequence[Inbound], now: datetime) -> Written:
-        plan = plan_batch(items, self._known(connection, routers_named(items)), now)
+    def _write(
+        self, connection: Connection, items: Sequence[Inbound], now: datetime
+    ) -> tuple[Written, set[str]]:
+        """Write a batch; what was written, and the routers whose coupon plan is due."""
+        known = self._known(connection, routers_named(items))
+        desk = None
+        if wants_coupons(items):
+            where = coupon_store.places(connection, known)
+            desk = CouponDesk(where, self._verifiers.verify(connection))
+        plan = plan_batch(items, known, now, desk)
         self._execute(connection, plan)
-        return Written(
-            len(plan.events), len(plan.dead_letters), plan.origins(), tuple(plan.refused)
+        outbox: tuple[Outgoing, ...] = ()
+        plans: set[str] = set()
+        if desk is not None and desk.writes:
+            outcome = coupon_store.apply(connection, desk.writes, dict(desk.places), now)
+            outbox = tuple(
+                (str(wire.Topic(router_id, wire.Channel.COMMAND)), command.encode(), False)
+                for router_id, command in outcome.commands
+            )
+            keys = certify_keys(connection, desk.writes.issuer_keys, dict(desk.places), now)
+            plans = outcome.plan_routers | keys
+        written = Written(
+            len(plan.events), len(plan.dead_letters), plan.origins(), tuple(plan.refused), outbox
         )
+        return written, plans
 
     def _execute(self, connection: Connection, plan: Plan) -> None:
         heard = self._stale_heard(plan.heard)

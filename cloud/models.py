@@ -5,6 +5,7 @@ No raw MAC address is ever stored: devices are known by their `device_id` pseudo
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from sqlalchemy import (
@@ -19,12 +20,21 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     """Base of every table."""
+
+
+COUPON_SEED_BYTES = 32
+
+
+def new_coupon_seed() -> bytes:
+    """A fresh Ed25519 seed for an alliance's coupon root key."""
+    return os.urandom(COUPON_SEED_BYTES)
 
 
 class Alliance(Base):
@@ -34,6 +44,8 @@ class Alliance(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
     device_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    # The Ed25519 seed of the root key that certifies its routers' coupon-issuing keys.
+    coupon_key: Mapped[bytes] = mapped_column(LargeBinary(32), default=new_coupon_seed)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -44,6 +56,7 @@ class Merchant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
     alliance_id: Mapped[int | None] = mapped_column(ForeignKey("alliances.id"))
+    staff_pin: Mapped[str | None] = mapped_column(String(160))  # agent.coupons.pin's hash only
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -112,6 +125,13 @@ class Event(Base):
     reason: Mapped[str] = mapped_column(String(64), default="")
     terms_version: Mapped[str] = mapped_column(String(32), default="")
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Coupon events: the coupon and campaign by id (the token text stays in coupons only).
+    coupon_id: Mapped[str] = mapped_column(String(32), default="", server_default=text("''"))
+    campaign_id: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default=text("0"), index=True
+    )
+    replaces: Mapped[str] = mapped_column(String(32), default="", server_default=text("''"))
+    to_device: Mapped[str] = mapped_column(String(32), default="", server_default=text("''"))
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -151,7 +171,126 @@ class Command(Base):
     router_id: Mapped[str] = mapped_column(ForeignKey("routers.id"), index=True)
     action: Mapped[str] = mapped_column(String(32))
     device_id: Mapped[str] = mapped_column(String(32), default="")
+    coupons: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))  # ids, ","
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ok: Mapped[bool | None] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Campaign(Base):
+    """A merchant's offer: what its coupons give, when and where they are handed out.
+
+    Its `issuers` are not stored: they follow from `reach` and the accepted partnerships.
+    """
+
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"), index=True)
+    title_en: Mapped[str] = mapped_column(String(120))
+    title_zh: Mapped[str] = mapped_column(String(120))
+    terms_en: Mapped[str] = mapped_column(Text, default="")
+    terms_zh: Mapped[str] = mapped_column(Text, default="")
+    image: Mapped[str] = mapped_column(String(255), default="")
+    starts_at: Mapped[int] = mapped_column(BigInteger)
+    ends_at: Mapped[int] = mapped_column(BigInteger)
+    budget: Mapped[int] = mapped_column(Integer)
+    per_device: Mapped[int] = mapped_column(Integer, default=1)
+    trigger: Mapped[str] = mapped_column(String(16), default="login")
+    nth_visit: Mapped[int] = mapped_column(Integer, default=1)
+    reach: Mapped[str] = mapped_column(String(16), default="own")
+    coupon_days: Mapped[int] = mapped_column(Integer, default=0)
+    slice_size: Mapped[int] = mapped_column(Integer, default=50)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+PROPOSED, ACCEPTED, DECLINED, ENDED = "proposed", "accepted", "declined", "ended"
+
+
+class Partnership(Base):
+    """A merchant asks a partner of its alliance to hand out its coupons at the partner's sites."""
+
+    __tablename__ = "partnerships"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"), index=True)
+    partner_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=PROPOSED)
+    proposed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (UniqueConstraint("merchant_id", "partner_id", name="uq_partnership"),)
+
+
+class CouponSlice(Base):
+    """The coupons of a campaign one router may issue on its own, and how many it did."""
+
+    __tablename__ = "coupon_slices"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    router_id: Mapped[str] = mapped_column(ForeignKey("routers.id"), primary_key=True)
+    allotted: Mapped[int] = mapped_column(Integer, default=0)
+    issued: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IssuerKey(Base):
+    """A router's coupon-issuing key as the cloud certified it; a newer one replaces it."""
+
+    __tablename__ = "issuer_keys"
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    router_id: Mapped[str] = mapped_column(ForeignKey("routers.id"), index=True)
+    public_key: Mapped[str] = mapped_column(String(64))  # hex
+    certificate: Mapped[str] = mapped_column(Text)  # agent.coupons.token's base32 text
+    not_after: Mapped[int] = mapped_column(BigInteger)
+    certified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+HELD, REDEEMED, MOVED = "held", "redeemed", "moved"
+
+
+class CouponRow(Base):
+    """The ledger: one row per coupon a router issued, by its coupon_id."""
+
+    __tablename__ = "coupons"
+    coupon_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    short_code: Mapped[str] = mapped_column(String(10), index=True)
+    campaign_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    merchant_id: Mapped[int] = mapped_column(BigInteger)  # the merchant that honours it
+    alliance_id: Mapped[int] = mapped_column(Integer, index=True)
+    issuer_router_id: Mapped[str] = mapped_column(String(63))
+    issuer_site_id: Mapped[int | None] = mapped_column(Integer)
+    issuer_merchant_id: Mapped[int | None] = mapped_column(Integer)
+    device_id: Mapped[str] = mapped_column(String(32), index=True)
+    token: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[float] = mapped_column(Float)
+    not_before: Mapped[int] = mapped_column(BigInteger)
+    not_after: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default=HELD)
+    redeemed_at: Mapped[float | None] = mapped_column(Float)
+    replaces: Mapped[str] = mapped_column(String(32), default="")
+
+
+class Redemption(Base):
+    """One redemption, as a router reported it (by its event) or the cloud made it.
+
+    Two routers offline at once may redeem one coupon: both are kept, and every one but
+    the earliest (by the router's `at`, then router_id) is a double spend.
+    """
+
+    __tablename__ = "redemptions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    coupon_id: Mapped[str] = mapped_column(String(32), index=True)
+    campaign_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    merchant_id: Mapped[int | None] = mapped_column(Integer)  # the redeeming router's
+    router_id: Mapped[str] = mapped_column(String(63))
+    site_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float)
+    origin_router: Mapped[str | None] = mapped_column(String(63))  # the event, if a router's
+    origin_boot: Mapped[str | None] = mapped_column(String(64))
+    origin_seq: Mapped[int | None] = mapped_column(BigInteger)
+    double_spend: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (
+        UniqueConstraint("origin_router", "origin_boot", "origin_seq", name="uq_redemption_origin"),
+    )

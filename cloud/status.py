@@ -124,10 +124,18 @@ def enrolled(connection: Connection, router_ids: Collection[str]) -> set[str]:
 
 
 def lock_routers(connection: Connection, router_ids: Collection[str]) -> None:
-    """Lock these router rows in id order (PostgreSQL), so concurrent writers cannot deadlock."""
+    """Lock these router rows in id order (PostgreSQL), so concurrent writers cannot deadlock.
+
+    FOR NO KEY UPDATE, the lock an UPDATE of these columns takes anyway: it leaves rows
+    that point at a router (a command for it) free to be inserted by another transaction,
+    which FOR UPDATE would make wait, in a cycle with that transaction's own locks.
+    """
     if router_ids and connection.dialect.name == "postgresql":
         connection.execute(
-            select(_r.id).where(_r.id.in_(sorted(router_ids))).order_by(_r.id).with_for_update()
+            select(_r.id)
+            .where(_r.id.in_(sorted(router_ids)))
+            .order_by(_r.id)
+            .with_for_update(key_share=True)
         )
 
 

@@ -1,0 +1,1 @@
+"""The cloud's JSON API (aiohttp): routes under /api/v1/."""
