@@ -14,6 +14,7 @@ import jinja2
 from aiohttp import web
 
 from agent.clients import Client
+from agent.coupons.desk import CouponDesk
 from agent.errors import ClientUnknown, ConfigError, GateError
 from agent.portal.csrf import check_token, issue_token
 from agent.portal.i18n import (
@@ -23,6 +24,7 @@ from agent.portal.i18n import (
     other_language,
     pick_language,
 )
+from agent.portal.offers import new_coupons, welcome
 from agent.portal.ratelimit import RateLimiter
 from agent.probes import classify
 from agent.service import AgentService
@@ -34,6 +36,7 @@ MAX_BODY = 4096  # the accept form is a few dozen bytes
 CAPTIVE_JSON = "application/captive+json"
 NO_STORE = {"Cache-Control": "no-store, private"}
 SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
+DESK: web.AppKey[CouponDesk] = web.AppKey("desk", CouponDesk)  # absent: coupons are off
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -253,6 +256,7 @@ async def accept(request: web.Request) -> web.StreamResponse:
         return portal.render(
             request, "error.html", status=503, title=t["error_gate_title"], message=t["error_gate"]
         )
+    await welcome(request.app.get(DESK), client.mac)
     raise web.HTTPSeeOther(f"/portal/online?lang={lang}")
 
 
@@ -261,14 +265,19 @@ async def online(request: web.Request) -> web.StreamResponse:
     portal = request.app[PORTAL]
     client = await _client(request)
     session = portal.service.session_of(client) if client else None
-    if session is None:
+    if client is None or session is None:
         raise web.HTTPSeeOther(f"/portal?lang={portal.language(request)}")
+    desk = request.app.get(DESK)
     return portal.render(
         request,
         "online.html",
         seconds_remaining=session.seconds_remaining(portal.service.clock()),
         bytes_remaining=session.bytes_remaining(),
         terms_version=session.terms_version,
+        coupons_on=desk is not None,
+        new_coupons=await new_coupons(
+            desk, client.mac, session.started_at, portal.language(request)
+        ),
     )
 
 
@@ -311,18 +320,27 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(
-    settings: Settings, service: AgentService, csrf_key: bytes | None = None
+    settings: Settings,
+    service: AgentService,
+    csrf_key: bytes | None = None,
+    desk: CouponDesk | None = None,
 ) -> web.Application:
-    """The portal application for one agent."""
+    """The portal application for one agent (with coupons when `desk` is given)."""
+    from agent.portal import staff, wallet  # they build on this module
+
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     portal = Portal(settings, service, csrf_key or secrets.token_bytes(32))
     app[SERVICE] = service
     app[PORTAL] = portal
+    if desk is not None:
+        app[DESK] = desk
     app.router.add_get("/", home)
     app.router.add_get("/portal", show_portal)
     app.router.add_post("/portal/accept", accept)
     app.router.add_get("/portal/online", online)
     app.router.add_get("/api/captive", captive_api)
     app.router.add_get(r"/static/{name:[A-Za-z0-9_-][A-Za-z0-9._-]*}", static_file)
+    wallet.add_routes(app)
+    staff.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", captive)
     return app

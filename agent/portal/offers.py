@@ -1,0 +1,112 @@
+"""Coupons as the portal's pages show them: the offer in the page's language, state, code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agent.coupons.counter import Refusal
+from agent.coupons.shortcode import pretty
+
+if TYPE_CHECKING:
+    from agent.coupons.desk import CouponDesk, Held
+    from agent.wire import Campaign
+
+log = logging.getLogger("loopspot.portal")
+
+# A coupon's state in the wallet, as the key of its words in messages.json.
+STATE_KEYS = {
+    None: "state_valid",
+    Refusal.SPENT: "state_spent",
+    Refusal.MOVED: "state_moved",
+    Refusal.EXPIRED: "state_expired",
+    Refusal.ISSUER_EXPIRED: "state_expired",
+    Refusal.NOT_YET_VALID: "state_not_yet_valid",
+}
+_ORDER = {None: 0, Refusal.NOT_YET_VALID: 1}  # usable first, then soon usable, then the rest
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What a campaign gives, in one language (the other when this one is blank)."""
+
+    title: str
+    terms: str
+    merchant: str
+
+    @classmethod
+    def of(cls, campaign: Campaign | None, lang: str) -> Offer:
+        """The offer of `campaign` for a page in `lang`; blank when the router has no rules."""
+        if campaign is None:
+            return cls("", "", "")
+        first, second = (
+            (campaign.title_zh, campaign.title_en)
+            if lang == "zh"
+            else (campaign.title_en, campaign.title_zh)
+        )
+        terms = (
+            (campaign.terms_zh, campaign.terms_en)
+            if lang == "zh"
+            else (campaign.terms_en, campaign.terms_zh)
+        )
+        return cls(first or second, terms[0] or terms[1], campaign.merchant_name)
+
+
+@dataclass(frozen=True, slots=True)
+class CouponView:
+    """One coupon of a wallet, ready for a template."""
+
+    coupon_id: str
+    code: str  # as people read it: 7KQ2M-X9D4R
+    offer: Offer
+    not_before: int
+    not_after: int
+    state: str  # a key of messages.json: state_valid, state_spent, ...
+    valid: bool
+    token: str  # the whole token, what the QR code carries
+
+
+def view_of(held: Held, lang: str) -> CouponView:
+    """`held` for a page in `lang`."""
+    coupon = held.coupon
+    return CouponView(
+        coupon.coupon_id,
+        pretty(held.code),
+        Offer.of(held.campaign, lang),
+        coupon.not_before,
+        coupon.not_after,
+        STATE_KEYS.get(held.state, "state_expired"),
+        held.state is None,
+        held.text,
+    )
+
+
+def views_of(held: Iterable[Held], lang: str) -> list[CouponView]:
+    """The coupons for a page: usable ones first, each group by when it ends."""
+    ordered = sorted(held, key=lambda h: (_ORDER.get(h.state, 2), h.coupon.not_after))
+    return [view_of(h, lang) for h in ordered]
+
+
+async def welcome(desk: CouponDesk | None, mac: str) -> None:
+    """Issue the coupons a login earns; a coupon failure never keeps a phone offline."""
+    if desk is None:
+        return
+    try:
+        await desk.on_login(mac)
+    except Exception:  # the phone is online already; coupons are a bonus on top
+        log.exception("could not issue coupons at this login")
+
+
+async def new_coupons(
+    desk: CouponDesk | None, mac: str, since: float, lang: str
+) -> list[CouponView]:
+    """The coupons the phone got since `since`, for the online page; none on any failure."""
+    if desk is None:
+        return []
+    try:
+        return views_of(await desk.new_since(mac, since), lang)
+    except Exception:
+        log.exception("could not list the new coupons")
+        return []
