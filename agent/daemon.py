@@ -29,6 +29,7 @@ from agent.store import SessionStore
 from agent.wire import RouterConfig
 
 if TYPE_CHECKING:
+    from agent.coupons.desk import CouponDesk
     from agent.link.runtime import CloudLink
 
 log = logging.getLogger("loopspot.agent")
@@ -92,6 +93,39 @@ async def _open_cloud(
     return effective, applied, await open_cloud(effective)
 
 
+def open_desk(
+    settings: Settings, cloud: CloudLink, service: AgentService, applied: RouterConfig | None
+) -> CouponDesk:
+    """The coupon desk, with the router's issuer key and the cloud's latest plan from flash."""
+    from agent.coupons.desk import CouponDesk
+    from agent.coupons.ed25519 import backend
+    from agent.coupons.files import issuer_seed, load_plan
+    from agent.coupons.plan import PlanError
+    from agent.coupons.store import CouponStore
+
+    signing = backend()
+    desk = CouponDesk(
+        CouponStore(settings.flash_dir),
+        signing,
+        issuer_seed(settings.flash_dir),
+        cloud.identity.alliance_key,
+        events=cloud.emitter,
+        cloud=cloud,
+        online_macs=lambda: [s.client.mac for s in service.book.all()],
+    )
+    plan = load_plan(settings.flash_dir) or (applied.coupons if applied else None)
+    try:
+        desk.apply_plan(plan)
+    except PlanError as error:
+        log.error("coupons off until the cloud sends a usable plan: %s", error)
+    log.info(
+        "coupons: signing and verifying through %s; %s",
+        signing.name,
+        f"{len(plan.campaigns)} campaigns" if desk.plan and plan else "no plan yet",
+    )
+    return desk
+
+
 async def run(settings: Settings, config_file: Path | None = None) -> None:
     """Run the agent until SIGTERM or SIGINT; leave the gate's table in place on exit."""
     # Short file reads and writes (presence, applied config, conntrack) share one thread:
@@ -113,7 +147,10 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
         store,
         events=cloud.emitter if cloud is not None else NO_EVENTS,
     )
-    app = build_app(settings, service, csrf_key(settings.flash_dir))
+    desk = None
+    if cloud is not None:
+        desk = await asyncio.to_thread(open_desk, settings, cloud, service, applied)
+    app = build_app(settings, service, csrf_key(settings.flash_dir), desk=desk)
     if cloud is not None:
         app.middlewares.append(count_portal_views(service))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -132,9 +169,15 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
 
         key = cloud.identity.alliance_key
         local = AgentRouter(
-            service, base, applied, key, config_file=config_file, on_settings=show_settings
+            service,
+            base,
+            applied,
+            key,
+            config_file=config_file,
+            on_settings=show_settings,
+            desk=desk,
         )
-        cloud.start(service, local)
+        cloud.start(service, local, desk.issuer_key.hex() if desk else "")
     control = await serve_control(service, settings.control_socket)
     tasks = [
         asyncio.create_task(

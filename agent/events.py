@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.clients import is_randomized
 from agent.sessions import Ended, Session
 from agent.wire import Event, EventKind, device_id
+
+if TYPE_CHECKING:  # only an agent with the cloud link (and its coupon desk) reports these
+    from agent.coupons.counter import Refusal
+    from agent.coupons.token import Coupon
 
 
 class SessionEvents(Protocol):
@@ -106,3 +110,56 @@ class Emitter:
     def portal_viewed(self, mac: str, at: float) -> None:
         """A device was shown the portal page."""
         self._emit(EventKind.PORTAL_VIEWED, mac, at)
+
+    def _coupon_event(self, kind: EventKind, device: str, at: float, **details: Any) -> None:
+        self._sink(
+            Event(router_id=self.router_id, at=round(at, 3), kind=kind, device_id=device, **details)
+        )
+
+    def coupon_issued(self, device_id: str, coupon: Coupon, at: float, replaces: str = "") -> None:
+        """A coupon was issued to the device (in place of `replaces`, when a wallet moved)."""
+        self._coupon_event(
+            EventKind.COUPON_ISSUED,
+            device_id,
+            at,
+            coupon=coupon.to_text(),
+            coupon_id=coupon.coupon_id,
+            campaign_id=coupon.campaign_id,
+            replaces=replaces,
+        )
+
+    def coupon_seen(self, device_id: str, coupon: Coupon, at: float) -> None:
+        """The shopper's wallet showed the coupon."""
+        self._coupon_event(
+            EventKind.COUPON_SEEN,
+            device_id,
+            at,
+            coupon_id=coupon.coupon_id,
+            campaign_id=coupon.campaign_id,
+        )
+
+    def coupon_redeemed(self, coupon: Coupon, at: float) -> None:
+        """Staff redeemed the coupon here; the token goes too, for a coupon the cloud lacks."""
+        self._coupon_event(
+            EventKind.COUPON_REDEEMED,
+            coupon.device_id,
+            at,
+            coupon=coupon.to_text(),
+            coupon_id=coupon.coupon_id,
+            campaign_id=coupon.campaign_id,
+        )
+
+    def coupon_refused(self, refusal: Refusal, coupon: Coupon | None, at: float) -> None:
+        """Staff tried to redeem a code that was refused for `refusal`."""
+        self._coupon_event(
+            EventKind.COUPON_REFUSED,
+            coupon.device_id if coupon else "",
+            at,
+            reason=refusal.value,
+            coupon_id=coupon.coupon_id if coupon else "",
+            campaign_id=coupon.campaign_id if coupon else 0,
+        )
+
+    def wallet_moved(self, device_id: str, to_device: str, count: int, at: float) -> None:
+        """`count` coupons of `device_id` moved to `to_device`."""
+        self._coupon_event(EventKind.WALLET_MOVED, device_id, at, to_device=to_device, count=count)

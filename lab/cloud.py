@@ -72,6 +72,7 @@ class CloudStack:
         }
         self.broker: subprocess.Popen[bytes] | None = None
         self.uplink: subprocess.Popen[bytes] | None = None
+        self.uplinks: list[subprocess.Popen[bytes]] = []  # to the other labs reach() added
         self.enrol: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.engine: Engine = make_engine(database_url)
@@ -128,14 +129,20 @@ class CloudStack:
         self._write_config_file()
         self.cli("init", "--bind", "127.0.0.1")
         self.start_broker()
-        ports = {p: p for p in (self.settings.public_broker_port, self.settings.enrol_port)}
-        self.uplink = start_uplink(self.lab.wan, ports, A.WAN_IP)
+        self.uplink = start_uplink(self.lab.wan, self._public_ports(), A.WAN_IP)
         self.enrol = self._spawn("enrol", sys.executable, "-m", "cloud.cli", "serve-enrol")
         if not wait_for_port("127.0.0.1", self.settings.enrol_port, WAIT):
             raise ServiceError(f"serve-enrol did not start:\n{self.log('enrol')}")
         for index in range(workers):
             self.start_worker(f"ingest-{index}")
         return self
+
+    def _public_ports(self) -> dict[int, int]:
+        return {p: p for p in (self.settings.public_broker_port, self.settings.enrol_port)}
+
+    def reach(self, lab: Lab) -> None:
+        """Let another lab's router reach this cloud too, through that lab's own wan."""
+        self.uplinks.append(start_uplink(lab.wan, self._public_ports(), A.WAN_IP))
 
     def start_broker(self) -> None:
         """Start Mosquitto with the config `loopspot-cloud init` wrote."""
@@ -181,5 +188,7 @@ class CloudStack:
             self.stop_worker(name)
         _stop(self.enrol)
         _stop(self.uplink)
+        for uplink in self.uplinks:
+            _stop(uplink)
         self.stop_broker()
         self.engine.dispose()

@@ -104,9 +104,17 @@ class CouponDesk:
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def prepare(self, plan: CouponPlan) -> ActivePlan:
+        """The cloud's coupon plan checked and ready, not yet in force; else PlanError."""
+        return ActivePlan.check(plan, self.backend, self.issuer_key)
+
+    def use(self, plan: ActivePlan | None) -> None:
+        """Put a prepared plan in force (None: coupons off)."""
+        self.plan = plan
+
     def apply_plan(self, plan: CouponPlan | None) -> None:
-        """Put the cloud's coupon plan in force; raises PlanError (plan unchanged) if it is bad."""
-        self.plan = None if plan is None else ActivePlan.check(plan, self.backend, self.issuer_key)
+        """Check and put a plan in force; raises PlanError (and nothing changes) if it is bad."""
+        self.use(None if plan is None else self.prepare(plan))
 
     def device(self, mac: str) -> str:
         """The device_id of `mac` in this alliance."""

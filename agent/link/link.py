@@ -15,6 +15,7 @@ import logging
 import random
 import ssl
 import time
+import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -43,12 +44,15 @@ from agent.wire import (
     RouterConfig,
     RouterState,
     Status,
+    WalletReply,
+    WalletRequest,
     WireError,
     decode_from,
 )
 
 log = logging.getLogger("loopspot.link")
 STOP_TIMEOUT = 3.0  # seconds to say "offline" and disconnect cleanly on shutdown
+WALLET_TIMEOUT = 1.0  # seconds the portal waits for the cloud's wallet before using its cache
 
 
 class LocalRouter(Protocol):
@@ -70,6 +74,9 @@ class LocalRouter(Protocol):
     async def reload_config(self) -> str:
         """Read the UCI file again and apply what can change live."""
 
+    async def coupons_spent(self, coupon_ids: tuple[str, ...]) -> str:
+        """Refuse these coupons from now on: they were redeemed at another router."""
+
 
 class Link:
     """The router's MQTT link to the cloud: run() until stop()."""
@@ -85,8 +92,10 @@ class Link:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         draw: Callable[[], float] = random.random,
+        issuer_key: str = "",
     ) -> None:
         self.identity = identity
+        self.issuer_key = issuer_key
         self.router_id = identity.router_id
         self.spooler = spooler
         self.local = local
@@ -103,6 +112,7 @@ class Link:
         self._connected_at = 0.0  # when the current connection began
         self._recent = RecentCommands()
         self._stopped = asyncio.Event()
+        self._wallets: dict[str, asyncio.Future[WalletReply]] = {}  # by request id
 
     def status(self, state: RouterState) -> Status:
         """The router's status message now."""
@@ -119,6 +129,7 @@ class Link:
             spool_depth=stats.depth,
             spool_dropped=stats.dropped_total,
             connected_at=self._connected_at,
+            issuer_key=self.issuer_key,
         )
 
     def _will(self) -> Status:
@@ -235,7 +246,29 @@ class Link:
             return await self._on_command(decoded)
         if isinstance(decoded, Receipt):
             await self.spooler.receipted(decoded)
+        if isinstance(decoded, WalletReply):
+            waiting = self._wallets.get(decoded.id)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(decoded)
         return None
+
+    async def wallet(self, device_id: str, within: float = WALLET_TIMEOUT) -> WalletReply | None:
+        """The cloud's wallet of `device_id`, or None when offline or slower than `within` s."""
+        client = self._client
+        if client is None:
+            return None
+        request = WalletRequest(router_id=self.router_id, id=uuid.uuid4().hex, device_id=device_id)
+        answer: asyncio.Future[WalletReply] = asyncio.get_running_loop().create_future()
+        self._wallets[request.id] = answer
+        try:
+            async with asyncio.timeout(within):
+                await mqtt.publish(client, self.router_id, Channel.REQUEST, request.encode())
+                return await answer
+        except (TimeoutError, aiomqtt.MqttError) as error:
+            log.info("link: no wallet from the cloud within %.1fs: %s", within, error or "timeout")
+            return None
+        finally:
+            self._wallets.pop(request.id, None)
 
     async def _on_config(self, config: RouterConfig) -> Ack | None:
         verdict = judge(self.local.config_version, config)
@@ -260,6 +293,8 @@ class Link:
         elif command.action is CommandAction.SEND_STATUS:
             await self.publish_status()
             error = ""
+        elif command.action is CommandAction.COUPONS_SPENT:
+            error = await self.local.coupons_spent(command.coupons)
         else:
             error = UNKNOWN_ACTION
         log.info("link: command %s %s: %s", command.id, command.action.value, error or "done")

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from agent.child import run_child
 from agent.config import load_settings
+from agent.coupons.desk import CouponDesk
+from agent.coupons.files import save_plan
+from agent.coupons.plan import ActivePlan, PlanError
 from agent.errors import LoopspotError
 from agent.flash import replace_file, write_atomically
 from agent.link.commands import (
@@ -86,6 +89,7 @@ class AgentRouter:
         config_file: Path | None = None,
         on_settings: Callable[[Settings], None] = lambda settings: None,
         dnsmasq_sync: Path = DNSMASQ_SYNC,
+        desk: CouponDesk | None = None,
     ) -> None:
         self.service = service
         self.base = base  # the UCI file's settings, before the cloud's
@@ -94,6 +98,7 @@ class AgentRouter:
         self.config_file = config_file
         self.on_settings = on_settings
         self.dnsmasq_sync = dnsmasq_sync
+        self.desk = desk
 
     @property
     def config_version(self) -> int:
@@ -118,17 +123,35 @@ class AgentRouter:
         """Check, apply live and keep a pushed config; nothing changes if a check fails."""
         try:
             settings = settings_with(self.base, config)
+            plan = self._prepare_coupons(config)  # checked first: a bad plan changes nothing
             await self._apply(settings)
         except (ConfigRefused, LoopspotError) as error:
             log.warning("refused cloud config %d: %s", config.version, error)
             return str(error)
         self.applied = config
+        if self.desk is not None and config.coupons is not None:
+            self.desk.use(plan)
+            try:
+                await asyncio.to_thread(save_plan, self.base.flash_dir, config.coupons)
+            except OSError as error:
+                return f"coupons applied, but not kept on flash: {error.strerror or error}"
         try:
             await asyncio.to_thread(save_applied, self.base.flash_dir, config)
         except OSError as error:
             return f"applied, but not kept on flash: {error.strerror or error}"
         await self.publish_domains()
         return ""
+
+    def _prepare_coupons(self, config: RouterConfig) -> ActivePlan | None:
+        """The config's coupon plan, checked; None when it has none (the current one stays)."""
+        if config.coupons is None:
+            return None
+        if self.desk is None:
+            raise ConfigRefused("coupons: this router has no coupon desk (no alliance key)")
+        try:
+            return self.desk.prepare(config.coupons)
+        except PlanError as error:
+            raise ConfigRefused(str(error)) from None
 
     async def publish_domains(self) -> None:
         """Give dnsmasq the walled-garden domains in force, if they changed (OpenWrt only).
@@ -159,6 +182,14 @@ class AgentRouter:
         if mac is None:
             return f"device {device_id} has no session here"
         await self.service.revoke(mac)
+        return ""
+
+    async def coupons_spent(self, coupon_ids: tuple[str, ...]) -> str:
+        """Put coupons redeemed at other routers on this router's spent list."""
+        if self.desk is None:
+            return "coupons are off on this router"
+        added = await self.desk.spent_elsewhere(coupon_ids)
+        log.info("coupons: %d of %d spent elsewhere were new here", added, len(coupon_ids))
         return ""
 
     async def reload_config(self) -> str:

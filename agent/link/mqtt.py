@@ -15,7 +15,7 @@ MqttError = aiomqtt.MqttError
 QOS = 1  # at least once: the spool and the cloud's unique (router_id, boot_id, seq) dedupe
 CONNECT_TIMEOUT = 10.0  # seconds for the TCP/TLS handshake and CONNACK
 ACK_TIMEOUT = 10.0  # seconds for the PUBACK of a status or an ack
-SUBSCRIBED = (Channel.CONFIG, Channel.COMMAND, Channel.RECEIPT)
+SUBSCRIBED = (Channel.CONFIG, Channel.COMMAND, Channel.RECEIPT, Channel.REPLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ def make_client(
 
 
 async def subscribe(client: aiomqtt.Client, router_id: str) -> None:
-    """Subscribe to the router's config and command topics."""
+    """Subscribe to the router's config, command, receipt and reply topics."""
     await client.subscribe([(str(Topic(router_id, channel)), QOS) for channel in SUBSCRIBED])
 
 

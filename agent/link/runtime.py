@@ -37,6 +37,7 @@ from agent.presence import (
 )
 from agent.service import AgentService
 from agent.settings import Settings
+from agent.wire import WalletReply
 
 log = logging.getLogger("loopspot.link")
 
@@ -119,7 +120,7 @@ class CloudLink:
         self._link_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self, service: AgentService, local: AgentRouter) -> None:
+    def start(self, service: AgentService, local: AgentRouter, issuer_key: str = "") -> None:
         """Start the link, the spool's writer and flusher, and the presence watch."""
         settings = self.settings
         self.link = Link(
@@ -128,6 +129,7 @@ class CloudLink:
             local,
             keepalive=settings.cloud_keepalive,
             status_interval=settings.cloud_status_interval,
+            issuer_key=issuer_key,
         )
         self._link_task = asyncio.create_task(self.link.run(), name="cloud-link")
         service.status_parts.append(self.status)
@@ -143,6 +145,10 @@ class CloudLink:
             # enrolled with a claim code; certificates set by hand in UCI are renewed by hand
             watch = watch_certificate(settings.cloud_credentials_dir)
             self._tasks.append(asyncio.create_task(watch, name="certificate-watch"))
+
+    async def wallet(self, device_id: str) -> WalletReply | None:
+        """The cloud's wallet of a device, or None while the link is down or slow."""
+        return await self.link.wallet(device_id) if self.link is not None else None
 
     def status(self) -> dict[str, Any]:
         """The link's part of `loopspot-agent status`."""

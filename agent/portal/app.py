@@ -8,13 +8,12 @@ import secrets
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from aiohttp import web
 
 from agent.clients import Client
-from agent.coupons.desk import CouponDesk
 from agent.errors import ClientUnknown, ConfigError, GateError
 from agent.portal.csrf import check_token, issue_token
 from agent.portal.i18n import (
@@ -24,11 +23,14 @@ from agent.portal.i18n import (
     other_language,
     pick_language,
 )
-from agent.portal.offers import new_coupons, welcome
+from agent.portal.offers import coupons_on, new_coupons, welcome
 from agent.portal.ratelimit import RateLimiter
 from agent.probes import classify
 from agent.service import AgentService
 from agent.settings import Settings
+
+if TYPE_CHECKING:  # the desk comes with the cloud link; a portal without it never loads it
+    from agent.coupons.desk import CouponDesk
 
 log = logging.getLogger("loopspot.portal")
 
@@ -36,7 +38,7 @@ MAX_BODY = 4096  # the accept form is a few dozen bytes
 CAPTIVE_JSON = "application/captive+json"
 NO_STORE = {"Cache-Control": "no-store, private"}
 SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
-DESK: web.AppKey[CouponDesk] = web.AppKey("desk", CouponDesk)  # absent: coupons are off
+DESK: web.AppKey[CouponDesk | None] = web.AppKey("desk")  # None: coupons are off
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -274,7 +276,7 @@ async def online(request: web.Request) -> web.StreamResponse:
         seconds_remaining=session.seconds_remaining(portal.service.clock()),
         bytes_remaining=session.bytes_remaining(),
         terms_version=session.terms_version,
-        coupons_on=desk is not None,
+        coupons_on=coupons_on(desk),
         new_coupons=await new_coupons(
             desk, client.mac, session.started_at, portal.language(request)
         ),
@@ -325,22 +327,22 @@ def build_app(
     csrf_key: bytes | None = None,
     desk: CouponDesk | None = None,
 ) -> web.Application:
-    """The portal application for one agent (with coupons when `desk` is given)."""
-    from agent.portal import staff, wallet  # they build on this module
-
+    """The portal application for one agent; `desk` for coupons (None: none here)."""
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     portal = Portal(settings, service, csrf_key or secrets.token_bytes(32))
     app[SERVICE] = service
+    app[DESK] = desk
     app[PORTAL] = portal
-    if desk is not None:
-        app[DESK] = desk
     app.router.add_get("/", home)
     app.router.add_get("/portal", show_portal)
     app.router.add_post("/portal/accept", accept)
     app.router.add_get("/portal/online", online)
     app.router.add_get("/api/captive", captive_api)
     app.router.add_get(r"/static/{name:[A-Za-z0-9_-][A-Za-z0-9._-]*}", static_file)
-    wallet.add_routes(app)
-    staff.add_routes(app)
+    if desk is not None:  # the wallet and staff pages load the desk's modules: only then
+        from agent.portal import staff, wallet
+
+        wallet.add_routes(app)
+        staff.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", captive)
     return app

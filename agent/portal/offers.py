@@ -1,4 +1,7 @@
-"""Coupons as the portal's pages show them: the offer in the page's language, state, code."""
+"""Coupons as the portal's pages show them: the offer in the page's language, state, code.
+
+Light on purpose: the portal imports it always, and the desk's modules load only with a desk.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +10,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.coupons.counter import Refusal
-from agent.coupons.shortcode import pretty
-
 if TYPE_CHECKING:
     from agent.coupons.desk import CouponDesk, Held
     from agent.wire import Campaign
 
 log = logging.getLogger("loopspot.portal")
 
-# A coupon's state in the wallet, as the key of its words in messages.json.
+# A coupon's state in the wallet (Held.state, a Refusal's value), as a key of messages.json.
 STATE_KEYS = {
-    None: "state_valid",
-    Refusal.SPENT: "state_spent",
-    Refusal.MOVED: "state_moved",
-    Refusal.EXPIRED: "state_expired",
-    Refusal.ISSUER_EXPIRED: "state_expired",
-    Refusal.NOT_YET_VALID: "state_not_yet_valid",
+    "": "state_valid",
+    "spent": "state_spent",
+    "moved": "state_moved",
+    "expired": "state_expired",
+    "issuer_expired": "state_expired",
+    "not_yet_valid": "state_not_yet_valid",
 }
-_ORDER = {None: 0, Refusal.NOT_YET_VALID: 1}  # usable first, then soon usable, then the rest
+_ORDER = {"": 0, "not_yet_valid": 1}  # usable first, then soon usable, then the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +68,14 @@ class CouponView:
     token: str  # the whole token, what the QR code carries
 
 
+def _state(held: Held) -> str:
+    return held.state.value if held.state is not None else ""
+
+
 def view_of(held: Held, lang: str) -> CouponView:
     """`held` for a page in `lang`."""
+    from agent.coupons.shortcode import pretty  # loaded with the desk already: a Held exists
+
     coupon = held.coupon
     return CouponView(
         coupon.coupon_id,
@@ -77,7 +83,7 @@ def view_of(held: Held, lang: str) -> CouponView:
         Offer.of(held.campaign, lang),
         coupon.not_before,
         coupon.not_after,
-        STATE_KEYS.get(held.state, "state_expired"),
+        STATE_KEYS.get(_state(held), "state_expired"),
         held.state is None,
         held.text,
     )
@@ -85,8 +91,13 @@ def view_of(held: Held, lang: str) -> CouponView:
 
 def views_of(held: Iterable[Held], lang: str) -> list[CouponView]:
     """The coupons for a page: usable ones first, each group by when it ends."""
-    ordered = sorted(held, key=lambda h: (_ORDER.get(h.state, 2), h.coupon.not_after))
+    ordered = sorted(held, key=lambda h: (_ORDER.get(_state(h), 2), h.coupon.not_after))
     return [view_of(h, lang) for h in ordered]
+
+
+def coupons_on(desk: CouponDesk | None) -> bool:
+    """True when this router has coupons: a desk with the cloud's plan in force."""
+    return desk is not None and desk.plan is not None
 
 
 async def welcome(desk: CouponDesk | None, mac: str) -> None:

@@ -65,7 +65,7 @@ COUNTER: web.AppKey[Counter] = web.AppKey("staff-counter", Counter)
 
 def _mode(desk: CouponDesk | None, sid: str | None) -> str:
     """What the staff page offers: off (no coupons), no_pin, login, or check."""
-    if desk is None:
+    if desk is None or desk.plan is None:
         return "off"
     if not desk.staff_pin:
         return "no_pin"

@@ -19,7 +19,7 @@ from agent.coupons.shortcode import ShortCodeError, parse_code, pretty
 from agent.portal.app import DESK, PORTAL, Portal, _client
 from agent.portal.csrf import check_token, issue_token
 from agent.portal.i18n import other_language
-from agent.portal.offers import views_of
+from agent.portal.offers import coupons_on, views_of
 
 if TYPE_CHECKING:
     from agent.sessions import Session
@@ -38,7 +38,7 @@ def qr_svg(text: str, title: str = "") -> Markup:
     """`text` as a QR code in inline SVG (error correction L or better, sized by CSS)."""
     import segno  # only when a coupon is shown: the daemon does not carry it otherwise
 
-    code = segno.make(text, error="l", mode="alphanumeric" if text.isupper() else None)
+    code = segno.make(text, error="l")  # segno picks alphanumeric mode for a token's text
     svg = code.svg_inline(
         scale=1,
         border=QR_BORDER,
@@ -77,7 +77,7 @@ def _render_wallet(
         "wallet.html",
         status=400 if failed else 200,
         coupons=views_of(held, lang),
-        coupons_on=DESK in request.app,
+        coupons_on=coupons_on(request.app.get(DESK)),
         csrf_token=issue_token(portal.csrf_key, client.mac, portal.service.clock()),
         notice=notice,
         notice_failed=failed,

@@ -39,6 +39,7 @@ class FakeRouter:
     applied: list[int] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
     reloads: int = 0
+    spent: list[str] = field(default_factory=list)
     refuse: str = ""
     version: int = 0
 
@@ -62,6 +63,10 @@ class FakeRouter:
 
     async def reload_config(self) -> str:
         self.reloads += 1
+        return ""
+
+    async def coupons_spent(self, coupon_ids: tuple[str, ...]) -> str:
+        self.spent.extend(coupon_ids)
         return ""
 
 

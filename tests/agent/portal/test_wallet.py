@@ -51,7 +51,9 @@ async def test_wallet_shows_every_coupon_with_its_code_and_a_qr_page(tmp_path: P
         assert f'href="{link}"' in wallet
         response, page = await shop.page(link)
         assert response.status == 200
-        assert re.search(r'<svg viewBox="0 0 \d+ \d+" class="qr">', page) and "<path" in page
+        drawn = re.search(r'<svg viewBox="0 0 (\d+) \1" class="qr">', page)
+        assert drawn and "<path" in page
+        assert int(drawn.group(1)) <= 57 + 8  # QR version 10 at most, with its quiet zone
         assert pretty(held.code) in page
         assert len(page.encode()) < 20 * 1024
 
@@ -70,7 +72,9 @@ def test_the_qr_code_carries_the_whole_token_in_version_10_at_most() -> None:
 
 def test_the_daemon_does_not_load_segno_until_a_qr_code_is_drawn() -> None:
     script = (
-        "import sys, agent.daemon, agent.portal.wallet, agent.portal.staff\n"
+        "import sys, agent.daemon\n"
+        "assert not [m for m in sys.modules if m.startswith('agent.coupons')], 'no desk yet'\n"
+        "import agent.portal.wallet, agent.portal.staff\n"
         "assert 'segno' not in sys.modules, 'segno was imported at start'\n"
         "agent.portal.wallet.qr_svg('ABC')\n"
         "assert 'segno' in sys.modules\n"
