@@ -101,8 +101,12 @@ async def open_shop(
     clock: Clock | None = None,
     cloud: Cloud | None = None,
     pin: str | None = STAFF_PIN,
+    coupons: bool = True,
 ) -> AsyncIterator[Shop]:
-    """The portal of `merchant`'s router, with the test alliance's plan and a staff PIN."""
+    """The portal of `merchant`'s router, with the test alliance's plan and a staff PIN.
+
+    coupons=False: the portal of an agent without the cloud link, which has no desk.
+    """
     clock = clock or Clock()
     folder = tmp / f"shop-{merchant}"
     settings = Settings(
@@ -130,7 +134,7 @@ async def open_shop(
     staff_pin = hash_pin(pin, iterations=1000) if pin else ""
     desk.apply_plan(dataclasses.replace(desk.plan.plan, staff_pin=staff_pin))
     await service.start()
-    http = TestClient(TestServer(build_app(settings, service, b"k" * 32, desk=desk)))
+    http = TestClient(TestServer(build_app(settings, service, b"k" * 32, desk=desk if coupons else None)))
     await http.start_server()
     shop = Shop(desk, service, clock, arp, http)
     shop.phone_is(PHONE)

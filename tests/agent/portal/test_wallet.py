@@ -26,6 +26,19 @@ async def test_online_page_lists_the_coupons_this_login_gave(tmp_path: Path) -> 
         assert "优惠 1" in again and "您刚获得的优惠券" in again
 
 
+async def test_a_portal_without_coupons_shows_no_wallet_and_no_staff_page(
+    tmp_path: Path,
+) -> None:
+    async with open_shop(tmp_path, RESTAURANT, coupons=False) as shop:
+        online = await shop.go_online()
+        assert 'id="online"' in online
+        assert "new-coupons" not in online and "wallet-link" not in online
+        for path in ("/portal/wallet", "/staff"):
+            response = await shop.http.get(path, allow_redirects=False)
+            assert response.status == 302  # the captive handler: back to the portal
+            assert response.headers["Location"].startswith("http://192.168.1.1:2050/portal")
+
+
 async def test_a_coupon_failure_never_keeps_a_phone_offline(tmp_path: Path) -> None:
     async with open_shop(tmp_path, RESTAURANT) as shop:
 
