@@ -134,7 +134,9 @@ async def open_shop(
     staff_pin = hash_pin(pin, iterations=1000) if pin else ""
     desk.apply_plan(dataclasses.replace(desk.plan.plan, staff_pin=staff_pin))
     await service.start()
-    http = TestClient(TestServer(build_app(settings, service, b"k" * 32, desk=desk if coupons else None)))
+    http = TestClient(
+        TestServer(build_app(settings, service, b"k" * 32, desk=desk if coupons else None))
+    )
     await http.start_server()
     shop = Shop(desk, service, clock, arp, http)
     shop.phone_is(PHONE)
