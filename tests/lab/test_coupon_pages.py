@@ -12,30 +12,24 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from agent.coupons.campaigns import Place
-from agent.coupons.pin import hash_pin
 from agent.coupons.shortcode import pretty
 from agent.coupons.store import DB_NAME
-from agent.link.local import APPLIED_FILE
 from agent.portal.wallet import qr_svg
-from agent.wire import Campaign, Reach, RouterConfig, Trigger
+from agent.wire import Campaign, Reach, Trigger
 from lab import addresses as A
+from lab.coupon_shop import MERCHANT_ID, STAFF_PIN, set_up_coupons
 from lab.pytest_plugin import LabFactory
 from lab.router import RouterAgent, cloud_section
 from lab.topology import Lab
-from tests.agent.coupons.helpers import ALLIANCE, SPA, plan_for, seed
 from tests.lab.portal_steps import PORTAL, accept_terms
 from tests.lab.test_browser import CHROMIUM_ARGS, chromium_in
 
 pytestmark = [pytest.mark.lab, pytest.mark.browser]
 
-ROUTER = "lab-spa"  # the name of its issuer key in the test alliance
-STAFF_PIN = "2468"
 DAY = 86400
 _PATH = re.compile(r'<path stroke="#000" d="([^"]+)"')
 
@@ -44,7 +38,7 @@ def foot_massage(now: int) -> Campaign:
     """The spa's own campaign, handed out at its own site at every first login."""
     return Campaign(
         id=1,
-        merchant_id=SPA,
+        merchant_id=MERCHANT_ID,
         merchant_name="Lotus Spa",
         title_en="Free foot massage",
         title_zh="免费足疗一次",
@@ -56,7 +50,7 @@ def foot_massage(now: int) -> Campaign:
         per_device=1,
         trigger=Trigger.LOGIN,
         reach=Reach.OWN,
-        issuers=(SPA,),
+        issuers=(MERCHANT_ID,),
         allotted=10,
     )
 
@@ -67,12 +61,7 @@ def spa(lab_factory: LabFactory) -> Iterator[tuple[Lab, RouterAgent]]:
     lab = lab_factory(phones=2)
     workdir = lab.workdir / "agent"
     agent = RouterAgent(lab, sections={"cloud": cloud_section(workdir)})
-    flash = workdir / "flash"
-    flash.mkdir(parents=True, exist_ok=True)
-    (flash / "issuer.key").write_bytes(seed(ROUTER))
-    plan = plan_for(Place(ALLIANCE, SPA, SPA + 1), ROUTER, (foot_massage(int(time.time())),))
-    plan = replace(plan, staff_pin=hash_pin(STAFF_PIN))
-    (flash / APPLIED_FILE).write_bytes(RouterConfig(version=1, coupons=plan).encode())
+    set_up_coupons(workdir / "flash", (foot_massage(int(time.time())),))
     agent.start()
     try:
         yield lab, agent
