@@ -21,6 +21,7 @@ from agent.gate.fw4 import FLOW_OFFLOADING_FIX, flow_offloading_on
 from agent.gate.gate import Gate, open_grants
 from agent.gate.interception import ensure_portal_route, portal_listener
 from agent.gate.nft import open_nft
+from agent.key_backend import backend_report
 from agent.portal.app import PORTAL, build_app
 from agent.ruleset import GateSpec
 from agent.service import AgentService
@@ -178,6 +179,12 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
             desk=desk,
         )
         cloud.start(service, local, desk.issuer_key.hex() if desk else "")
+    key_backend, said = backend_report()  # finds cryptography without importing it
+    if key_backend == "none":
+        log.warning("%s", said)
+    else:
+        log.info("%s", said)
+    service.status_parts.append(lambda: {"key_backend": key_backend})
     control = await serve_control(service, settings.control_socket)
     tasks = [
         asyncio.create_task(
