@@ -16,7 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import common as C
-from bench import forwarding, grant_latency, key_backends, memory, poll_cost, probe_rate
+from bench import (
+    forwarding,
+    grant_latency,
+    installed_size,
+    key_backends,
+    memory,
+    poll_cost,
+    probe_rate,
+)
 
 Bench = Callable[[list[str] | None], dict[str, object]]
 MODEST: list[tuple[str, Bench, list[str]]] = [
@@ -26,6 +34,7 @@ MODEST: list[tuple[str, Bench, list[str]]] = [
     ("memory", memory.main, ["--rounds", "2"]),
     ("poll_cost", poll_cost.main, []),
     ("key_backends", key_backends.main, ["--rounds", "10", "--memory-rounds", "3"]),
+    ("installed_size", installed_size.main, []),
 ]
 
 

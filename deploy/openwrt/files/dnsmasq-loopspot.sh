@@ -73,6 +73,7 @@ is_port() {
 # A domain dnsmasq can take between slashes; lower case, no trailing dot.
 clean_domain() {
 	local name
+	# shellcheck disable=SC2018,SC2019 # domain names are ASCII: A-Z exactly, in any locale
 	name=$(printf '%s' "$1" | tr 'A-Z' 'a-z')
 	name=${name%.}
 	case "$name" in
