@@ -9,6 +9,7 @@ exist; staff see why a code is refused.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,18 @@ class Counter:
     lockout: PinLockout = field(default_factory=PinLockout)
     by_client: RateLimiter = field(default_factory=lambda: RateLimiter(CHECK_RATE, CHECK_BURST))
     by_session: RateLimiter = field(default_factory=lambda: RateLimiter(CHECK_RATE, CHECK_BURST))
+    _pins: ThreadPoolExecutor | None = None
+
+    async def pin_matches(self, stored: str, typed: str) -> bool:
+        """Check a typed PIN on a thread of its own, started at the first login.
+
+        PBKDF2 takes a router's CPU a second or more: not on the loop, and not on the
+        daemon's one "io" thread, which presence and flash writes share.
+        """
+        if self._pins is None:
+            self._pins = ThreadPoolExecutor(1, thread_name_prefix="staff-pin")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pins, pin_matches, stored, typed)
 
 
 COUNTER: web.AppKey[Counter] = web.AppKey("staff-counter", Counter)
@@ -157,8 +170,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if desk is None or not desk.staff_pin:
         return _page(request, None, 403)
     pin = fields.get("pin", "")[:64]
-    loop = asyncio.get_running_loop()  # PBKDF2 takes a router a while: off the loop
-    if not await loop.run_in_executor(None, pin_matches, desk.staff_pin, pin):
+    if not await counter.pin_matches(desk.staff_pin, pin):
         locked_for = counter.lockout.wrong(client, now)
         if locked_for:
             return _locked(request, locked_for)

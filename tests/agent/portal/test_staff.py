@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -328,7 +328,22 @@ async def test_staff_pages_load_only_their_own_script_and_refuse_framing(tmp_pat
         assert response.status == 200 and "BarcodeDetector" in script
 
 
-def test_the_pin_check_runs_off_the_event_loop() -> None:
-    source = (Path(__file__).parents[3] / "agent" / "portal" / "staff.py").read_text()
-    assert "run_in_executor(None, pin_matches" in source
-    assert os.path.exists(Path(__file__).parents[3] / "portal_templates/default/static/staff.js")
+async def test_the_pin_is_checked_on_a_thread_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.coupons.pin import pin_matches
+    from agent.portal import staff
+
+    threads: list[str] = []
+
+    def watched(stored: str, typed: str) -> bool:
+        threads.append(threading.current_thread().name)
+        return pin_matches(stored, typed)
+
+    monkeypatch.setattr(staff, "pin_matches", watched)
+    async with spa_with_a_coupon(tmp_path) as (spa, _held):
+        response, _ = await spa.staff_login("1111")
+        assert response.status == 403
+        response, _ = await spa.staff_login()
+        assert response.status == 200
+    assert len(threads) == 2 and all(name.startswith("staff-pin") for name in threads)
