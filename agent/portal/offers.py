@@ -6,6 +6,7 @@ Light on purpose: the portal imports it always, and the desk's modules load only
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
     from agent.wire import Campaign
 
 log = logging.getLogger("loopspot.portal")
+# An offer's image the portal may show: a file of its static folder, as /static/ serves it.
+# An https URL is not shown: a phone behind the portal cannot load it yet.
+STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 # A coupon's state in the wallet (Held.state, a Refusal's value), as a key of messages.json.
 STATE_KEYS = {
@@ -35,6 +39,7 @@ class Offer:
     title: str
     terms: str
     merchant: str
+    image: str = ""  # a file name under static_url, or ""
 
     @classmethod
     def of(cls, campaign: Campaign | None, lang: str) -> Offer:
@@ -51,7 +56,8 @@ class Offer:
             if lang == "zh"
             else (campaign.terms_en, campaign.terms_zh)
         )
-        return cls(first or second, terms[0] or terms[1], campaign.merchant_name)
+        image = campaign.image if STATIC_NAME.fullmatch(campaign.image) else ""
+        return cls(first or second, terms[0] or terms[1], campaign.merchant_name, image)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -375,3 +376,18 @@ def test_a_coupon_page_draws_its_qr_code_inline() -> None:
     html = render("wallet_coupon.html", "en")
     assert QR in html and "7KQ2M-X9D4R" in html
     assert "Weekdays only" in html
+
+
+@pytest.mark.parametrize(
+    ("image", "shown"),
+    [("spa.jpg", "/static/spa.jpg"), ("https://cdn.example/spa.jpg", None), ("../x", None)],
+)
+def test_an_offers_image_is_shown_only_from_the_portals_static_folder(
+    image: str, shown: str | None
+) -> None:
+    from agent.wire import Campaign
+
+    offer = Offer.of(Campaign(title_en="Spa", image=image), "en")
+    html = render("wallet_coupon.html", "en", coupon=replace(coupon_view(1), offer=offer))
+    images = [i["src"] for i in Page(html).tags("img")]
+    assert images == ([shown] if shown else [])
