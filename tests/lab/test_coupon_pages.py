@@ -221,3 +221,43 @@ def test_the_scan_button_takes_a_photo_of_the_qr_code_and_checks_it(
             assert errors == []
         finally:
             browser.close()
+
+
+def test_where_the_page_may_use_the_camera_the_scan_button_reads_it_live(
+    spa: tuple[Lab, RouterAgent], tmp_path: Path
+) -> None:
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    lab, agent = spa
+    shopper, till = lab.phones
+    assert accept_terms(shopper).status == 303
+    ((code, token),) = held_on_flash(agent)
+    camera = [  # a fake camera, and this origin treated as secure, as HTTPS would make it
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--unsafely-treat-insecure-origin-as-secure={PORTAL}",
+    ]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium_in(till.ns, tmp_path)), args=CHROMIUM_ARGS + camera
+        )
+        try:
+            context = browser.new_context(viewport={"width": 390, "height": 844})
+            context.add_init_script(STAND_IN_DETECTOR % json.dumps(token))
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{PORTAL}/staff?lang=en", timeout=15_000)
+            page.fill("#pin", STAFF_PIN)
+            page.click("#login")
+            page.wait_for_selector("#scan", timeout=10_000)
+            assert page.evaluate("window.isSecureContext && !!navigator.mediaDevices")
+            page.click("#scan")
+            page.wait_for_selector("#verdict", timeout=10_000)
+            assert page.get_attribute("#verdict", "data-valid") == "yes"
+            assert pretty(code) in page.inner_text("#verdict-code")
+            assert errors == []
+        finally:
+            browser.close()
