@@ -128,7 +128,10 @@ def _page(
 
 def _sid(request: web.Request) -> str | None:
     portal = request.app[PORTAL]
-    return request.app[COUNTER].sessions.sid_of(request.cookies.get(COOKIE), portal.service.clock())
+    desk = request.app.get(DESK)
+    return request.app[COUNTER].sessions.sid_of(
+        request.cookies.get(COOKIE), portal.service.clock(), desk.staff_pin if desk else ""
+    )
 
 
 async def _fields(request: web.Request, portal: Portal, subject: str) -> dict[str, str] | None:
@@ -176,7 +179,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             return _locked(request, locked_for)
         return _page(request, None, 403, _text(portal, request, "staff_wrong_pin"))
     counter.lockout.right(client)
-    _, cookie = counter.sessions.open(now)
+    _, cookie = counter.sessions.open(now, desk.staff_pin)
     response = web.HTTPSeeOther(f"{STAFF}?lang={portal.language(request)}")
     response.set_cookie(
         COOKIE,
@@ -271,7 +274,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if sid is not None:
         if await _fields(request, portal, _session_subject(sid)) is None:
             return _page(request, sid, 403, _text(portal, request, "staff_form_expired"))
-        request.app[COUNTER].sessions.end(request.cookies.get(COOKIE), portal.service.clock())
+        desk = request.app.get(DESK)
+        request.app[COUNTER].sessions.end(
+            request.cookies.get(COOKIE), portal.service.clock(), desk.staff_pin if desk else ""
+        )
     response = web.HTTPSeeOther(f"{STAFF}?lang={portal.language(request)}")
     response.del_cookie(COOKIE, path=STAFF)
     raise response

@@ -21,8 +21,10 @@ _SID_BYTES = 12
 class StaffSessions:
     """Cookies `<sid>.<expires>.<hmac>` signed with a key derived from the portal's key.
 
-    Logging out ends a session here at once; the router forgets that when it restarts,
-    so a copied cookie of an ended session works again until it expires (at most 12 h).
+    Each session is bound to the PIN it was opened with (`pin_hash`, the plan's): a PIN
+    changed or removed from the cloud ends every session. Logging out ends one here at
+    once; the router forgets that when it restarts, so a copied cookie of an ended
+    session works again until it expires (at most 12 h) or the PIN changes.
     """
 
     def __init__(self, portal_key: bytes, lifetime: int = SESSION_LIFETIME) -> None:
@@ -30,18 +32,19 @@ class StaffSessions:
         self.lifetime = lifetime
         self._ended: dict[str, int] = {}  # sid: its expiry, kept until then
 
-    def _sign(self, sid: str, expires: int) -> str:
-        digest = hmac.new(self._key, f"{sid}.{expires}".encode(), hashlib.sha256).digest()
+    def _sign(self, sid: str, expires: int, pin_hash: str) -> str:
+        claims = f"{sid}.{expires}.{pin_hash}".encode()
+        digest = hmac.new(self._key, claims, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:18]).decode()
 
-    def open(self, now: float) -> tuple[str, str]:
-        """A new session: (its id, the cookie's value)."""
+    def open(self, now: float, pin_hash: str) -> tuple[str, str]:
+        """A new session for the PIN `pin_hash`: (its id, the cookie's value)."""
         sid = secrets.token_urlsafe(_SID_BYTES)
         expires = int(now) + self.lifetime
-        return sid, f"{sid}.{expires}.{self._sign(sid, expires)}"
+        return sid, f"{sid}.{expires}.{self._sign(sid, expires, pin_hash)}"
 
-    def sid_of(self, cookie: str | None, now: float) -> str | None:
-        """The session id a cookie proves, or None: forged, expired or logged out."""
+    def sid_of(self, cookie: str | None, now: float, pin_hash: str) -> str | None:
+        """The session id a cookie proves, or None: forged, expired, logged out, PIN changed."""
         if not cookie or len(cookie) > 128 or not cookie.isascii():
             return None
         parts = cookie.split(".")
@@ -51,13 +54,13 @@ class StaffSessions:
         expires = int(expires_text)
         if not now < expires <= now + self.lifetime or sid in self._ended:
             return None
-        if not hmac.compare_digest(signature, self._sign(sid, expires)):
+        if not pin_hash or not hmac.compare_digest(signature, self._sign(sid, expires, pin_hash)):
             return None
         return sid
 
-    def end(self, cookie: str | None, now: float) -> None:
+    def end(self, cookie: str | None, now: float, pin_hash: str) -> None:
         """Log the cookie's session out."""
-        sid = self.sid_of(cookie, now)
+        sid = self.sid_of(cookie, now, pin_hash)
         if sid is not None:
             self._ended[sid] = int(cookie.split(".")[1]) if cookie else 0
         self._ended = {s: until for s, until in self._ended.items() if until > now}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ import pytest
 from markupsafe import escape
 
 from agent.coupons.desk import Held
+from agent.coupons.pin import hash_pin
 from agent.coupons.shortcode import code_of, pretty
 from agent.coupons.token import NONCE_BYTES, Coupon, certify, sign_coupon
 from agent.portal.ratelimit import RateLimiter
@@ -227,6 +229,22 @@ async def test_the_staff_cookie_is_signed_httponly_strict_and_only_for_the_staff
         )
         _, page = await spa.page("/staff")
         assert 'id="staff-login"' in page  # a cookie with a changed expiry is no session
+
+
+async def test_a_new_pin_from_the_cloud_logs_every_till_out(tmp_path: Path) -> None:
+    async with spa_with_a_coupon(tmp_path) as (spa, held):
+        await spa.staff_login()
+        _, page = await spa.page("/staff")
+        token = csrf_of(page)
+        plan = spa.desk.plan
+        assert plan is not None
+        spa.desk.apply_plan(
+            dataclasses.replace(plan.plan, staff_pin=hash_pin("9753", iterations=1000))
+        )
+        response, page = await spa.post("/staff/check", {"csrf": token, "code": held.code})
+        assert response.status == 403 and 'id="staff-login"' in page
+        response, page = await spa.staff_login("9753")
+        assert response.status == 200 and 'id="check-form"' in page
 
 
 async def test_logging_out_ends_the_session(tmp_path: Path) -> None:
