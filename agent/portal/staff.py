@@ -173,8 +173,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     if desk is None or not desk.staff_pin:
         return _page(request, None, 403)
     pin = fields.get("pin", "")[:64]
+    # Counted as wrong before the check ends, so tries sent side by side meet the lockout too.
+    locked_for = counter.lockout.wrong(client, now)
     if not await counter.pin_matches(desk.staff_pin, pin):
-        locked_for = counter.lockout.wrong(client, now)
         if locked_for:
             return _locked(request, locked_for)
         return _page(request, None, 403, _text(portal, request, "staff_wrong_pin"))

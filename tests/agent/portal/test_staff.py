@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -201,6 +202,30 @@ async def test_wrong_pins_are_refused_and_five_lock_the_client_out(tmp_path: Pat
         spa.clock.now += 301
         response, page = await spa.staff_login()
         assert response.status == 200 and 'id="check-form"' in page
+
+
+async def test_wrong_pins_sent_side_by_side_meet_the_lockout_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.coupons.pin import pin_matches
+    from agent.portal import staff
+
+    checked: list[str] = []
+
+    def counted(stored: str, typed: str) -> bool:
+        checked.append(typed)
+        return pin_matches(stored, typed)
+
+    monkeypatch.setattr(staff, "pin_matches", counted)
+    async with spa_with_a_coupon(tmp_path) as (spa, _held):
+        _, login = await spa.page("/staff")
+        token = csrf_of(login)
+        answers = await asyncio.gather(
+            *(spa.post("/staff/login", {"csrf": token, "pin": f"{1000 + n}"}) for n in range(12))
+        )
+        statuses = sorted(response.status for response, _ in answers)
+        assert statuses == [403] * 4 + [429] * 8
+        assert len(checked) == 5  # the sixth and later were never checked
 
 
 async def test_the_staff_cookie_is_signed_httponly_strict_and_only_for_the_staff_page(
