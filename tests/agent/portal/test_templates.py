@@ -391,3 +391,14 @@ def test_an_offers_image_is_shown_only_from_the_portals_static_folder(
     html = render("wallet_coupon.html", "en", coupon=replace(coupon_view(1), offer=offer))
     images = [i["src"] for i in Page(html).tags("img")]
     assert images == ([shown] if shown else [])
+
+
+@pytest.mark.parametrize(("page", "lang"), EVERY_STAFF_PAGE)
+def test_hostile_text_on_staff_pages_is_escaped(page: str, lang: str) -> None:
+    evil = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    hostile = Offer(evil, evil, evil)
+    html = render(
+        page, lang, site_name=evil, notice=evil, hint=evil, typed=evil, offer=hostile, valid=True
+    )
+    assert html.count("<script") == 1  # staff.js only
+    assert "<img src=x" not in html and "&lt;script&gt;" in html
