@@ -23,6 +23,7 @@ import pytest
 
 from agent.gate.gate import BOOT_GATE_FILE
 from agent.link.local import CLOUD_DOMAINS_FILE
+from agent.portal.tls import NAME_FILE as PORTAL_NAME_FILE
 from tests.deploy.ipk import build_ipk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,9 +168,11 @@ THIRD_PARTY_PACKAGES = {
 # Packages the agent may use but does not depend on: who may import the module, and why.
 OPTIONAL_PACKAGES = {
     "python3-cryptography": (
-        {"agent/keys.py", "agent/coupons/ed25519.py"},
+        {"agent/keys.py", "agent/coupons/ed25519.py", "agent/portal/certify.py"},
         "enrolment's and renewal's keys (agent/keys.py, each a process of its own, else the "
-        "openssl tool) and coupons' Ed25519 where no libcrypto does it (agent/coupons/ed25519.py): "
+        "openssl tool), the HTTPS portal's certificate request (agent/portal/certify.py, a "
+        "process of its own; without it the API stays on http) and coupons' Ed25519 where no "
+        "libcrypto does it (agent/coupons/ed25519.py): "
         "the daemon never imports it, and the feed has no python3-cryptography where Rust does "
         "not build (MIPS)",
     ),
@@ -417,6 +420,8 @@ def test_the_scripts_use_the_agents_defaults() -> None:
     assert f"DEFAULT_FLASH_DIR={defaults.flash_dir}\n" in init
     assert f"DEFAULT_PORTAL_ADDRESS={defaults.portal_address}\n" in hook
     assert f"DEFAULT_PORTAL_PORT={defaults.portal_port}\n" in hook
+    assert f"DEFAULT_PORTAL_HTTPS_PORT={defaults.portal_https_port}\n" in hook
+    assert f"PORTAL_NAME_FILE={PORTAL_NAME_FILE} " in hook
     assert f"DEFAULT_LAN_INTERFACE={' '.join(defaults.lan_interfaces)}\n" in hook
     assert f"DEFAULT_FLASH_DIR={defaults.flash_dir}\n" in hook
     assert f"CLOUD_DOMAINS_FILE={CLOUD_DOMAINS_FILE} " in hook
@@ -737,6 +742,7 @@ def test_hook_uses_the_agents_defaults_when_the_config_leaves_them_out(
         ("portal_address", "10.20.0.300"),
         ("portal_address", "pay.example.com"),
         ("portal_port", "0"),
+        ("portal_https_port", "https"),
     ],
 )
 def test_hook_changes_nothing_for_a_bad_portal_setting(
@@ -983,3 +989,59 @@ def test_boot_gate_does_nothing_before_the_agent_has_ever_run(tmp_path: Path, sh
     router, _ = boot_gate_router(tmp_path, table_up=False)
     assert router.run(shell, BOOT_GATE).returncode == 0
     assert not [call for call in router.calls() if call.startswith("nft")]
+
+
+def portal_router(root: Path, name: str | None, **agent: str) -> Router:
+    """A shop router whose agent serves the HTTPS API for `name` (None: no certificate)."""
+    flash = root / "flash"
+    flash.mkdir()
+    if name is not None:
+        (flash / PORTAL_NAME_FILE).write_text(f"{name}\n")
+    return shop_router(root, portal_address="10.20.0.1", flash_dir=str(flash), **agent)
+
+
+def option_114(router: Router) -> list[str]:
+    lan = router.committed("dhcp", "lan")
+    assert lan is not None
+    return [v for v in lan["options"]["dhcp_option_force"] if v.startswith("114,")]
+
+
+def test_hook_points_option_114_at_the_https_api_once_the_portal_has_a_certificate(
+    tmp_path: Path, shell: str
+) -> None:
+    router = portal_router(tmp_path, "r1.portal.example.com")
+    result = router.run(shell, HOOK)
+    assert result.returncode == 0, result.stderr
+    assert option_114(router) == ["114,https://r1.portal.example.com:8443/api/captive"]
+    # The phone resolves the name through the LAN's dnsmasq to the portal address.
+    domain = router.committed("dhcp", "loopspot_portal")
+    assert domain is not None and domain["type"] == "domain"
+    assert domain["options"] == {"name": "r1.portal.example.com", "ip": "10.20.0.1"}
+    (tmp_path / "flash" / PORTAL_NAME_FILE).unlink()  # the certificate withdrawn
+    assert router.run(shell, HOOK).returncode == 0
+    assert option_114(router) == ["114,http://10.20.0.1:2050/api/captive"]
+    assert router.committed("dhcp", "loopspot_portal") is None
+
+
+def test_hook_leaves_the_port_out_of_the_https_url_on_443(tmp_path: Path, shell: str) -> None:
+    router = portal_router(tmp_path, "r1.portal.example.com", portal_https_port="443")
+    assert router.run(shell, HOOK).returncode == 0
+    assert option_114(router) == ["114,https://r1.portal.example.com/api/captive"]
+
+
+@pytest.mark.parametrize("name", ["", "not a name", "localhost", "evil/name.com"])
+def test_hook_keeps_the_http_url_when_the_portal_name_is_no_domain(
+    tmp_path: Path, shell: str, name: str
+) -> None:
+    router = portal_router(tmp_path, name)
+    assert router.run(shell, HOOK).returncode == 0
+    assert option_114(router) == ["114,http://10.20.0.1:2050/api/captive"]
+    assert router.committed("dhcp", "loopspot_portal") is None
+
+
+def test_hook_remove_takes_the_portals_name_out_too(tmp_path: Path, shell: str) -> None:
+    router = portal_router(tmp_path, "r1.portal.example.com")
+    assert router.run(shell, HOOK).returncode == 0
+    assert router.run(shell, HOOK, "--remove").returncode == 0
+    assert router.committed("dhcp", "loopspot_portal") is None
+    assert option_114(router) == []

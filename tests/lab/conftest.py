@@ -2,8 +2,8 @@
 
 from lab.pytest_plugin import lab, lab_factory
 from tests.cloud.conftest import database_url, postgres_cluster
-from tests.lab.alliance_fixtures import alliance
 from tests.lab.agent_fixtures import agent, make_agent
+from tests.lab.alliance_fixtures import alliance
 from tests.lab.cloud_fixtures import cloud, enrolled
 
 __all__ = [
