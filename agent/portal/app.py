@@ -23,6 +23,7 @@ from agent.portal.i18n import (
     other_language,
     pick_language,
 )
+from agent.portal.offers import coupons_on, new_coupons, welcome
 from agent.portal.ratelimit import RateLimiter
 from agent.probes import classify
 from agent.service import AgentService
@@ -261,6 +262,7 @@ async def accept(request: web.Request) -> web.StreamResponse:
         return portal.render(
             request, "error.html", status=503, title=t["error_gate_title"], message=t["error_gate"]
         )
+    await welcome(request.app.get(DESK), client.mac)
     raise web.HTTPSeeOther(f"/portal/online?lang={lang}")
 
 
@@ -269,14 +271,19 @@ async def online(request: web.Request) -> web.StreamResponse:
     portal = request.app[PORTAL]
     client = await _client(request)
     session = portal.service.session_of(client) if client else None
-    if session is None:
+    if client is None or session is None:
         raise web.HTTPSeeOther(f"/portal?lang={portal.language(request)}")
+    desk = request.app.get(DESK)
     return portal.render(
         request,
         "online.html",
         seconds_remaining=session.seconds_remaining(portal.service.clock()),
         bytes_remaining=session.bytes_remaining(),
         terms_version=session.terms_version,
+        coupons_on=coupons_on(desk),
+        new_coupons=await new_coupons(
+            desk, client.mac, session.started_at, portal.language(request)
+        ),
     )
 
 
@@ -341,5 +348,10 @@ def build_app(
     app.router.add_get("/portal/online", online)
     app.router.add_get("/api/captive", captive_api)
     app.router.add_get(r"/static/{name:[A-Za-z0-9_-][A-Za-z0-9._-]*}", static_file)
+    if desk is not None:  # the wallet and staff pages load the desk's modules: only then
+        from agent.portal import staff, wallet
+
+        wallet.add_routes(app)
+        staff.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", captive)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias
@@ -184,7 +185,20 @@ def format_bytes(n: int | None, lang: str) -> str:
     return f"{amount}{'' if zh else ' '}{_BYTE_UNITS[unit]}"
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_moment(seconds: int | None, lang: str) -> str:
+    """A Unix time in the router's local time: "15 Feb 2027, 08:00" / "2027年2月15日 08:00"."""
+    if seconds is None:
+        return ""
+    at = datetime.fromtimestamp(seconds)
+    if lang == "zh":
+        return f"{at.year}年{at.month}月{at.day}日 {at:%H:%M}"
+    return f"{at.day} {_MONTHS[at.month - 1]} {at.year}, {at:%H:%M}"
+
+
 TEMPLATE_FILTERS: Final[Mapping[str, Callable[[int | None, str], str]]] = MappingProxyType(
-    {"duration": format_duration, "data_size": format_bytes}
+    {"duration": format_duration, "data_size": format_bytes, "moment": format_moment}
 )
-"""The Jinja filters templates use: `{{ secs | duration(lang) }}`, `{{ n | data_size(lang) }}`."""
+"""The Jinja filters: `{{ secs | duration(lang) }}`, `{{ n | data_size(lang) }}`, `moment`."""

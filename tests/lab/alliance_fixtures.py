@@ -123,7 +123,7 @@ class Alliance:
         )
         self.cloud.cli("partner", "propose", "--merchant", honoured_by, "--partner", handed_out_by)
         self.cloud.cli("partner", "accept", "--merchant", honoured_by, "--partner", handed_out_by)
-        return int(made["id"])
+        return int(made["campaign"]["id"])
 
     def push_plans(self, timeout: float = 15.0) -> None:
         """Push every router its coupon plan; return once each has applied one."""

@@ -268,3 +268,24 @@ def test_more_data_never_reads_as_less(a: int, b: int) -> None:
 def test_template_filters_are_the_formatters() -> None:
     assert TEMPLATE_FILTERS["duration"](65, "en") == "1 min"
     assert TEMPLATE_FILTERS["data_size"](None, "zh") == "不限"
+
+
+@pytest.mark.parametrize(
+    ("lang", "text"),
+    [("en", "15 Jan 2027, 08:00"), ("zh", "2027年1月15日 08:00"), ("en", "")],
+)
+def test_a_coupons_validity_reads_in_the_page_language(
+    lang: str, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from agent.portal.i18n import format_moment
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        moment = None if not text else 1_800_000_000
+        assert format_moment(moment, lang) == text
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
 from agent.portal.i18n import TEMPLATE_FILTERS, load_messages, other_language
+from agent.portal.offers import STATE_KEYS, CouponView, Offer
+from agent.portal.staff import REFUSAL_KEYS
 
 TEMPLATES = Path(__file__).parents[3] / "portal_templates"
 DEFAULT = TEMPLATES / "default"
 MESSAGES = load_messages(DEFAULT / "messages.json")
 LANGS = ("en", "zh")
-PAGES = ("portal.html", "online.html", "unknown_client.html", "error.html")
+PAGES = (
+    "portal.html",
+    "online.html",
+    "unknown_client.html",
+    "error.html",
+    "wallet.html",
+    "wallet_coupon.html",
+    "wallet_move.html",
+)
+STAFF_PAGES = ("staff.html", "staff_verdict.html")  # not shopper pages: staff.js allowed
 CJK = re.compile(r"[\u4e00-\u9fff]")
 MAX_PAGE = 20 * 1024
 
@@ -30,11 +43,59 @@ def environment(*brands: Path) -> Environment:
     return env
 
 
+def coupon_view(number: int, state: str = "state_valid") -> CouponView:
+    """A coupon as the pages get it, with an English offer."""
+    return CouponView(
+        f"{number:032x}",
+        "7KQ2M-X9D4R",
+        Offer("Spa 20% off", "Weekdays only, one per visit.", "Lotus Spa"),
+        1_800_000_000,
+        1_802_592_000,
+        state,
+        state == "state_valid",
+        "A" * 341,
+    )
+
+
+QR = '<svg viewBox="0 0 65 65" class="qr"><path stroke="#000" d="M4 4.5h7"/></svg>'
+WALLET = [coupon_view(1), coupon_view(2, "state_spent"), coupon_view(3, "state_not_yet_valid")]
 PAGE_CONTEXT: dict[str, dict[str, Any]] = {
     "portal.html": {"terms_version": "3", "csrf_token": "tok-123", "accept_url": "/accept"},
-    "online.html": {"seconds_remaining": 3900, "bytes_remaining": 1_536_000, "terms_version": "3"},
+    "online.html": {
+        "seconds_remaining": 3900,
+        "bytes_remaining": 1_536_000,
+        "terms_version": "3",
+        "coupons_on": True,
+        "new_coupons": [coupon_view(1)],
+    },
     "error.html": {"title": "Too many requests", "message": "Wait a moment."},
     "unknown_client.html": {},
+    "wallet.html": {
+        "coupons": [*WALLET, *(coupon_view(n) for n in range(4, 20))],
+        "coupons_on": True,
+        "csrf_token": "tok-123",
+        "notice": "Done.",
+        "notice_failed": False,
+    },
+    "wallet_coupon.html": {"coupon": coupon_view(1), "qr": Markup(QR)},
+    "wallet_move.html": {"move_code": "ABCDE-FGHJK", "move_expires": 1_800_000_900},
+    "staff.html": {"mode": "check", "notice": "", "csrf_token": "tok-123", "staff_path": "/staff"},
+    "staff_verdict.html": {
+        "valid": True,
+        "redeemed": False,
+        "tried_redeem": False,
+        "refusal_key": "",
+        "hint": "",
+        "known": True,
+        "offer": Offer("Spa 20% off", "Weekdays only.", "Lotus Spa"),
+        "code": "7KQ2M-X9D4R",
+        "not_before": 1_800_000_000,
+        "not_after": 1_802_592_000,
+        "on_wifi": True,
+        "typed": "7KQ2MX9D4R",
+        "csrf_token": "tok-123",
+        "staff_path": "/staff",
+    },
 }
 
 
@@ -238,8 +299,14 @@ def test_every_ui_string_is_used_and_every_used_string_exists() -> None:
     used: set[str] = set()
     for template in DEFAULT.glob("*.html"):
         used |= set(re.findall(r"\bt\.(\w+)", template.read_text(encoding="utf-8")))
-    app = Path(__file__).parents[3] / "agent" / "portal" / "app.py"
-    used |= set(re.findall(r'\bt\["(\w+)"\]', app.read_text(encoding="utf-8")))
+    for module in (Path(__file__).parents[3] / "agent" / "portal").glob("*.py"):
+        source = module.read_text(encoding="utf-8")
+        used |= set(re.findall(r'\bt\["(\w+)"\]', source))
+        used |= set(re.findall(r'_text\(portal, request, "(\w+)"\)', source))
+        used |= set(re.findall(r'": "(move_error_\w+)"', source))
+    used |= set(STATE_KEYS.values()) | set(REFUSAL_KEYS.values())
+    used.discard("state")  # t[c.state]: the state keys, added above
+    used.discard("refusal_key")
     assert used == set(MESSAGES["en"])
 
 
@@ -249,3 +316,89 @@ def test_stylesheet_is_small_and_self_contained() -> None:
     assert "@import" not in css
     assert "url(" not in css
     assert "@font-face" not in css
+
+
+EVERY_STAFF_PAGE = [(page, lang) for page in STAFF_PAGES for lang in LANGS]
+
+
+@pytest.mark.parametrize(("page", "lang"), EVERY_STAFF_PAGE)
+def test_staff_pages_load_only_the_staff_script_and_stay_on_the_router(
+    page: str, lang: str
+) -> None:
+    html = render(page, lang)
+    parsed = Page(html)
+    assert [s.get("src") for s in parsed.tags("script")] == ["/static/staff.js"]
+    assert html.count("<script") == 1 and "javascript:" not in html.lower()
+    for tag, attrs in parsed.elements:
+        assert not [name for name in attrs if name.startswith("on")], tag
+        for name in ("href", "src", "action"):
+            if name in attrs:
+                assert attrs[name].startswith(("/staff", "/static/", "/portal", "data:"))
+    assert len(html.encode("utf-8")) < MAX_PAGE
+    assert len(CJK.findall("".join(parsed.text))) >= (8 if lang == "zh" else 0)
+
+
+@pytest.mark.parametrize("mode", ["off", "no_pin", "login"])
+def test_the_staff_page_has_no_script_before_login(mode: str) -> None:
+    html = render("staff.html", "en", mode=mode)
+    assert "<script" not in html
+    ids = {"off": "staff-off", "no_pin": "staff-no-pin", "login": "staff-login"}
+    Page(html).by_id(ids[mode])
+
+
+@pytest.mark.parametrize("key", sorted(set(REFUSAL_KEYS.values())))
+@pytest.mark.parametrize("lang", LANGS)
+def test_every_refusal_reads_on_the_verdict_page(key: str, lang: str) -> None:
+    parsed = Page(render("staff_verdict.html", lang, valid=False, refusal_key=key, hint="typo"))
+    text = "".join(parsed.text)
+    assert MESSAGES[lang][key] in text and "typo" in text
+    assert not [f for f in parsed.tags("form") if f.get("id") == "redeem-form"]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_wallet_lists_codes_and_states_and_links_each_valid_coupon_to_its_qr(lang: str) -> None:
+    parsed = Page(render("wallet.html", lang))
+    text = "".join(parsed.text)
+    for key in ("state_valid", "state_spent", "state_not_yet_valid", "move_have_code"):
+        assert MESSAGES[lang][key] in text
+    links = [a["href"] for a in parsed.tags("a") if a["href"].startswith("/portal/wallet/")]
+    assert len(links) == 17  # the valid ones; the spent and the not yet valid have none
+    assert all(f"?lang={lang}" in link for link in links)
+    forms = parsed.tags("form")
+    assert [f["action"] for f in forms] == [
+        f"/portal/wallet/move-code?lang={lang}",
+        f"/portal/wallet/move?lang={lang}",
+    ]
+    assert all(i["value"] == "tok-123" for i in parsed.tags("input") if i["name"] == "csrf")
+
+
+def test_a_coupon_page_draws_its_qr_code_inline() -> None:
+    html = render("wallet_coupon.html", "en")
+    assert QR in html and "7KQ2M-X9D4R" in html
+    assert "Weekdays only" in html
+
+
+@pytest.mark.parametrize(
+    ("image", "shown"),
+    [("spa.jpg", "/static/spa.jpg"), ("https://cdn.example/spa.jpg", None), ("../x", None)],
+)
+def test_an_offers_image_is_shown_only_from_the_portals_static_folder(
+    image: str, shown: str | None
+) -> None:
+    from agent.wire import Campaign
+
+    offer = Offer.of(Campaign(title_en="Spa", image=image), "en")
+    html = render("wallet_coupon.html", "en", coupon=replace(coupon_view(1), offer=offer))
+    images = [i["src"] for i in Page(html).tags("img")]
+    assert images == ([shown] if shown else [])
+
+
+@pytest.mark.parametrize(("page", "lang"), EVERY_STAFF_PAGE)
+def test_hostile_text_on_staff_pages_is_escaped(page: str, lang: str) -> None:
+    evil = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    hostile = Offer(evil, evil, evil)
+    html = render(
+        page, lang, site_name=evil, notice=evil, hint=evil, typed=evil, offer=hostile, valid=True
+    )
+    assert html.count("<script") == 1  # staff.js only
+    assert "<img src=x" not in html and "&lt;script&gt;" in html
