@@ -1,0 +1,93 @@
+"""`loopspot-cloud retire` against a real Mosquitto: the router's live connection ends at
+once, it cannot connect again, and its neighbour stays connected."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from agent.wire import INGEST_SHARE
+from cloud.cli import main
+from cloud.db import make_engine, migrate
+from cloud.models import Merchant, Router, Site
+from tests.cloud import test_broker_acl as acl
+from tests.cloud.test_broker_acl import CloudBroker, Peer, start_mosquitto, stop_mosquitto, up
+
+cloud_broker = acl.cloud_broker  # the generated config, run for real
+peers = acl.peers
+
+CUT_WITHIN = 5.0  # seconds from `retire` to the connection's end
+
+
+def _cloud_config(broker: CloudBroker, tmp_path: Path, *router_ids: str) -> Path:
+    """A TOML config on the test broker's settings, with a database holding `router_ids`."""
+    s = broker.settings
+    url = f"sqlite:///{tmp_path}/cloud.db"
+    migrate(url)
+    engine = make_engine(url)
+    with Session(engine) as session, session.begin():
+        merchant = Merchant(name="Bistro")
+        session.add(merchant)
+        session.flush()
+        site = Site(merchant_id=merchant.id, name="Main Street")
+        session.add(site)
+        session.flush()
+        session.add_all(Router(id=r, site_id=site.id) for r in router_ids)
+    engine.dispose()
+    path = tmp_path / "cloud.toml"
+    path.write_text(
+        f'database_url = "{url}"\ndata_dir = "{s.data_dir}"\nbroker_port = {s.broker_port}\n'
+        f'public_broker_host = "{s.public_broker_host}"\n'
+        f"public_broker_port = {s.public_broker_port}\n"
+    )
+    return path
+
+
+def test_retiring_a_router_ends_its_connection_and_it_cannot_reconnect(
+    cloud_broker: CloudBroker, peers: list[Peer], tmp_path: Path
+) -> None:
+    retired_files = cloud_broker.router("r-aaaaaaaaaa")
+    config = _cloud_config(cloud_broker, tmp_path, "r-aaaaaaaaaa", "r-bbbbbbbbbb")
+    retired = Peer("r-aaaaaaaaaa").as_router(cloud_broker, retired_files)
+    neighbour = Peer("r-bbbbbbbbbb").as_router(cloud_broker, cloud_broker.router("r-bbbbbbbbbb"))
+    service = Peer().as_service(cloud_broker)
+    peers += [retired, neighbour, service]
+    assert retired.accepted and neighbour.accepted
+    reconnects = threading.Event()  # like the agent, it tries again at once when dropped
+    retired.client.on_connect = lambda *_: reconnects.set()
+    retired.client.reconnect_delay_set(0.1, 0.2)
+    service.subscribe(INGEST_SHARE)
+
+    started = time.monotonic()
+    assert main(["--config", str(config), "retire", "r-aaaaaaaaaa"]) == 0
+
+    assert retired.disconnected.wait(CUT_WITHIN), "the retired router is still connected"
+    assert time.monotonic() - started < CUT_WITHIN
+    again = Peer("r-aaaaaaaaaa").as_router(cloud_broker, retired_files)
+    peers.append(again)
+    assert not again.accepted and again.disconnected.is_set()
+    assert not reconnects.wait(1.0), "the retired router's own client got back in"
+    assert "certificate verify failed" in cloud_broker.log.read_text()
+    neighbour.publish(up("r-bbbbbbbbbb"), b"still here")
+    assert service.until(up("r-bbbbbbbbbb"), b"still here")
+    assert not neighbour.disconnected.is_set()
+
+
+def test_a_broker_started_after_the_retirement_refuses_the_router_too(
+    cloud_broker: CloudBroker, peers: list[Peer], tmp_path: Path
+) -> None:
+    files = cloud_broker.router("r-aaaaaaaaaa")
+    config = _cloud_config(cloud_broker, tmp_path, "r-aaaaaaaaaa")
+    stop_mosquitto(cloud_broker.process)
+    assert main(["--config", str(config), "retire", "r-aaaaaaaaaa"]) == 0
+    conf = cloud_broker.settings.data_dir / "broker" / "mosquitto.conf"
+    restarted = start_mosquitto(conf, cloud_broker.settings, cloud_broker.log)
+    try:
+        peer = Peer().as_router(cloud_broker, files)
+        peers.append(peer)
+        assert not peer.accepted
+    finally:
+        stop_mosquitto(restarted)
