@@ -8,7 +8,8 @@ three steps:
 2. make the broker reload: SIGHUP to the pid in its pid file (checked to be a mosquitto),
    or `broker_reload_command` when set (e.g. `systemctl reload mosquitto`);
 3. take over the router's MQTT session from the services listener with its client id (the
-   CN), clean: the broker ends the live connection and drops what was queued for it.
+   CN), clean: the broker ends the live connection and drops what was queued for it (twice,
+   see TAKEOVERS_AT).
 Its reconnect then fails in the TLS handshake ("certificate verify failed").
 """
 
@@ -40,7 +41,10 @@ CRL_FILE = "crl.pem"
 # long and re-signed by `init`/`broker-config` when fewer than CRL_RENEW_BEFORE remain.
 CRL_LIFETIME = timedelta(days=3650)
 CRL_RENEW_BEFORE = timedelta(days=365)
-RELOAD_SETTLE = 0.5  # seconds between the SIGHUP and the takeover, for the reload to run
+# Seconds after the SIGHUP at which the router's session is taken over. The reload runs at
+# once, but should it lag the first takeover, a router that got back in before it (the agent
+# retries after 0.5-1 s) is thrown out again by the second, after the reload for certain.
+TAKEOVERS_AT = (0.5, 2.5)
 TAKEOVER_TIMEOUT = 10.0
 
 
@@ -199,6 +203,8 @@ def cut_off(
     reloaded, how = reload_broker(settings)
     if not reloaded:  # no broker of ours is running, so no connection to end
         return CutOff(revoked=revoked, reload=how, session_ended=False)
-    time.sleep(RELOAD_SETTLE)  # the takeover must come after the reload, or it reconnects
-    ended = end_session(settings, router_id, service_password(settings))
-    return CutOff(revoked=revoked, reload=how, session_ended=ended)
+    password, began, ended = service_password(settings), time.monotonic(), []
+    for at in TAKEOVERS_AT:
+        time.sleep(max(0.0, began + at - time.monotonic()))
+        ended.append(end_session(settings, router_id, password))
+    return CutOff(revoked=revoked, reload=how, session_ended=all(ended))

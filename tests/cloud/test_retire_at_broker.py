@@ -22,7 +22,9 @@ peers = acl.peers
 CUT_WITHIN = 5.0  # seconds from `retire` to the connection's end
 
 
-def _cloud_config(broker: CloudBroker, tmp_path: Path, *router_ids: str) -> Path:
+def _cloud_config(
+    broker: CloudBroker, tmp_path: Path, *router_ids: str, reload_command: str = ""
+) -> Path:
     """A TOML config on the test broker's settings, with a database holding `router_ids`."""
     s = broker.settings
     url = f"sqlite:///{tmp_path}/cloud.db"
@@ -42,6 +44,7 @@ def _cloud_config(broker: CloudBroker, tmp_path: Path, *router_ids: str) -> Path
         f'database_url = "{url}"\ndata_dir = "{s.data_dir}"\nbroker_port = {s.broker_port}\n'
         f'public_broker_host = "{s.public_broker_host}"\n'
         f"public_broker_port = {s.public_broker_port}\n"
+        f"broker_reload_command = {reload_command!r}\n"
     )
     return path
 
@@ -91,3 +94,24 @@ def test_a_broker_started_after_the_retirement_refuses_the_router_too(
         assert not peer.accepted
     finally:
         stop_mosquitto(restarted)
+
+
+def test_a_router_back_in_before_a_slow_reload_is_thrown_out_again(
+    cloud_broker: CloudBroker, peers: list[Peer], tmp_path: Path
+) -> None:
+    files = cloud_broker.router("r-aaaaaaaaaa")
+    pid = cloud_broker.process.pid
+    slow = f"sh -c '(sleep 2; kill -HUP {pid}) >/dev/null 2>&1 &'"  # reloads 2 s later
+    config = _cloud_config(cloud_broker, tmp_path, "r-aaaaaaaaaa", reload_command=slow)
+    retired = Peer("r-aaaaaaaaaa").as_router(cloud_broker, files)
+    peers.append(retired)
+    seen = {"connects": 0, "up": True}
+    retired.client.on_connect = lambda *_: seen.update(connects=seen["connects"] + 1, up=True)
+    retired.client.on_disconnect = lambda *_: seen.update(up=False)
+    retired.client.reconnect_delay_set(1, 1)  # back 1 s after the first takeover: too early
+
+    started = time.monotonic()
+    assert main(["--config", str(config), "retire", "r-aaaaaaaaaa"]) == 0
+
+    time.sleep(max(0.0, started + 5.0 - time.monotonic()))  # tries at ~1.5, 3.5 and 4.5 s
+    assert seen == {"connects": 1, "up": False}  # back in once before the reload, then out

@@ -28,7 +28,7 @@ def test_a_retired_router_is_cut_off_at_once_and_cannot_connect_again(
     assert retired["connection_ended"] is True, retired
     assert retired["revoked_certificates"] == 1
     assert retired["broker_reload"].startswith("SIGHUP to mosquitto")
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 5.0
     # The agent tries again (its backoff starts at about a second); the handshake fails.
     assert wait_until(lambda: cloud.log("mosquitto").count(REFUSED) > refused_before + 1, 30)
     assert router_state(cloud, router_id) == "retired"
