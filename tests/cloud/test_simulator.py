@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from agent.wire import device_id
+from agent.wire import CommandAction, device_id
 from cloud.broker_config import service_password
 from cloud.db import make_engine, migrate, sessions
-from cloud.fleet_push import broker_publisher, push_config
+from cloud.fleet_push import broker_publisher, push_config, send_command
 from cloud.ingest import IngestWorker
-from cloud.models import DeadLetter, Event, Router, RouterConfig
+from cloud.models import Command, DeadLetter, Event, Router, RouterConfig
 from cloud.settings import CloudSettings
 from lab.sim_day import counts_by_kind
 from lab.simulator import Simulator
@@ -100,7 +100,7 @@ def _states(engine: Engine, ids: set[str]) -> set[str]:
         return set(session.scalars(select(Router.state).where(Router.id.in_(ids))))
 
 
-async def test_a_simulated_router_acknowledges_a_config_push(
+async def test_a_simulated_router_acknowledges_a_config_push_and_a_command(
     cloud: CloudSettings, engine: Engine, tmp_path: Path, eventually: Eventually
 ) -> None:
     sim = Simulator(cloud, tmp_path / "sim", routers=1, days=1, speed=SPEED, seed=2,
@@ -119,5 +119,14 @@ async def test_a_simulated_router_acknowledges_a_config_push(
 
         await eventually(acknowledged, WITHIN)
         assert sim.shops[0].local.configs[0].session_timeout == 1800
+        command = await asyncio.to_thread(send_command, sessions(engine), broker_publisher(cloud),
+                                          router_id, CommandAction.SEND_STATUS)  # fmt: skip
+
+        def answered() -> bool:
+            with Session(engine) as session:
+                row = session.get(Command, command.id)
+                return bool(row and row.acked_at and row.ok)
+
+        await eventually(answered, WITHIN)
     finally:
         await sim.stop()
