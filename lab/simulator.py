@@ -144,17 +144,18 @@ class Shop:
             status_interval=agent.cloud_status_interval,
         )
         self.emitter = Emitter(router.router_id, router.alliance_key, self.spooler.put)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._spool_tasks: list[asyncio.Task[None]] = []
+        self._link_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Open the spool and start its writer, its flusher and the link."""
         await self.spooler.open()
         name = self.router.router_id
-        self._tasks = [
+        self._spool_tasks = [
             asyncio.create_task(self.spooler.run_writer(), name=f"{name}:spool-writer"),
             asyncio.create_task(self.spooler.run_flusher(), name=f"{name}:spool-flusher"),
-            asyncio.create_task(self.link.run(), name=f"{name}:link"),
         ]
+        self._link_task = asyncio.create_task(self.link.run(), name=f"{name}:link")
 
     def see(self, happening: Happening) -> None:
         """Report one happening, as the agent's presence, portal and session core would."""
@@ -189,12 +190,11 @@ class Shop:
 
     async def close(self) -> None:
         """Say offline, disconnect, and close the spool."""
-        link = self._tasks[-1] if self._tasks else None
-        if link is not None:
-            await self.link.stop(link)
-        for task in self._tasks[:-1]:
+        if self._link_task is not None:
+            await self.link.stop(self._link_task)
+        for task in self._spool_tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._spool_tasks, return_exceptions=True)
         await self.spooler.close()
 
 
