@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all deps venv test unit lint demo demo-stop bench clean
+.PHONY: all deps venv test unit lint demo demo-stop bench clean ipk vendor
 
 all: test
 
@@ -22,8 +22,8 @@ venv: deps $(STAMP)
 CODE := $(wildcard agent cloud lab bench)
 
 lint: venv
-	$(VENV)/bin/ruff check $(CODE) tests
-	$(VENV)/bin/mypy --strict $(CODE)
+	$(VENV)/bin/ruff check $(CODE) tests deploy
+	$(VENV)/bin/mypy --strict $(CODE) deploy/openwrt/build_ipk.py deploy/openwrt/bundled_libraries.py
 
 ## make test: lint, type-check and run the whole suite (lab tests need root).
 test: lint
@@ -43,5 +43,13 @@ demo-stop: venv
 bench: venv
 	$(PY) -m bench.run_all
 
+## make ipk: the router package, dist/loopspot-agent_*_all.ipk, with no download and no SDK.
+ipk: venv
+	$(PY) deploy/openwrt/build_ipk.py --out dist
+
+## make vendor: the bundled libraries' sources the OpenWrt SDK build takes (docs/openwrt.md).
+vendor: venv
+	$(PY) deploy/openwrt/build_ipk.py --vendor-only build/openwrt-vendor
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build/openwrt-vendor

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             return enrol_main(forwarded + ["--force"] * args.force + ["--json"] * args.json)
         if args.command == "renew":
-            from agent.renewal import renewal_main  # cryptography: kept out of the daemon
+            from agent.renewal import renewal_main  # may load cryptography: not in the daemon
 
             return renewal_main(
                 settings.cloud_credentials_dir, only_if_due=args.if_due, as_json=args.json

@@ -31,6 +31,7 @@ _SECTIONS: Mapping[str, Mapping[str, _Spec]] = {
         "lan_interface": _Spec("lan_interfaces", v.interface, ValueKind.LIST),
         "portal_address": _Spec("portal_address", v.portal_address),
         "portal_port": _Spec("portal_port", v.port),
+        "portal_https_port": _Spec("portal_https_port", v.port),
         "state_dir": _Spec("state_dir", v.path),
         "flash_dir": _Spec("flash_dir", v.path),
         # Snapshots write flash: more often wears it, less often loses events in a power cut.
@@ -208,6 +209,14 @@ def _check_combinations(settings: Settings, where: Mapping[str, tuple[str, int]]
 
 
 def _check_cloud(settings: Settings, where: Mapping[str, tuple[str, int]]) -> None:
+    if settings.portal_https_port == settings.portal_port:
+        option, line = _blame(where, "portal_https_port", "portal_port")
+        raise ConfigError(
+            "the portal cannot serve HTTP and HTTPS on one port.",
+            option=option,
+            line=line,
+            fix="give portal_https_port another port than portal_port (8443, say).",
+        )
     if settings.presence_interval >= settings.presence_left_after:
         option, line = _blame(where, "presence_interval", "presence_left_after")
         raise ConfigError(

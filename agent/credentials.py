@@ -1,6 +1,6 @@
 """The router's credentials on disk: the file names, in one place, and a renewal's last step.
 
-Light on purpose (no cryptography): the daemon's link reads these names, and enrolment
+Light on purpose (no crypto library): the daemon's link reads these names, and enrolment
 and renewal (agent.enrol, agent.renewal) write the files.
 """
 

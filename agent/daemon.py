@@ -21,6 +21,7 @@ from agent.gate.fw4 import FLOW_OFFLOADING_FIX, flow_offloading_on
 from agent.gate.gate import Gate, open_grants
 from agent.gate.interception import ensure_portal_route, portal_listener
 from agent.gate.nft import open_nft
+from agent.key_backend import backend_report
 from agent.portal.app import PORTAL, build_app
 from agent.ruleset import GateSpec
 from agent.service import AgentService
@@ -159,6 +160,7 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
     site = web.SockSite(runner, listener, backlog=1024)
     await site.start()  # bind first: a portal that cannot listen must not hold phones captive
     await service.start()
+    background: list[asyncio.Task[None]] = []
     if cloud is not None:
         from agent.link.local import AgentRouter
 
@@ -166,6 +168,8 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
 
         def show_settings(new: Settings) -> None:
             portal.settings = new  # site name and terms version, from the next page on
+
+        from agent.portal.tls import PortalTls
 
         key = cloud.identity.alliance_key
         local = AgentRouter(
@@ -176,10 +180,20 @@ async def run(settings: Settings, config_file: Path | None = None) -> None:
             config_file=config_file,
             on_settings=show_settings,
             desk=desk,
+            portal_tls=PortalTls(settings, runner),
         )
         cloud.start(service, local, desk.issuer_key.hex() if desk else "")
+        certified = local.keep_portal_certified()
+        background.append(asyncio.create_task(certified, name="portal-certificate"))
+    key_backend, said = backend_report()  # finds cryptography without importing it
+    if key_backend == "none":
+        log.warning("%s", said)
+    else:
+        log.info("%s", said)
+    service.status_parts.append(lambda: {"key_backend": key_backend})
     control = await serve_control(service, settings.control_socket)
     tasks = [
+        *background,
         asyncio.create_task(
             _repeat("counter poll", settings.counter_poll_interval, service.poll),
             name="counter-poll",

@@ -15,6 +15,9 @@ credentials_dir, identity.json last, each file through a rename:
 Before the certificate expires, agent.renewal swaps in a new key and certificate the same
 way, through `.next` files that finish_renewal completes after a crash.
 
+The key, the request and the signature check go through agent.keys (cryptography, or the
+openssl tool where cryptography is not installed); reading certificates needs neither.
+
 Blocking on purpose: it runs once, from `loopspot-agent enrol CODE`, before the agent.
 """
 
@@ -31,12 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
+from agent.certificate import CertificateFacts, read_certificate
 from agent.credentials import (
     CA_FILE,
     CERT_FILE,
@@ -46,6 +44,7 @@ from agent.credentials import (
 )
 from agent.errors import LoopspotError
 from agent.flash import write_atomically
+from agent.keys import KeyBackend, KeyBackendError, choose_backend
 from agent.wire import WireError, check_router_id
 
 DEFAULT_CREDENTIALS_DIR = Path("/etc/loopspot/credentials")
@@ -73,15 +72,19 @@ class EnrolledIdentity:
     enrol_url: str = ""  # the enrolment endpoint; "" for identities enrolled before renewal
 
 
-def new_key() -> ec.EllipticCurvePrivateKey:
-    """A fresh EC P-256 private key."""
-    return ec.generate_private_key(ec.SECP256R1())
+def new_key(keys: KeyBackend | None = None) -> bytes:
+    """A fresh EC P-256 private key, PEM PKCS#8."""
+    return (keys or choose_backend()).new_key()
 
 
-def certificate_request(key: ec.EllipticCurvePrivateKey) -> bytes:
-    """A PEM certificate request for `key` with an empty subject: the cloud names the router."""
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+def certificate_request(
+    key_pem: bytes, common_name: str = "", keys: KeyBackend | None = None
+) -> bytes:
+    """A PEM certificate request for `key_pem`; an empty subject unless `common_name` is given.
+
+    Enrolment leaves the subject empty (the cloud names the router); renewal names it.
+    """
+    return (keys or choose_backend()).certificate_request(key_pem, common_name)
 
 
 def _endpoint(url: str) -> str:
@@ -143,19 +146,21 @@ def answer_field(answer: Any, name: str, kind: type) -> Any:
 
 
 def check_certificate(
-    certificate: x509.Certificate, ca: x509.Certificate, router_id: str, key_pem: bytes
+    certificate: CertificateFacts,
+    ca: CertificateFacts,
+    router_id: str,
+    key_pem: bytes,
+    keys: KeyBackend | None = None,
 ) -> None:
     """Raise EnrolError unless `certificate` is for our key, names `router_id`, `ca` signed it."""
-    key = serialization.load_pem_private_key(key_pem, None)
-    if certificate.public_key() != key.public_key():
+    keys = keys or choose_backend()
+    if certificate.public_key_der != keys.public_key(key_pem):
         raise EnrolError("the certificate is not for this router's key")
-    names = [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    names = list(certificate.common_names)
     if names != [router_id]:
         raise EnrolError(f"the certificate names {names!r}, not {router_id!r}")
-    try:
-        certificate.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        raise EnrolError("the certificate was not issued by the CA that came with it") from None
+    if not keys.issued_by(certificate.pem.encode(), ca.pem.encode()):
+        raise EnrolError("the certificate was not issued by the CA that came with it")
 
 
 def enrol(
@@ -166,40 +171,36 @@ def enrol(
     *,
     replace: bool = False,
     timeout: float = TIMEOUT,
+    keys: KeyBackend | None = None,
 ) -> EnrolledIdentity:
     """Redeem `claim_code` at `url` and store the new identity in `credentials_dir`.
 
-    Refuses (EnrolError) when credentials_dir holds an identity already, unless `replace`.
+    Refuses (EnrolError) when credentials_dir holds an identity already, unless `replace`;
+    KeyBackendError when no crypto backend can run here.
     """
     endpoint = _endpoint(url)
     identity_path = credentials_dir / IDENTITY_FILE
     if identity_path.exists() and not replace:
         raise EnrolError(f"{identity_path} exists: this router is enrolled; replace it on purpose")
     context = cloud_tls_context(cloud_ca_pem_path)
-    key = new_key()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    body = {"claim_code": claim_code, "csr": certificate_request(key).decode()}
+    keys = keys or choose_backend()
+    key_pem = keys.new_key()
+    body = {"claim_code": claim_code, "csr": keys.certificate_request(key_pem).decode()}
     answer = post_json(endpoint, body, context, timeout)
     try:
         router_id = check_router_id(answer_field(answer, "router_id", str))
-        certificate = x509.load_pem_x509_certificate(
-            answer_field(answer, "certificate", str).encode()
-        )
-        ca = x509.load_pem_x509_certificate(answer_field(answer, "ca", str).encode())
+        certificate = read_certificate(answer_field(answer, "certificate", str))
+        ca = read_certificate(answer_field(answer, "ca", str))
         alliance_key = bytes.fromhex(answer_field(answer, "alliance_key", str))
     except (WireError, ValueError) as exc:
         raise EnrolError(f"the cloud's answer is unusable: {exc}") from None
     broker_host = answer_field(answer, "broker_host", str)
     broker_port = answer_field(answer, "broker_port", int)
-    check_certificate(certificate, ca, router_id, key_pem)
+    check_certificate(certificate, ca, router_id, key_pem, keys)
     credentials_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomically(credentials_dir / KEY_FILE, key_pem, 0o600)
-    write_atomically(
-        credentials_dir / CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM), 0o644
-    )
-    write_atomically(credentials_dir / CA_FILE, ca.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomically(credentials_dir / CERT_FILE, certificate.pem.encode(), 0o644)
+    write_atomically(credentials_dir / CA_FILE, ca.pem.encode(), 0o644)
     identity = {
         "router_id": router_id,
         "broker_host": broker_host,
@@ -208,11 +209,12 @@ def enrol(
         "enrol_url": endpoint,  # where the certificate is renewed, before it expires
     }
     write_atomically(identity_path, (json.dumps(identity, indent=2) + "\n").encode(), 0o600)
-    return load_identity(credentials_dir)
+    return load_identity(credentials_dir, keys)
 
 
-def load_identity(credentials_dir: Path) -> EnrolledIdentity:
+def load_identity(credentials_dir: Path, keys: KeyBackend | None = None) -> EnrolledIdentity:
     """The identity stored by enrol(); EnrolError names the missing or inconsistent file."""
+    keys = keys or choose_backend()  # KeyBackendError, with its fix, when there is none
     finish_renewal(credentials_dir)
     try:
         data = json.loads((credentials_dir / IDENTITY_FILE).read_text())
@@ -227,10 +229,10 @@ def load_identity(credentials_dir: Path) -> EnrolledIdentity:
             ca_file=credentials_dir / CA_FILE,
             enrol_url=data.get("enrol_url", "") if isinstance(data.get("enrol_url"), str) else "",
         )
-        certificate = x509.load_pem_x509_certificate(identity.certificate_file.read_bytes())
-        ca = x509.load_pem_x509_certificate(identity.ca_file.read_bytes())
-        check_certificate(certificate, ca, router_id, identity.key_file.read_bytes())
-    except EnrolError as exc:
+        certificate = read_certificate(identity.certificate_file.read_bytes())
+        ca = read_certificate(identity.ca_file.read_bytes())
+        check_certificate(certificate, ca, router_id, identity.key_file.read_bytes(), keys)
+    except (EnrolError, KeyBackendError) as exc:
         raise EnrolError(f"{credentials_dir}: broken credentials ({exc}); enrol again") from None
     except FileNotFoundError as exc:
         raise EnrolError(
@@ -255,7 +257,11 @@ def enrol_main(argv: list[str] | None = None) -> int:
         print(f"error: cloud CA {args.ca} is missing: install the cloud's ca.crt", file=sys.stderr)
         return 2
     try:
-        identity = enrol(args.url, args.code, args.ca, args.dir, replace=args.force)
+        keys = choose_backend()
+        identity = enrol(args.url, args.code, args.ca, args.dir, replace=args.force, keys=keys)
+    except KeyBackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except EnrolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -266,12 +272,13 @@ def enrol_main(argv: list[str] | None = None) -> int:
                     "router_id": identity.router_id,
                     "broker": f"{identity.broker_host}:{identity.broker_port}",
                     "credentials": str(args.dir),
+                    "key_backend": keys.name,
                 }
             )
         )
     else:
         print(
             f"enrolled as {identity.router_id}; broker {identity.broker_host}:"
-            f"{identity.broker_port}; credentials in {args.dir}"
+            f"{identity.broker_port}; credentials in {args.dir}; keys through {keys.name}"
         )
     return 0

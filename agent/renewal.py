@@ -7,7 +7,9 @@ the new pair in: router.key.next and router.crt.next, then renames, which
 agent.credentials.finish_renewal completes after a crash. The MQTT link takes the new pair at
 its next connection; the old one stays valid until then.
 
-Blocking: call it off the event loop.
+The new key and its request come from agent.keys (cryptography or the openssl tool); the
+request names the router (CN = router_id), which the cloud checks against the certificate
+presented. Blocking: call it off the event loop.
 """
 
 from __future__ import annotations
@@ -20,23 +22,20 @@ import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
+from agent.certificate import read_certificate
 from agent.credentials import CERT_FILE, KEY_FILE, NEXT, finish_renewal
 from agent.enrol import (
     TIMEOUT,
     EnrolError,
     EnrolledIdentity,
     answer_field,
-    certificate_request,
     check_certificate,
     cloud_tls_context,
     load_identity,
-    new_key,
     post_json,
 )
 from agent.flash import write_atomically
+from agent.keys import KeyBackend, KeyBackendError, choose_backend
 
 RENEW_PATH = "/v1/renew"
 RENEW_BEFORE = timedelta(days=30)
@@ -48,8 +47,8 @@ def renewal_due(not_after: datetime, now: datetime) -> bool:
 
 
 def expires_at(certificate_file: Path) -> datetime:
-    """When the certificate in `certificate_file` stops being valid."""
-    return x509.load_pem_x509_certificate(certificate_file.read_bytes()).not_valid_after_utc
+    """When the certificate in `certificate_file` stops being valid; ValueError if unreadable."""
+    return read_certificate(certificate_file.read_bytes()).not_after
 
 
 def renew_url(enrol_url: str) -> str:
@@ -58,9 +57,15 @@ def renew_url(enrol_url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=RENEW_PATH, query="", fragment=""))
 
 
-def renew(credentials_dir: Path, *, timeout: float = TIMEOUT) -> EnrolledIdentity:
-    """Get a new certificate for a new key, and put both in place; EnrolError says why not."""
-    identity = load_identity(credentials_dir)
+def renew(
+    credentials_dir: Path, *, timeout: float = TIMEOUT, keys: KeyBackend | None = None
+) -> EnrolledIdentity:
+    """Get a new certificate for a new key, and put both in place; EnrolError says why not.
+
+    KeyBackendError when no crypto backend can run here.
+    """
+    keys = keys or choose_backend()
+    identity = load_identity(credentials_dir, keys)
     if not identity.enrol_url:
         raise EnrolError(
             f"{credentials_dir}: enrolled before renewal existed (no enrol_url); "
@@ -71,25 +76,19 @@ def renew(credentials_dir: Path, *, timeout: float = TIMEOUT) -> EnrolledIdentit
         context.load_cert_chain(identity.certificate_file, identity.key_file)
     except (OSError, ssl.SSLError) as exc:
         raise EnrolError(f"{credentials_dir}: cannot present its certificate: {exc}") from None
-    key = new_key()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    body = {"csr": certificate_request(key).decode()}
+    key_pem = keys.new_key()
+    body = {"csr": keys.certificate_request(key_pem, identity.router_id).decode()}
     answer = post_json(renew_url(identity.enrol_url), body, context, timeout, what="renewal")
     try:
-        certificate = x509.load_pem_x509_certificate(
-            answer_field(answer, "certificate", str).encode()
-        )
-        ca = x509.load_pem_x509_certificate(identity.ca_file.read_bytes())
-    except ValueError as exc:
+        certificate = read_certificate(answer_field(answer, "certificate", str))
+        ca = read_certificate(identity.ca_file.read_bytes())
+    except (OSError, ValueError) as exc:
         raise EnrolError(f"the cloud's answer is unusable: {exc}") from None
-    check_certificate(certificate, ca, identity.router_id, key_pem)
+    check_certificate(certificate, ca, identity.router_id, key_pem, keys)
     write_atomically(credentials_dir / (KEY_FILE + NEXT), key_pem, 0o600)
-    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    write_atomically(credentials_dir / (CERT_FILE + NEXT), certificate_pem, 0o644)
+    write_atomically(credentials_dir / (CERT_FILE + NEXT), certificate.pem.encode(), 0o644)
     finish_renewal(credentials_dir)
-    return load_identity(credentials_dir)
+    return load_identity(credentials_dir, keys)
 
 
 def renewal_main(credentials_dir: Path, *, only_if_due: bool, as_json: bool) -> int:
@@ -103,7 +102,7 @@ def renewal_main(credentials_dir: Path, *, only_if_due: bool, as_json: bool) -> 
     if not only_if_due or renewal_due(ends, datetime.now(UTC)):
         try:
             ends = expires_at(renew(credentials_dir).certificate_file)
-        except EnrolError as exc:
+        except (EnrolError, KeyBackendError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         renewed = True

@@ -17,6 +17,8 @@ class Settings:
     lan_interfaces: tuple[str, ...] = ("br-lan",)
     portal_address: IPv4Address = IPv4Address("192.168.1.1")  # noqa: RUF009 - immutable
     portal_port: int = 2050
+    # The trusted captive API over HTTPS, served once the cloud has pushed a certificate.
+    portal_https_port: int = 8443
     state_dir: Path = Path("/tmp/loopspot")
     flash_dir: Path = Path("/etc/loopspot")
     snapshot_interval: int = 300

@@ -308,6 +308,9 @@ class RouterConfig(Message):
     walled_garden_domains: tuple[str, ...] | None = None
     walled_garden_addresses: tuple[str, ...] | None = None
     coupons: CouponPlan | None = None
+    # The trusted captive API: the portal's name under the operator's domain. The router
+    # gets its certificate itself, for a key that never leaves it (agent.portal.certify).
+    portal_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

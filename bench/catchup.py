@@ -72,6 +72,9 @@ class IdleRouter:
     async def reload_config(self) -> str:
         return ""
 
+    async def coupons_spent(self, coupon_ids: tuple[str, ...]) -> str:
+        return ""
+
 
 class Shop:
     """One router's cloud side as the agent wires it: spool writer and flusher, and the link."""

@@ -16,7 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import common as C
-from bench import forwarding, grant_latency, memory, poll_cost, probe_rate
+from bench import (
+    forwarding,
+    grant_latency,
+    installed_size,
+    key_backends,
+    memory,
+    poll_cost,
+    probe_rate,
+)
 
 Bench = Callable[[list[str] | None], dict[str, object]]
 MODEST: list[tuple[str, Bench, list[str]]] = [
@@ -25,6 +33,8 @@ MODEST: list[tuple[str, Bench, list[str]]] = [
     ("probe_rate", probe_rate.main, ["--rounds", "3", "--seconds", "4"]),
     ("memory", memory.main, ["--rounds", "2"]),
     ("poll_cost", poll_cost.main, []),
+    ("key_backends", key_backends.main, ["--rounds", "10", "--memory-rounds", "3"]),
+    ("installed_size", installed_size.main, []),
 ]
 
 

@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FIELD=JSON",
         help="e.g. session_timeout=1800 (repeatable)",
     )
+    cert = add("portal-cert", "name a router's HTTPS portal; it gets its certificate over ACME")
+    cert.add_argument("router_id")
     command = add("command", "send a router one allow-listed command")
     command.add_argument("router_id")
     command.add_argument("do", choices=["revoke_device", "reload_config", "send_status"])
@@ -217,16 +219,39 @@ def _changes(items: list[str]) -> dict[str, Any]:
 
 
 def _config_push(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
-    from cloud.fleet_push import broker_publisher, push_config
+    from cloud.fleet_push import broker_publisher, latest_config, push_config
+    from cloud.portal_cert import PORTAL_FIELDS
 
     engine = make_engine(settings.database_url)
     try:
-        config = push_config(
-            sessions(engine), broker_publisher(settings), args.router_id, _changes(args.changes)
-        )
+        factory = sessions(engine)
+        changes = _changes(args.changes)
+        # The portal's name is portal-cert's to change: a settings push keeps it.
+        previous = latest_config(factory, args.router_id)
+        kept = {k: previous[k] for k in PORTAL_FIELDS if k in previous and k not in changes}
+        config = push_config(factory, broker_publisher(settings), args.router_id, kept | changes)
     finally:
         engine.dispose()
     return {"router_id": args.router_id, "version": config.version}
+
+
+def _portal_cert(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
+    from cloud.acme_dns import txt_publisher
+    from cloud.fleet_push import broker_publisher, latest_config, push_config
+    from cloud.portal_cert import portal_name, with_portal_name
+
+    name = portal_name(args.router_id, settings.portal_domain)
+    txt_publisher(settings.acme_dns, settings.acme_dns_tsig_file)  # serve-enrol needs it too
+    engine = make_engine(settings.database_url)
+    try:
+        factory = sessions(engine)
+        previous = latest_config(factory, args.router_id)  # an unknown router stops here
+        changes = with_portal_name(previous, name)
+        config = push_config(factory, broker_publisher(settings), args.router_id, changes)
+    finally:
+        engine.dispose()
+    # The router makes its key and asks serve-enrol for the certificate (agent.portal.certify).
+    return {"router_id": args.router_id, "version": config.version, "portal_name": name}
 
 
 def _retire(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
@@ -302,6 +327,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[CloudSettings, Any], dict[str,
     ("claim", "create"): _claim_create,
     ("config", "push"): _config_push,
     ("command", None): _command,
+    ("portal-cert", None): _portal_cert,
     ("retire", None): _retire,
     ("sites", None): _sites,
     ("routers", None): _routers,

@@ -8,6 +8,10 @@ POST /v1/renew {"csr"} answers a new certificate to a router that presents its c
 as the TLS client certificate (cloud.enrol_renew). TLS asks for a client certificate but
 does not require one, so enrolment works without; one that is presented must be from the
 cloud CA, or the handshake fails. Each router id has a token bucket in the same limiter.
+
+POST /v1/portal-cert {"csr"} answers the certificate of the presenting router's HTTPS
+portal, ordered over ACME for the router's own key (cloud.portal_cert); served only when
+the cloud has a portal_domain and acme_dns. Orders are few: 3 at once, then one an hour.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ RENEWAL_REFUSAL = "this certificate may not renew"
 MAX_BODY = 64 * 1024
 ATTEMPT_RATE = 1 / 6  # attempts per second per client address, after the burst
 ATTEMPT_BURST = 10
+PORTAL_ORDER_RATE, PORTAL_ORDER_BURST = 1 / 3600, 3  # the CA limits duplicate certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,9 @@ class _Desk:
     redeem: Callable[[str, str], Enrolment]
     renew: Callable[[Presented, str], Renewal]
     monotonic: Callable[[], float]
+    # The portal's certificate (chain, not_after) for a request; None: not configured.
+    portal: Callable[[Presented, str], dict[str, str]] | None = None
+    portal_limiter: RateLimiter | None = None
 
 
 _DESK = web.AppKey("enrol_desk", _Desk)
@@ -168,6 +176,61 @@ async def _renew(request: web.Request) -> web.Response:
     return web.json_response(renewal.to_json())
 
 
+async def _portal_cert(request: web.Request) -> web.Response:
+    from cloud.acme_dns import PortalCertError
+    from cloud.portal_cert import PortalRequestRefused
+
+    desk = request.app[_DESK]
+    if desk.portal is None or desk.portal_limiter is None:
+        return _answer(503, "this cloud gives no portal certificates (no portal_domain)")
+    presented = _presented(request)
+    if presented is None:
+        return _answer(401, CERTIFICATE_REQUIRED)
+    router = presented.router_id
+    if not desk.portal_limiter.allow(router, desk.monotonic()):
+        retry = str(desk.portal_limiter.retry_after(router))
+        return _answer(
+            429, "too many certificate orders; try again later", **{"Retry-After": retry}
+        )
+    body = await _string_fields(request, "csr")
+    if isinstance(body, web.Response):
+        return body
+    try:
+        answer = await asyncio.to_thread(desk.portal, presented, body["csr"])
+    except RenewalRefused as exc:
+        log.warning("portal certificate for %r refused: %s", router, exc)
+        return _answer(403, RENEWAL_REFUSAL)
+    except PortalRequestRefused as exc:
+        log.warning("portal certificate for %r: bad request: %s", router, exc)
+        return _answer(400, str(exc))
+    except PortalCertError as exc:
+        log.error("portal certificate for %r failed: %s", router, exc)
+        return _answer(502, "the certificate authority or DNS failed; try again later")
+    except SQLAlchemyError:
+        log.exception("portal certificate for %r: database error", router)
+        return _answer(503, "portal certificates are unavailable; try again later")
+    log.info("router %s got its portal certificate until %s", router, answer["not_after"])
+    return web.json_response(answer)
+
+
+def _portal_desk(
+    settings: CloudSettings, session_factory: sessionmaker[Session]
+) -> Callable[[Presented, str], dict[str, str]] | None:
+    """The blocking portal-certificate order, if the settings name a domain and DNS."""
+    if not settings.portal_domain:
+        return None
+    from cloud.acme_dns import txt_publisher
+    from cloud.portal_cert import certify_router
+
+    dns = txt_publisher(settings.acme_dns, settings.acme_dns_tsig_file)
+
+    def portal_now(presented: Presented, csr: str) -> dict[str, str]:
+        with session_factory() as session:
+            return certify_router(session, settings, presented, csr, dns).to_json()
+
+    return portal_now
+
+
 def build_enrol_app(
     settings: CloudSettings,
     session_factory: sessionmaker[Session],
@@ -197,9 +260,12 @@ def build_enrol_app(
 
     app = web.Application(client_max_size=MAX_BODY)
     limiter = limiter or RateLimiter(ATTEMPT_RATE, ATTEMPT_BURST)
-    app[_DESK] = _Desk(limiter, redeem_now, renew_now, monotonic)
+    portal = _portal_desk(settings, session_factory)
+    orders = RateLimiter(PORTAL_ORDER_RATE, PORTAL_ORDER_BURST)
+    app[_DESK] = _Desk(limiter, redeem_now, renew_now, monotonic, portal, orders)
     app.router.add_post("/v1/enrol", _enrol)
     app.router.add_post("/v1/renew", _renew)
+    app.router.add_post("/v1/portal-cert", _portal_cert)
     return app
 
 

@@ -49,6 +49,20 @@ def _router(session: Session, router_id: str) -> Router:
     return router
 
 
+def latest_config(factory: sessionmaker[Session], router_id: str) -> dict[str, Any]:
+    """The fields of the router's latest config version ({} before the first one)."""
+    with factory() as session:
+        _router(session, router_id)
+        body = session.scalar(
+            select(RouterConfig.body)
+            .where(RouterConfig.router_id == router_id)
+            .order_by(RouterConfig.version.desc())
+            .limit(1)
+        )
+    fields: dict[str, Any] = json.loads(body) if body else {}
+    return {k: v for k, v in fields.items() if k not in ("v", "type", "version")}
+
+
 def push_config(
     factory: sessionmaker[Session], publish: Publish, router_id: str, changes: dict[str, Any]
 ) -> wire.RouterConfig:

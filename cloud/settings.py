@@ -33,6 +33,15 @@ class CloudSettings:
     ingest_batch: int = 500  # events written per transaction at most
     ingest_flush_interval: float = 0.2  # seconds a partial batch may wait
     claim_code_ttl: int = 24 * 3600
+    # The trusted captive API (cloud.portal_cert): each router's portal is named
+    # <router_id>.<portal_domain>, certified by this ACME directory over dns-01, the TXT
+    # records published through acme_dns (cloud.acme_dns). serve-enrol places the orders.
+    portal_domain: str = ""
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_ca_file: str = ""  # the CA bundle to trust the ACME server's HTTPS by; "" = system's
+    acme_email: str = ""  # the account's contact, optional
+    acme_dns: str = ""  # rfc2136://SERVER/ZONE, or challtestsrv+http://HOST:PORT (lab)
+    acme_dns_tsig_file: str = ""  # the TSIG key for rfc2136 (BIND key block, tsig-keygen)
 
 
 _ENV_PREFIX = "LOOPSPOT_"

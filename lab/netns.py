@@ -106,11 +106,12 @@ def run(
     check: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     input: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv` inside `ns`, capturing text output; raise CommandError on failure if `check`."""
     cmd = exec_argv(ns, *argv)
     done = subprocess.run(
-        cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
     if check and done.returncode != 0:
         raise CommandError(cmd, done.returncode, done.stderr)

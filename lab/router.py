@@ -91,7 +91,10 @@ def agent_config(
 
 
 class RouterAgent:
-    """`loopspot-agent run` in the router namespace, with its config, socket and log."""
+    """`loopspot-agent run` in the router namespace, with its config, socket and log.
+
+    Set `environment` to replace os.environ for the agent and its commands (lab.hidden's).
+    """
 
     def __init__(
         self,
@@ -100,6 +103,7 @@ class RouterAgent:
         **options: str | list[str],
     ) -> None:
         self.lab = lab
+        self.environment: Mapping[str, str] | None = None
         self.workdir = lab.workdir / "agent"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = self.workdir / "loopspot.uci"
@@ -128,6 +132,7 @@ class RouterAgent:
                 "DEBUG",
                 stdout=log,
                 stderr=log,
+                env=self.environment,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -152,7 +157,9 @@ class RouterAgent:
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `loopspot-agent --config ... ARGS` in the router namespace."""
-        return netns.run(self.lab.router, *self._command, *args, check=False, timeout=30)
+        return netns.run(
+            self.lab.router, *self._command, *args, check=False, timeout=30, env=self.environment
+        )
 
     def ctl_json(self, *args: str) -> dict[str, Any]:
         """`ctl(... --json)`, parsed; raise LabError when the agent refused."""

@@ -1,8 +1,8 @@
 """Who this router is in the cloud: UCI's `config cloud` over enrolment's identity.json.
 
 Reads files, so call it off the event loop. `load_identity` only reads identity.json:
-agent.enrol's reader also checks the certificates, with `cryptography`, which the daemon
-does not import.
+agent.enrol's reader also checks the certificates, through agent.keys (cryptography or
+the openssl tool), which the daemon does not run.
 """
 
 from __future__ import annotations

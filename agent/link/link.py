@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import ssl
 import time
-import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -257,7 +257,9 @@ class Link:
         client = self._client
         if client is None:
             return None
-        request = WalletRequest(router_id=self.router_id, id=uuid.uuid4().hex, device_id=device_id)
+        request = WalletRequest(
+            router_id=self.router_id, id=secrets.token_hex(16), device_id=device_id
+        )
         answer: asyncio.Future[WalletReply] = asyncio.get_running_loop().create_future()
         self._wallets[request.id] = answer
         try:

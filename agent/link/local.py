@@ -7,6 +7,7 @@ flash_dir, so it holds across restarts until a newer version replaces it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -25,6 +26,13 @@ from agent.link.commands import (
     find_device,
     live_changes,
     settings_with,
+)
+from agent.portal.tls import (
+    CERTIFY_EVERY,
+    NAME_FILE,
+    PortalTls,
+    name_file_text,
+    portal_name_of,
 )
 from agent.service import AgentService
 from agent.settings import Settings
@@ -90,6 +98,7 @@ class AgentRouter:
         on_settings: Callable[[Settings], None] = lambda settings: None,
         dnsmasq_sync: Path = DNSMASQ_SYNC,
         desk: CouponDesk | None = None,
+        portal_tls: PortalTls | None = None,
     ) -> None:
         self.service = service
         self.base = base  # the UCI file's settings, before the cloud's
@@ -99,6 +108,8 @@ class AgentRouter:
         self.on_settings = on_settings
         self.dnsmasq_sync = dnsmasq_sync
         self.desk = desk
+        self.portal_tls = portal_tls
+        self._portal_wake = asyncio.Event()  # check the portal's certificate now: new name, reload
 
     @property
     def config_version(self) -> int:
@@ -124,10 +135,13 @@ class AgentRouter:
         try:
             settings = settings_with(self.base, config)
             plan = self._prepare_coupons(config)  # checked first: a bad plan changes nothing
+            name = portal_name_of(config)
             await self._apply(settings)
         except (ConfigRefused, LoopspotError) as error:
             log.warning("refused cloud config %d: %s", config.version, error)
             return str(error)
+        if name != portal_name_of(self.applied):
+            self._portal_wake.set()  # keep_portal_certified gets its certificate now
         self.applied = config
         if self.desk is not None and config.coupons is not None:
             self.desk.use(plan)
@@ -153,8 +167,40 @@ class AgentRouter:
         except PlanError as error:
             raise ConfigRefused(str(error)) from None
 
+    async def keep_portal_certified(self, every: float = CERTIFY_EVERY) -> None:
+        """Serve the HTTPS portal with a certificate for the pushed name; until cancelled.
+
+        The stored certificate is served at once; then it is checked, and renewed when due,
+        at start, whenever the pushed name changes, and every `every` seconds.
+        """
+        tls = self.portal_tls
+        if tls is None:
+            return
+        try:
+            await tls.serve(portal_name_of(self.applied))
+        except (OSError, LoopspotError) as error:
+            log.error("HTTPS portal not served with the stored certificate: %s", error)
+        while True:
+            self._portal_wake.clear()
+            try:
+                await self.publish_domains()
+                await tls.certify(self._pushed_name())
+                await self.publish_domains()
+            except Exception:  # a failed round must not stop the next one
+                log.exception("portal certificate check failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._portal_wake.wait(), every)
+
+    def _pushed_name(self) -> str | None:
+        try:
+            return portal_name_of(self.applied)
+        except LoopspotError:  # a stored config from before the check: no name
+            return None
+
     async def publish_domains(self) -> None:
-        """Give dnsmasq the walled-garden domains in force, if they changed (OpenWrt only).
+        """Give dnsmasq the walled-garden domains and portal name in force, if changed (OpenWrt).
+
+        The name is there while the HTTPS portal serves a certificate for it (agent.portal.tls).
 
         Addresses go straight into the gate's set; a domain's addresses are only known when
         a phone looks it up, so dnsmasq adds them (its nftset option), from the list that
@@ -162,8 +208,10 @@ class AgentRouter:
         """
         path = self.base.flash_dir / CLOUD_DOMAINS_FILE
         text = cloud_domains_text(self.service.settings, self.applied)
+        name = name_file_text(self.portal_tls)  # the HTTPS API's name, for option 114
         try:
-            if not await asyncio.to_thread(replace_file, path, text):
+            named = await asyncio.to_thread(replace_file, path.with_name(NAME_FILE), name)
+            if not await asyncio.to_thread(replace_file, path, text) and not named:
                 return
         except OSError as error:
             log.warning("walled-garden domains not given to dnsmasq: %s", error)
@@ -206,6 +254,7 @@ class AgentRouter:
         except LoopspotError as error:
             return str(error)
         self.base = base
+        self._portal_wake.set()  # and check the portal's certificate now
         await self.publish_domains()
         fixed = [
             f.name

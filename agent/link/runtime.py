@@ -93,8 +93,8 @@ async def watch_certificate(
 ) -> None:
     """Renew the router's certificate when it is due (agent.renewal); until cancelled.
 
-    Each check is a short process of its own: renewal needs `cryptography`, which the
-    daemon never imports (megabytes it would keep for a task of a few seconds a year).
+    Each check is a short process of its own: renewal may load `cryptography` (agent.keys),
+    which the daemon never imports (megabytes it would keep for a task of seconds a year).
     The link takes a renewed certificate at its next connection.
     """
     await asyncio.sleep(first)

@@ -181,7 +181,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             text="Too many requests\n",
             headers={"Retry-After": str(portal.limiter.retry_after(key)), **NO_STORE},
         )
-    if not portal.is_portal_host(request):
+    # Over TLS the phone named the portal and checked its certificate: it is no redirect.
+    if not (request.secure or portal.is_portal_host(request)):
         return await captive(request)
     return await handler(request)
 
@@ -281,10 +282,9 @@ async def captive_api(request: web.Request) -> web.StreamResponse:
     portal = request.app[PORTAL]
     client = await _client(request)
     session = portal.service.session_of(client) if client else None
-    state: dict[str, Any] = {
-        "captive": session is None,
-        "user-portal-url": portal.settings.portal_url,
-    }
+    # RFC 8908 wants the user portal over TLS too: on the HTTPS API, the same name and port.
+    portal_url = f"https://{request.host}/portal" if request.secure else portal.settings.portal_url
+    state: dict[str, Any] = {"captive": session is None, "user-portal-url": portal_url}
     if session is not None:
         seconds = session.seconds_remaining(portal.service.clock())
         if seconds is not None:

@@ -1,7 +1,8 @@
 """The router's side of enrolment: its request, its checks of the answer, its stored identity.
 
 A fake cloud over real HTTPS answers what a broken or hostile cloud might; the router must
-refuse each answer and write nothing.
+refuse each answer and write nothing. Each test runs with each key backend (cryptography,
+the openssl tool).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from agent.enrol import (
     load_identity,
     new_key,
 )
+from agent.key_backend import ENVIRONMENT
 from cloud.ca import CertificateAuthority, certificate_pem
 from cloud.enrol import server_ssl_context
 from lab.freeport import free_port
@@ -61,6 +63,13 @@ def other_name(ca: CertificateAuthority, csr: bytes) -> tuple[int, Any]:
 def other_issuer(ca: CertificateAuthority, csr: bytes) -> tuple[int, Any]:
     stranger = CertificateAuthority.create(ca.directory.parent / "stranger", NOW)
     return 200, {**good(ca, csr), "ca": stranger.certificate_pem}
+
+
+@pytest.fixture(autouse=True, params=["cryptography", "openssl"])
+def key_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The key backend enrolment uses, picked as an installer could (the environment)."""
+    monkeypatch.setenv(ENVIRONMENT, request.param)
+    return str(request.param)
 
 
 class FakeCloud:
@@ -110,7 +119,7 @@ def test_request_carries_only_a_key_and_an_empty_subject() -> None:
 
     assert request.is_signature_valid
     assert request.subject == x509.Name([])
-    assert request.public_key() == key.public_key()
+    assert request.public_key() == serialization.load_pem_private_key(key, None).public_key()
 
 
 async def test_router_sends_the_code_and_its_request_and_keeps_the_key(
@@ -175,13 +184,7 @@ async def test_stored_identity_loads_back_and_names_its_files(
 async def test_identity_whose_key_was_swapped_is_refused(cloud: FakeCloud, tmp_path: Path) -> None:
     folder = tmp_path / "credentials"
     await enrol_with(cloud, folder)
-    (folder / "router.key").write_bytes(
-        new_key().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    (folder / "router.key").write_bytes(new_key())
 
     with pytest.raises(EnrolError, match=r"broken credentials.*not for this router's key"):
         load_identity(folder)
@@ -218,12 +221,14 @@ def test_main_exits_2_without_the_cloud_ca_and_1_when_the_cloud_is_unreachable(
     assert "cannot reach the cloud" in capsys.readouterr().err
 
 
-async def test_main_prints_the_router_id(
-    cloud: FakeCloud, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+async def test_main_prints_the_router_id_and_the_key_backend(
+    cloud: FakeCloud, tmp_path: Path, capsys: pytest.CaptureFixture[str], key_backend: str
 ) -> None:
     argv = ["AAAA-BBBB-CCCC", "--url", cloud.url, "--ca", str(cloud.ca.certificate_path)]
     argv += ["--dir", str(tmp_path / "credentials"), "--json"]
 
     assert await asyncio.to_thread(enrol_main, argv) == 0
 
-    assert json.loads(capsys.readouterr().out)["router_id"] == "r-fake000000"
+    said = json.loads(capsys.readouterr().out)
+    assert said["router_id"] == "r-fake000000"
+    assert said["key_backend"] == key_backend

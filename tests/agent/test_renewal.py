@@ -11,9 +11,9 @@ import pytest
 from agent.credentials import CERT_FILE, IDENTITY_FILE, KEY_FILE, NEXT, finish_renewal
 from agent.enrol import EnrolError
 from agent.renewal import renew, renew_url, renewal_due
-from tests.agent.test_enrol import FakeCloud, cloud, enrol_with
+from tests.agent.test_enrol import FakeCloud, cloud, enrol_with, key_backend
 
-__all__ = ["cloud"]  # the fixture
+__all__ = ["cloud", "key_backend"]  # the fixtures
 
 END = datetime(2027, 11, 23, tzinfo=UTC)
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -51,13 +50,7 @@ class CloudBroker:
         folder = self.settings.data_dir / "routers" / router_id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "router.crt").write_text(certificate_pem(cert))
-        (folder / "router.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        (folder / "router.key").write_bytes(key)
         return folder / "router.crt", folder / "router.key"
 
 

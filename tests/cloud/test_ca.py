@@ -41,7 +41,7 @@ def openssl_verify(ca: CertificateAuthority, cert: Path, *options: str) -> str:
 
 
 def request_with_subject(cn: str | None) -> bytes:
-    key = new_key()
+    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
     csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM)

@@ -7,7 +7,7 @@ import json
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -67,7 +67,12 @@ class Desk:
 
 @asynccontextmanager
 async def running_desk(
-    engine: Engine, ca: CertificateAuthority, folder: Path, broker: tuple[str, int], burst: int
+    engine: Engine,
+    ca: CertificateAuthority,
+    folder: Path,
+    broker: tuple[str, int],
+    burst: int,
+    settings: CloudSettings | None = None,
 ) -> AsyncIterator[Desk]:
     """The enrolment app on 127.0.0.1 (a free port) over HTTPS with a certificate from `ca`.
 
@@ -78,7 +83,9 @@ async def running_desk(
         site_id = create_site(session, "Spa Sud", "Harbour").id
         session.commit()
     credentials = ca.ensure_server_credentials(["localhost", "127.0.0.1"], folder, NOW)
-    settings = CloudSettings(public_broker_host=broker[0], public_broker_port=broker[1])
+    settings = replace(
+        settings or CloudSettings(), public_broker_host=broker[0], public_broker_port=broker[1]
+    )
     limiter = RateLimiter(rate=0.001, burst=burst)
     clock = Clock()
     app = build_enrol_app(settings, sessions(engine), ca, limiter=limiter, clock=clock)

@@ -48,18 +48,12 @@ class ClientCertificate:
 
     @classmethod
     def write(
-        cls, folder: Path, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey
+        cls, folder: Path, certificate: x509.Certificate, key_pem: bytes
     ) -> ClientCertificate:
-        """Store a certificate and its key in `folder`, for presenting over TLS."""
+        """Store a certificate and its key (PEM) in `folder`, for presenting over TLS."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "router.crt").write_text(certificate_pem(certificate))
-        (folder / "router.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        (folder / "router.key").write_bytes(key_pem)
         return cls(folder / "router.crt", folder / "router.key")
 
     @property
@@ -90,9 +84,9 @@ async def post_renew(desk: Desk, body: bytes, router: ClientCertificate | None) 
         return answer.status, await answer.json()
 
 
-def csr_body(key: ec.EllipticCurvePrivateKey | bytes) -> bytes:
-    """The renewal body for a request for `key`, or for the PEM request `key`."""
-    csr = key if isinstance(key, bytes) else certificate_request(key)
+def csr_body(pem: bytes) -> bytes:
+    """The renewal body for a request for the PEM key `pem`, or for the PEM request `pem`."""
+    csr = pem if b"CERTIFICATE REQUEST" in pem else certificate_request(pem)
     return json.dumps({"csr": csr.decode()}).encode()
 
 
@@ -138,7 +132,8 @@ def first_read(desk: Desk, client: ssl.SSLContext) -> bytes:
 def other_routers_request() -> bytes:
     other = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "r-someoneelse")])
     request = x509.CertificateSigningRequestBuilder().subject_name(other)
-    return request.sign(new_key(), hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    key = ec.generate_private_key(ec.SECP256R1())
+    return request.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 @pytest.fixture
@@ -161,7 +156,7 @@ async def test_router_renews_its_certificate_for_a_new_key_before_it_expires(
     assert set(answer) == {"router_id", "certificate", "not_after"}
     assert answer["router_id"] == enrolled.router_id
     renewed = x509.load_pem_x509_certificate(answer["certificate"].encode())
-    assert renewed.public_key() == key.public_key()
+    assert renewed.public_key() == serialization.load_pem_private_key(key, None).public_key()
     cn = renewed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     assert [name.value for name in cn] == [enrolled.router_id]
     renewed.verify_directly_issued_by(desk.ca.certificate)

@@ -7,6 +7,7 @@ No root and no router: the shell scripts run under the POSIX shells on this mach
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import shutil
@@ -22,6 +23,8 @@ import pytest
 
 from agent.gate.gate import BOOT_GATE_FILE
 from agent.link.local import CLOUD_DOMAINS_FILE
+from agent.portal.tls import NAME_FILE as PORTAL_NAME_FILE
+from tests.deploy.ipk import build_ipk
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "deploy" / "openwrt"
@@ -80,7 +83,6 @@ def pyproject() -> dict[str, Any]:
 
 
 def test_package_version_is_the_python_project_version() -> None:
-    # python3-package.mk installs the wheel named <PKG_NAME>-<PKG_VERSION>-*.whl.
     project = pyproject()["project"]
     assert make_variable("PKG_VERSION") == project["version"]
     assert make_variable("PKG_NAME").replace("-", "_") == project["name"].replace("-", "_")
@@ -104,7 +106,17 @@ def _distribution(requirement: str) -> str:
     "distribution",
     [_distribution(r) for r in pyproject()["project"]["dependencies"]],
 )
-def test_every_runtime_dependency_is_a_package_dependency(distribution: str) -> None:
+def test_every_runtime_dependency_is_bundled_or_a_package_dependency(distribution: str) -> None:
+    if distribution in bundled_names():
+        assert f"python3-{distribution}" not in package_depends(), (
+            f"{distribution} is bundled under /usr/lib/loopspot/vendor: take "
+            f"+python3-{distribution} out of DEPENDS"
+        )
+        return
+    if distribution in build_ipk.NOT_BUNDLED:
+        # Not a hard dependency: the daemon never imports it (see OPTIONAL_PACKAGES).
+        assert f"python3-{distribution}" not in package_depends()
+        return
     if distribution in NOT_PACKAGED_FOR_OPENWRT:
         module = NOT_PACKAGED_FOR_OPENWRT[distribution]
         importers = agent_imports().get(module, [])
@@ -151,15 +163,44 @@ STDLIB_PACKAGES = {
     "xmlrpc": "python3-xml",
 }
 THIRD_PARTY_PACKAGES = {
-    "aiohttp": "python3-aiohttp",
-    "aiomqtt": "python3-aiomqtt",  # not in the packages feed: deploy/openwrt/python-aiomqtt
     "cryptography": "python3-cryptography",
-    "jinja2": "python3-jinja2",
-    "markupsafe": "python3-markupsafe",
-    "multidict": "python3-multidict",
-    "paho": "python3-paho-mqtt",
-    "yarl": "python3-yarl",
 }
+# Packages the agent may use but does not depend on: who may import the module, and why.
+OPTIONAL_PACKAGES = {
+    "python3-cryptography": (
+        {"agent/keys.py", "agent/coupons/ed25519.py", "agent/portal/certify.py"},
+        "enrolment's and renewal's keys (agent/keys.py, each a process of its own, else the "
+        "openssl tool), the HTTPS portal's certificate request (agent/portal/certify.py, a "
+        "process of its own; without it the API stays on http) and coupons' Ed25519 where no "
+        "libcrypto does it (agent/coupons/ed25519.py): "
+        "the daemon never imports it, and the feed has no python3-cryptography where Rust does "
+        "not build (MIPS)",
+    ),
+}
+
+
+def bundled_names() -> set[str]:
+    """The distributions build_ipk.py bundles under /usr/lib/loopspot/vendor."""
+    return {build_ipk.distribution_name(d.metadata["Name"]) for d in _bundled()}
+
+
+@functools.cache
+def _bundled() -> list[Any]:
+    found: list[Any] = build_ipk.bundled_distributions()
+    return found
+
+
+def bundled_modules() -> set[str]:
+    """The top-level modules the bundled libraries install (aiohttp, paho, attr, ...)."""
+    tops: set[str] = set()
+    for dist in _bundled():
+        for file in dist.files or []:
+            parts = Path(str(file)).parts
+            if parts[0] != ".." and str(file).endswith(".py"):
+                tops.add(parts[0].removesuffix(".py"))
+    return tops
+
+
 NO_OPENWRT_MODULE = {
     "nftables": "OpenWrt builds nftables with --disable-python: load libnftables.so.1 with "
     "ctypes, or run nft",
@@ -180,9 +221,36 @@ def _is_optional(handler_types: list[ast.expr | None]) -> bool:
 
 def agent_imports() -> dict[str, list[str]]:
     """Module -> where agent/ imports it, leaving out optional and type-checking imports."""
+    return imports_of(sorted((REPO / "agent").rglob("*.py")), REPO)
+
+
+# Imports in the bundled libraries that never run on the router's Pythons (3.11, 3.13).
+NEVER_IMPORTED_ON_THE_ROUTER = {
+    "annotationlib": "Python 3.14's; attrs imports it on 3.14 only",
+    "async_timeout": "aiohttp imports it on Python < 3.11 only",
+    "pydantic_core": "yarl's hook for pydantic, called by pydantic only",
+    "webbrowser": "segno's QRCode.show(), a desktop viewer the portal never calls",
+}
+
+
+def bundled_imports() -> dict[str, list[str]]:
+    """Module -> where a bundled library imports it, the same way."""
+    paths = [
+        Path(str(d.locate_file(f)))
+        for d in _bundled()
+        for f in d.files or []
+        if str(f).endswith(".py")
+        and ".." not in Path(str(f)).parts
+        and str(f) not in build_ipk.LEFT_OUT
+    ]
+    return imports_of(paths, Path(str(_bundled()[0].locate_file(""))))
+
+
+def imports_of(paths: list[Path], base: Path) -> dict[str, list[str]]:
+    """Module -> where these files import it, leaving out optional and type-checking imports."""
     found: dict[str, list[str]] = {}
-    for path in sorted((REPO / "agent").rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         skipped: set[int] = set()
         for node in ast.walk(tree):
             optional_try = isinstance(node, ast.Try) and _is_optional(
@@ -201,7 +269,7 @@ def agent_imports() -> dict[str, list[str]]:
                 modules = [node.module]
             else:
                 continue
-            where = f"{path.relative_to(REPO)}:{node.lineno}"
+            where = f"{path.relative_to(base)}:{node.lineno}"
             for module in modules:
                 found.setdefault(module, []).append(where)
     return found
@@ -215,6 +283,8 @@ def openwrt_package_for(module: str) -> str | None:
         if prefix in STDLIB_PACKAGES:
             return STDLIB_PACKAGES[prefix]
     top = parts[0]
+    if top in bundled_modules():
+        return None  # bundled under /usr/lib/loopspot/vendor
     if top in THIRD_PARTY_PACKAGES:
         return THIRD_PARTY_PACKAGES[top]
     if top in NO_OPENWRT_MODULE:
@@ -227,20 +297,56 @@ def openwrt_package_for(module: str) -> str | None:
     )
 
 
-def test_every_module_the_agent_imports_is_installed_on_the_router() -> None:
+def _missing_packages(imports: dict[str, list[str]], own: set[str]) -> list[str]:
     depends = package_depends()
     missing: list[str] = []
-    for module, where in sorted(agent_imports().items()):
-        if module == "agent" or module.startswith("agent.") or module == "__future__":
+    for module, where in sorted(imports.items()):
+        if module.split(".")[0] in own or module == "__future__":
             continue
         try:
             needed = openwrt_package_for(module)
         except AssertionError as exc:
             missing.append(f"{module} ({where[0]}): {exc}")
             continue
-        if needed is not None and needed not in depends:
+        if needed in OPTIONAL_PACKAGES:
+            allowed, why = OPTIONAL_PACKAGES[needed]
+            outside = [w for w in where if w.split(":")[0] not in allowed]
+            if outside:
+                missing.append(f"{module} ({outside[0]}): {needed} is optional ({why})")
+        elif needed is not None and needed not in depends:
             missing.append(f"{module} ({where[0]}): add +{needed} to DEPENDS")
+    return missing
+
+
+def test_every_module_the_agent_imports_is_installed_on_the_router() -> None:
+    missing = _missing_packages(agent_imports(), {"agent"})
     assert not missing, "\n".join(missing)
+
+
+def test_every_module_the_bundled_libraries_import_is_installed_on_the_router() -> None:
+    # The standard library's pieces that OpenWrt splits out of python3-light are needed by
+    # aiohttp, yarl, idna, jinja2 ... as much as by the agent.
+    missing = _missing_packages(
+        bundled_imports(), bundled_modules() | set(NEVER_IMPORTED_ON_THE_ROUTER)
+    )
+    assert not missing, "\n".join(missing)
+
+
+def test_the_package_depends_on_no_library_it_bundles_nor_on_cryptography() -> None:
+    depends = package_depends()
+    assert "python3-cryptography" not in depends, OPTIONAL_PACKAGES["python3-cryptography"][1]
+    for name in bundled_names():
+        assert f"python3-{name}" not in depends, f"{name} is bundled: no +python3-{name}"
+
+
+def test_build_ipk_installs_the_files_the_makefile_installs_where_it_installs_them() -> None:
+    # The .ipk from build_ipk.py and the SDK's package hold the same files in the same places.
+    installed = dict(re.findall(r"\$\(INSTALL_\w+\) \./files/([\w.-]+) \$\(1\)(\S+)", makefile()))
+    ours = {name: f"/{target}" for name, target, _ in build_ipk.INSTALLED_FILES}
+    assert installed == ours
+    assert f"$(1)/{build_ipk.KEEP_FILE[0]}" in makefile()
+    assert f'echo "{build_ipk.KEEP_FILE[1].strip()}"' in makefile()
+    assert f"+|/{build_ipk.LIB_DIR}" in make_define("Py3Package/loopspot-agent/filespec")
 
 
 def test_the_package_asks_for_the_kernel_and_user_space_tools_of_the_gate() -> None:
@@ -314,6 +420,8 @@ def test_the_scripts_use_the_agents_defaults() -> None:
     assert f"DEFAULT_FLASH_DIR={defaults.flash_dir}\n" in init
     assert f"DEFAULT_PORTAL_ADDRESS={defaults.portal_address}\n" in hook
     assert f"DEFAULT_PORTAL_PORT={defaults.portal_port}\n" in hook
+    assert f"DEFAULT_PORTAL_HTTPS_PORT={defaults.portal_https_port}\n" in hook
+    assert f"PORTAL_NAME_FILE={PORTAL_NAME_FILE} " in hook
     assert f"DEFAULT_LAN_INTERFACE={' '.join(defaults.lan_interfaces)}\n" in hook
     assert f"DEFAULT_FLASH_DIR={defaults.flash_dir}\n" in hook
     assert f"CLOUD_DOMAINS_FILE={CLOUD_DOMAINS_FILE} " in hook
@@ -634,6 +742,7 @@ def test_hook_uses_the_agents_defaults_when_the_config_leaves_them_out(
         ("portal_address", "10.20.0.300"),
         ("portal_address", "pay.example.com"),
         ("portal_port", "0"),
+        ("portal_https_port", "https"),
     ],
 )
 def test_hook_changes_nothing_for_a_bad_portal_setting(
@@ -880,3 +989,59 @@ def test_boot_gate_does_nothing_before_the_agent_has_ever_run(tmp_path: Path, sh
     router, _ = boot_gate_router(tmp_path, table_up=False)
     assert router.run(shell, BOOT_GATE).returncode == 0
     assert not [call for call in router.calls() if call.startswith("nft")]
+
+
+def portal_router(root: Path, name: str | None, **agent: str) -> Router:
+    """A shop router whose agent serves the HTTPS API for `name` (None: no certificate)."""
+    flash = root / "flash"
+    flash.mkdir()
+    if name is not None:
+        (flash / PORTAL_NAME_FILE).write_text(f"{name}\n")
+    return shop_router(root, portal_address="10.20.0.1", flash_dir=str(flash), **agent)
+
+
+def option_114(router: Router) -> list[str]:
+    lan = router.committed("dhcp", "lan")
+    assert lan is not None
+    return [v for v in lan["options"]["dhcp_option_force"] if v.startswith("114,")]
+
+
+def test_hook_points_option_114_at_the_https_api_once_the_portal_has_a_certificate(
+    tmp_path: Path, shell: str
+) -> None:
+    router = portal_router(tmp_path, "r1.portal.example.com")
+    result = router.run(shell, HOOK)
+    assert result.returncode == 0, result.stderr
+    assert option_114(router) == ["114,https://r1.portal.example.com:8443/api/captive"]
+    # The phone resolves the name through the LAN's dnsmasq to the portal address.
+    domain = router.committed("dhcp", "loopspot_portal")
+    assert domain is not None and domain["type"] == "domain"
+    assert domain["options"] == {"name": "r1.portal.example.com", "ip": "10.20.0.1"}
+    (tmp_path / "flash" / PORTAL_NAME_FILE).unlink()  # the certificate withdrawn
+    assert router.run(shell, HOOK).returncode == 0
+    assert option_114(router) == ["114,http://10.20.0.1:2050/api/captive"]
+    assert router.committed("dhcp", "loopspot_portal") is None
+
+
+def test_hook_leaves_the_port_out_of_the_https_url_on_443(tmp_path: Path, shell: str) -> None:
+    router = portal_router(tmp_path, "r1.portal.example.com", portal_https_port="443")
+    assert router.run(shell, HOOK).returncode == 0
+    assert option_114(router) == ["114,https://r1.portal.example.com/api/captive"]
+
+
+@pytest.mark.parametrize("name", ["", "not a name", "localhost", "evil/name.com"])
+def test_hook_keeps_the_http_url_when_the_portal_name_is_no_domain(
+    tmp_path: Path, shell: str, name: str
+) -> None:
+    router = portal_router(tmp_path, name)
+    assert router.run(shell, HOOK).returncode == 0
+    assert option_114(router) == ["114,http://10.20.0.1:2050/api/captive"]
+    assert router.committed("dhcp", "loopspot_portal") is None
+
+
+def test_hook_remove_takes_the_portals_name_out_too(tmp_path: Path, shell: str) -> None:
+    router = portal_router(tmp_path, "r1.portal.example.com")
+    assert router.run(shell, HOOK).returncode == 0
+    assert router.run(shell, HOOK, "--remove").returncode == 0
+    assert router.committed("dhcp", "loopspot_portal") is None
+    assert option_114(router) == []

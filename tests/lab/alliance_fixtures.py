@@ -72,8 +72,8 @@ class Alliance:
         self.make_lab = make_lab
         self.shops: dict[str, Shop] = {}
 
-    def open_shop(self, merchant: str, **cloud_options: str) -> Shop:
-        """A merchant joins the alliance and enrols its router in a lab of its own."""
+    def open_shop(self, merchant: str, site: str = "", **cloud_options: str) -> Shop:
+        """A merchant joins the alliance (once) and enrols a router at a site of its own lab."""
         lab = (
             self.cloud.lab if not self.shops else self.make_lab(phones=1, phone_macs=[SHOPPER_MAC])
         )
@@ -83,10 +83,12 @@ class Alliance:
             lab.add_phone()  # the till
         if lab is not self.cloud.lab:
             self.cloud.reach(lab)
-        self.cloud.cli("merchant", "create", merchant, "--alliance", ALLIANCE)
-        self.cloud.cli("site", "create", "--merchant", merchant, f"{merchant} shop")
-        site = next(s for s in self.cloud.cli("sites")["sites"] if s["merchant"] == merchant)
-        made = self.cloud.cli("claim", "create", "--site", str(site["id"]))
+        if not any(s.merchant == merchant for s in self.shops.values()):
+            self.cloud.cli("merchant", "create", merchant, "--alliance", ALLIANCE)
+        site_name = site or f"{merchant} shop"
+        self.cloud.cli("site", "create", "--merchant", merchant, site_name)
+        found = next(s for s in self.cloud.cli("sites")["sites"] if s["site"] == site_name)
+        made = self.cloud.cli("claim", "create", "--site", str(found["id"]))
         agent = linked_agent(lab, self.cloud, **cloud_options)
         assert enrol(agent, self.cloud, made["code"]) == 0, agent.logs()
         agent.start()
@@ -94,7 +96,7 @@ class Alliance:
         assert wait_until(lambda: router_state(self.cloud, router_id) == "online", 20), agent.logs()
         self.cloud.cli("staff-pin", "set", "--merchant", merchant, STAFF_PIN)
         shop = Shop(merchant, lab, agent, router_id)
-        self.shops[merchant] = shop
+        self.shops[site_name] = shop
         return shop
 
     def campaign(self, honoured_by: str, handed_out_by: str, title: str, **rules: str) -> int:
@@ -121,7 +123,7 @@ class Alliance:
         )
         self.cloud.cli("partner", "propose", "--merchant", honoured_by, "--partner", handed_out_by)
         self.cloud.cli("partner", "accept", "--merchant", honoured_by, "--partner", handed_out_by)
-        return int(made["campaign"]["id"])
+        return int(made["id"])
 
     def push_plans(self, timeout: float = 15.0) -> None:
         """Push every router its coupon plan; return once each has applied one."""

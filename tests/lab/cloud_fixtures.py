@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,17 @@ def cloud(lab: Lab, database_url: str, tmp_path: Path) -> Iterator[CloudStack]:
                 print(f"--- {name} log ---\n{log[-3000:]}")
 
 
-def linked_agent(lab: Lab, cloud: CloudStack, **cloud_options: str) -> RouterAgent:
-    """A router agent with the cloud section on (TLS, credentials from enrolment)."""
+def linked_agent(
+    lab: Lab,
+    cloud: CloudStack,
+    *,
+    environment: Mapping[str, str] | None = None,
+    **cloud_options: str,
+) -> RouterAgent:
+    """A router agent with the cloud section on (TLS, credentials from enrolment).
+
+    `environment`, if given, is the agent's instead of os.environ (lab.router.RouterAgent).
+    """
     workdir = lab.workdir / "agent"
     options = {
         "enabled": "1",
@@ -44,6 +53,7 @@ def linked_agent(lab: Lab, cloud: CloudStack, **cloud_options: str) -> RouterAge
         "spool_flush_interval": "10",
     } | cloud_options
     agent = RouterAgent(lab, sections={"cloud": options})
+    agent.environment = environment
     shutil.copy(cloud.ca_file, agent.workdir / "cloud-ca.crt")
     return agent
 

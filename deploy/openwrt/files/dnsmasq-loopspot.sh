@@ -1,7 +1,12 @@
 #!/bin/sh
 # Publish the Loopspot portal to phones through dnsmasq, by editing /etc/config/dhcp:
 #  - DHCP option 114 (RFC 8910) on the DHCP pools of the agent's LAN interfaces, carrying
-#    the RFC 8908 API URL http://<portal_address>:<portal_port>/api/captive;
+#    the RFC 8908 API URL. Phones trust it only over HTTPS on a name with a certificate:
+#    while the agent serves one (agent/portal/tls.py), it keeps the portal's name in
+#    <flash_dir>/portal.name and runs this, and the URL is
+#    https://<portal name>:<portal_https_port>/api/captive, with a `config domain` section
+#    that makes dnsmasq answer that name with the portal address. Until then it is
+#    http://<portal_address>:<portal_port>/api/captive;
 #  - a `config ipset` section that makes dnsmasq add the IPv4 addresses of walled-garden
 #    domains to the agent's set:  nftset=/<domain>/.../4#inet#loopspot#walled_garden
 #    The domains are those of /etc/config/loopspot, or, once the cloud has pushed a list,
@@ -21,8 +26,11 @@
 DEFAULT_LAN_INTERFACE=br-lan
 DEFAULT_PORTAL_ADDRESS=192.168.1.1
 DEFAULT_PORTAL_PORT=2050
+DEFAULT_PORTAL_HTTPS_PORT=8443
 DEFAULT_FLASH_DIR=/etc/loopspot
 CLOUD_DOMAINS_FILE=walled-garden.domains # agent/link/local.py writes it
+PORTAL_NAME_FILE=portal.name # agent/portal/tls.py writes it while it serves the certificate
+PORTAL_DOMAIN_SECTION=loopspot_portal
 API_PATH=/api/captive
 NFT_FAMILY=inet
 NFT_TABLE=loopspot
@@ -73,6 +81,7 @@ is_port() {
 # A domain dnsmasq can take between slashes; lower case, no trailing dot.
 clean_domain() {
 	local name
+	# shellcheck disable=SC2018,SC2019 # domain names are ASCII: A-Z exactly, in any locale
 	name=$(printf '%s' "$1" | tr 'A-Z' 'a-z')
 	name=${name%.}
 	case "$name" in
@@ -86,8 +95,7 @@ clean_domain() {
 # The walled-garden domains as written: the cloud's list when it pushed one, else those of
 # every `config walled_garden` section.
 listed_domains() {
-	local i=0 flash_dir
-	flash_dir=$(u get loopspot.agent.flash_dir) || flash_dir=$DEFAULT_FLASH_DIR
+	local i=0
 	if [ -f "$flash_dir/$CLOUD_DOMAINS_FILE" ]; then
 		cat "$flash_dir/$CLOUD_DOMAINS_FILE"
 		return
@@ -96,6 +104,14 @@ listed_domains() {
 		u get "loopspot.@walled_garden[$i].domain"
 		i=$((i + 1))
 	done
+}
+
+# The portal's name, cleaned, while the agent serves the HTTPS API with its certificate.
+portal_name() {
+	local name
+	[ -f "$flash_dir/$PORTAL_NAME_FILE" ] || return 1
+	read -r name <"$flash_dir/$PORTAL_NAME_FILE" || [ -n "$name" ] || return 1
+	clean_domain "$name"
 }
 
 # Every walled-garden domain, cleaned, once, in order.
@@ -167,6 +183,8 @@ fi
 lans=$(u get loopspot.agent.lan_interface) || lans=$DEFAULT_LAN_INTERFACE
 address=$(u get loopspot.agent.portal_address) || address=$DEFAULT_PORTAL_ADDRESS
 port=$(u get loopspot.agent.portal_port) || port=$DEFAULT_PORTAL_PORT
+https_port=$(u get loopspot.agent.portal_https_port) || https_port=$DEFAULT_PORTAL_HTTPS_PORT
+flash_dir=$(u get loopspot.agent.flash_dir) || flash_dir=$DEFAULT_FLASH_DIR
 if [ -z "$remove" ]; then
 	is_ipv4 "$address" || {
 		say "agent.portal_address '$address' is not an IPv4 address; nothing changed"
@@ -176,8 +194,21 @@ if [ -z "$remove" ]; then
 		say "agent.portal_port '$port' is not a port number; nothing changed"
 		exit 2
 	}
+	is_port "$https_port" || {
+		say "agent.portal_https_port '$https_port' is not a port number; nothing changed"
+		exit 2
+	}
 fi
-api_url="http://$address:$port$API_PATH"
+name=
+[ -n "$remove" ] || name=$(portal_name) || name=
+if [ -n "$name" ]; then
+	case "$https_port" in
+		443) api_url="https://$name$API_PATH" ;;
+		*) api_url="https://$name:$https_port$API_PATH" ;;
+	esac
+else
+	api_url="http://$address:$port$API_PATH"
+fi
 
 u show dhcp >/dev/null || {
 	say "cannot read /etc/config/dhcp"
@@ -195,6 +226,14 @@ for section in $(u show dhcp | sed -n 's/^dhcp\.\([^.=]*\)=dhcp$/\1/p'); do
 		served="$served $section"
 	fi
 done
+
+# The LAN's DNS answers the portal's name with its address: the name the certificate is for.
+u delete "dhcp.$PORTAL_DOMAIN_SECTION"
+if [ -n "$name" ]; then
+	u set "dhcp.$PORTAL_DOMAIN_SECTION=domain"
+	u set "dhcp.$PORTAL_DOMAIN_SECTION.name=$name"
+	u set "dhcp.$PORTAL_DOMAIN_SECTION.ip=$address"
+fi
 
 u delete "dhcp.$IPSET_SECTION"
 domains=
@@ -225,7 +264,7 @@ u commit dhcp || {
 	exit 1
 }
 if [ -n "$remove" ]; then
-	say "removed option 114 and the walled-garden set from /etc/config/dhcp"
+	say "removed option 114, the portal's name and the walled-garden set from /etc/config/dhcp"
 else
 	say "option 114 is $api_url on:${served:- no pool}; $(echo "$domains" | grep -c .) walled-garden domain(s)"
 fi

@@ -28,6 +28,7 @@ fi
 if [ ! -f "$file" ]; then
 	exit 0 # the agent has not run yet: there is no portal to send phones to either
 fi
+# shellcheck disable=SC2086 # TABLE is two words: family and name
 if nft list table $TABLE >/dev/null 2>&1; then
 	exit 0 # the agent's table is up, with its clients: never replace it
 fi

@@ -138,3 +138,65 @@ async def test_reload_config_applies_live_fields_and_names_what_needs_a_restart(
     assert service.settings.portal_port == settings.portal_port
     uci.write_text("config agent\n\toption portal_port '80'\n")
     assert "port 80" in await router.reload_config()
+
+
+async def test_a_pushed_portal_name_is_checked_and_sends_the_router_for_its_certificate(
+    tmp_path: Path,
+) -> None:
+    from aiohttp import web
+
+    from agent.link.local import AgentRouter
+    from agent.portal.tls import PortalTls
+    from agent.service import AgentService
+    from agent.store import SessionStore
+    from tests.agent.test_events import fake_gate
+
+    settings = Settings(state_dir=tmp_path / "tmpfs", flash_dir=tmp_path / "flash")
+    service = AgentService(
+        settings,
+        fake_gate(settings),
+        SessionStore(settings.state_dir, settings.flash_dir),
+        flush_conntrack=False,
+    )
+    tls = PortalTls(settings, web.AppRunner(web.Application()))
+    router = AgentRouter(service, settings, None, b"k" * 16, portal_tls=tls)
+    refused = await router.apply_config(RouterConfig(version=2, portal_name="Not A Name"))
+    assert "portal_name" in refused and router.config_version == 0
+    assert not router._portal_wake.is_set()
+    pushed = RouterConfig(version=3, portal_name="r1.portal.example.com", site_name="Spa")
+    assert await router.apply_config(pushed) == ""
+    assert router._portal_wake.is_set(), "the certificate is asked for at once"
+    router._portal_wake.clear()
+    assert await router.apply_config(dataclasses.replace(pushed, version=4, site_name="X")) == ""
+    assert not router._portal_wake.is_set(), "the same name: the twice-daily check will do"
+
+
+async def test_a_portal_name_left_from_before_goes_when_no_certificate_is_served(
+    tmp_path: Path,
+) -> None:
+    from aiohttp import web
+
+    from agent.link.local import AgentRouter
+    from agent.portal.tls import NAME_FILE, PortalTls
+    from agent.service import AgentService
+    from agent.store import SessionStore
+    from tests.agent.test_events import fake_gate
+
+    settings = Settings(state_dir=tmp_path / "tmpfs", flash_dir=tmp_path / "flash")
+    service = AgentService(
+        settings,
+        fake_gate(settings),
+        SessionStore(settings.state_dir, settings.flash_dir),
+        flush_conntrack=False,
+    )
+    settings.flash_dir.mkdir(parents=True, exist_ok=True)
+    (settings.flash_dir / NAME_FILE).write_text("r1.portal.example.com\n")  # port taken at start
+    runs = tmp_path / "dnsmasq-sync.runs"
+    sync = tmp_path / "dnsmasq-sync"
+    sync.write_text(f"#!/bin/sh\necho run >> {runs}\n")
+    sync.chmod(0o755)
+    tls = PortalTls(settings, web.AppRunner(web.Application()))
+    router = AgentRouter(service, settings, None, b"k" * 16, dnsmasq_sync=sync, portal_tls=tls)
+    await router.publish_domains()
+    assert not (settings.flash_dir / NAME_FILE).exists()
+    assert runs.read_text() == "run\n", "dnsmasq-sync puts option 114 back on http"

@@ -1,0 +1,65 @@
+"""The router's side of the portal certificate: its request, and when to ask again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent.portal.certify import (
+    CHAIN,
+    KEY,
+    RENEW_BEFORE,
+    certificate_request,
+    fresh_until,
+    main,
+    names_of,
+    portal_cert_url,
+)
+from tests.agent.portal.test_tls import NAME, issue, make_ca, store
+
+
+def test_the_request_names_the_portal_alone_and_nothing_of_the_router() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = x509.load_pem_x509_csr(certificate_request(key, NAME))
+    assert request.is_signature_valid
+    assert request.subject == x509.Name([])
+    names = request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(n.value) for n in names] == [NAME]
+    assert request.public_key() == key.public_key()
+
+
+def test_the_request_goes_beside_the_enrolment_endpoint() -> None:
+    url = portal_cert_url("https://cloud.example.com:8443/v1/enrol?x=1")
+    assert url == "https://cloud.example.com:8443/v1/portal-cert"
+
+
+@pytest.fixture(scope="module")
+def ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    return make_ca()
+
+
+def test_a_certificate_is_asked_for_again_only_when_due_or_not_this_ones(
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    assert fresh_until(tmp_path, NAME, now) is None, "nothing stored"
+    store(tmp_path, issue(ca, days=90))
+    ends = fresh_until(tmp_path, NAME, now)
+    assert ends is not None and ends - now > RENEW_BEFORE
+    assert names_of(x509.load_pem_x509_certificate((tmp_path / CHAIN).read_bytes())) == [NAME]
+    assert fresh_until(tmp_path, NAME, now + timedelta(days=61)) is None, "due 30 days before"
+    assert fresh_until(tmp_path, "r2.portal.example.com", now) is None, "another name"
+    (tmp_path / KEY).write_text(issue(ca, days=90)[1])  # a key of another certificate
+    assert fresh_until(tmp_path, NAME, now) is None
+
+
+def test_a_router_that_cannot_ask_says_why_and_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--dir", str(tmp_path / "tls"), "--credentials-dir", str(tmp_path), "--name", NAME]
+    assert main([*argv, "--if-due"]) == 1
+    assert "error:" in capsys.readouterr().err
