@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -81,21 +80,16 @@ def enrol_fleet(
                 site = _site(session, merchant, site_name)
                 router_id, code = create_claim(session, site.id, now, CLAIM_TTL)
                 session.commit()
-                key = new_key()
+                key_pem = new_key()  # PEM, made as the router makes it
                 answer = redeem(
                     session,
                     code,
-                    certificate_request(key),
+                    certificate_request(key_pem),
                     now,
                     ca,
                     broker_host=settings.public_broker_host,
                     broker_port=settings.public_broker_port,
                 ).to_json()
-            key_pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
             folder = workdir / router_id / "credentials"
             _write_credentials(folder, key_pem, answer)
             identity = load_identity(folder)  # the agent's own checks of what it was given
