@@ -2,12 +2,14 @@
 
 Checked on Mosquitto 2.0.11: it reads `crlfile` again on SIGHUP, but only for new
 connections; a live TLS session is never checked again. So cutting a router off takes
-three steps:
+four steps:
 1. revoke every certificate the CA ever signed for it (its ledger, ca/issued.jsonl) in
    ca/crl.pem, the file the TLS listener names;
-2. make the broker reload: SIGHUP to the pid in its pid file (checked to be a mosquitto),
+2. deny it everything in the ACL too (broker/retired), for a certificate signed before the
+   ledger was kept, which the CRL cannot name; the ACL applies to live connections as well;
+3. make the broker reload: SIGHUP to the pid in its pid file (checked to be a mosquitto),
    or `broker_reload_command` when set (e.g. `systemctl reload mosquitto`);
-3. take over the router's MQTT session from the services listener with its client id (the
+4. take over the router's MQTT session from the services listener with its client id (the
    CN), clean: the broker ends the live connection and drops what was queued for it (twice,
    see TAKEOVERS_AT).
 Its reconnect then fails in the TLS handshake ("certificate verify failed").
@@ -197,9 +199,10 @@ def cut_off(
     settings: CloudSettings, ca: CertificateAuthority, router_id: str, now: datetime
 ) -> CutOff:
     """Revoke `router_id`'s certificates, reload the broker, and end its live connection."""
-    from cloud.broker_config import service_password
+    from cloud.broker_config import deny_router, service_password  # it imports this module
 
     revoked = revoke_router(ca, router_id, now)
+    deny_router(settings, router_id)  # for a certificate the CRL cannot name (before the ledger)
     reloaded, how = reload_broker(settings)
     if not reloaded:  # no broker of ours is running, so no connection to end
         return CutOff(revoked=revoked, reload=how, session_ended=False)

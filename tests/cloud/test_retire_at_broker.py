@@ -3,10 +3,12 @@ once, it cannot connect again, and its neighbour stays connected."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
 from agent.wire import INGEST_SHARE
@@ -115,3 +117,30 @@ def test_a_router_back_in_before_a_slow_reload_is_thrown_out_again(
 
     time.sleep(max(0.0, started + 5.0 - time.monotonic()))  # tries at ~1.5, 3.5 and 4.5 s
     assert seen == {"connects": 1, "up": False}  # back in once before the reload, then out
+
+
+def test_a_router_whose_certificate_the_crl_cannot_name_is_denied_everything(
+    cloud_broker: CloudBroker, peers: list[Peer], tmp_path: Path
+) -> None:
+    files = cloud_broker.router("r-aaaaaaaaaa")
+    (cloud_broker.ca.directory / "issued.jsonl").unlink()  # signed before the ledger was kept
+    config = _cloud_config(cloud_broker, tmp_path, "r-aaaaaaaaaa")
+    service = Peer().as_service(cloud_broker)
+    peers.append(service)
+    service.subscribe(INGEST_SHARE)
+
+    assert main(["--config", str(config), "retire", "r-aaaaaaaaaa"]) == 0
+
+    again = Peer("r-aaaaaaaaaa").as_router(cloud_broker, files)
+    peers.append(again)
+    assert again.accepted  # its TLS handshake holds: nothing in the CRL names its certificate
+    again.subscribe("loopspot/v1/r-aaaaaaaaaa/down/#")
+    again.publish(up("r-aaaaaaaaaa"), b"from a retired router")
+    service.publish("loopspot/v1/r-aaaaaaaaaa/down/cmd", b"for a retired router")
+    neighbour = Peer().as_router(cloud_broker, cloud_broker.router("r-bbbbbbbbbb"))
+    peers.append(neighbour)
+    neighbour.publish(up("r-bbbbbbbbbb"), b"marker")
+
+    assert service.until(up("r-bbbbbbbbbb"), b"marker") == [(up("r-bbbbbbbbbb"), b"marker")]
+    with pytest.raises(queue.Empty):  # the ACL lets nothing through to it either
+        again.messages.get(timeout=1.0)

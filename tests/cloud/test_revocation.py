@@ -9,6 +9,8 @@ import pytest
 from cryptography import x509
 
 from agent.enrol import certificate_request, new_key
+from agent.wire import WireError
+from cloud.broker_config import deny_router, retired_routers, write_broker_config
 from cloud.ca import CertificateAuthority
 from cloud.errors import CloudConfigError
 from cloud.revocation import (
@@ -129,3 +131,20 @@ def test_a_failing_reload_command_names_the_setting(tmp_path: Path) -> None:
 
     with pytest.raises(CloudConfigError, match="broker_reload_command"):
         reload_broker(settings)
+
+
+def test_the_acl_denies_retired_routers_everything_and_keeps_them_when_rewritten(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    settings = CloudSettings(data_dir=tmp_path / "data")
+    deny_router(settings, "r-aaaaaaaaaa")
+    deny_router(settings, "r-aaaaaaaaaa")  # retired twice: listed once
+
+    write_broker_config(settings, ca, now=NOW)  # `loopspot-cloud broker-config` later
+
+    acl = (tmp_path / "data" / "broker" / "acl").read_text()
+    assert acl.count("user r-aaaaaaaaaa\ntopic deny #\n") == 1
+    assert acl.index("pattern readwrite loopspot/v1/%u/#") < acl.index("user r-aaaaaaaaaa")
+    assert retired_routers(settings) == ["r-aaaaaaaaaa"]
+    with pytest.raises(WireError):
+        deny_router(settings, "R/#")
