@@ -9,6 +9,7 @@ the subject itself (CN = router_id), so nothing a router asks for beyond its key
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ RENEW_BEFORE = timedelta(days=30)  # a server certificate closer than this to ex
 CLOCK_SKEW = timedelta(minutes=10)  # certificates start this much in the past
 MIN_RSA_BITS = 2048
 ACCEPTED_CURVES = (ec.SECP256R1, ec.SECP384R1)
+ISSUED_LEDGER = "issued.jsonl"  # one line per router certificate signed: what retiring revokes
 
 
 class CertificateRequestError(EnrolmentError):
@@ -308,7 +310,41 @@ class CertificateAuthority:
             )
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, router_id)])
         builder = self._leaf(subject, public_key, now, lifetime, ExtendedKeyUsageOID.CLIENT_AUTH)
-        return builder.sign(self.key, hashes.SHA256())
+        certificate = builder.sign(self.key, hashes.SHA256())
+        self._record_issued(router_id, certificate)
+        return certificate
+
+    def _record_issued(self, router_id: str, certificate: x509.Certificate) -> None:
+        # One short line in one O_APPEND write: concurrent signers never interleave.
+        line = json.dumps(
+            {
+                "router_id": router_id,
+                "serial": str(certificate.serial_number),
+                "not_after": certificate.not_valid_after_utc.isoformat(),
+            }
+        )
+        fd = os.open(self.directory / ISSUED_LEDGER, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def issued_serials(self, router_id: str) -> list[int]:
+        """Serial numbers of every certificate this CA signed for `router_id`, oldest first."""
+        try:
+            lines = (self.directory / ISSUED_LEDGER).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        serials = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a torn last line after a crash: skip it
+                continue
+            if entry.get("router_id") == router_id:
+                serials.append(int(entry["serial"]))
+        return serials
 
 
 def _is_ip(name: str) -> bool:

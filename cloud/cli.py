@@ -258,11 +258,22 @@ def _portal_cert(settings: CloudSettings, args: argparse.Namespace) -> dict[str,
 
 def _retire(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:
     from cloud.enrol_fleet import retire_router
+    from cloud.revocation import cut_off
 
     with _session(settings) as session:
         router = retire_router(session, args.router_id)
         session.commit()
-        return {"router_id": router.id, "state": router.state}
+        state = router.state
+    # After the commit: a retire run again (say, the broker was down) revokes again.
+    ca = CertificateAuthority.load(ca_directory(settings.data_dir))
+    done = cut_off(settings, ca, args.router_id, datetime.now(UTC))
+    return {
+        "router_id": args.router_id,
+        "state": state,
+        "revoked_certificates": len(done.revoked),
+        "broker_reload": done.reload,
+        "connection_ended": done.session_ended,
+    }
 
 
 def _command(settings: CloudSettings, args: argparse.Namespace) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def retire_router(session: Session, router_id: str) -> Router:
     """Take a router out of the fleet for good (a shop closed, a router stolen).
 
     Ingest refuses its messages from then on, and its certificate can no longer renew;
-    the certificate itself stays valid on the broker until it expires (at most a year).
+    cloud.revocation.cut_off then ends it at the broker (`loopspot-cloud retire` does both).
     """
     router = session.get(Router, router_id)
     if router is None:

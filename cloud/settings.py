@@ -24,6 +24,8 @@ class CloudSettings:
     broker_password: str = ""
     public_broker_host: str = "127.0.0.1"  # as routers reach the broker (TLS listener)
     public_broker_port: int = 8883
+    # How `retire` makes the broker re-read its CRL; empty: SIGHUP to the generated pid file.
+    broker_reload_command: str = ""  # e.g. "systemctl reload mosquitto"
     enrol_host: str = "127.0.0.1"
     enrol_port: int = 8443
     web_host: str = "127.0.0.1"

@@ -24,6 +24,7 @@ from cloud.settings import CloudSettings
 from lab import addresses as A
 from lab.errors import ServiceError
 from lab.freeport import free_port, wait_for_port
+from lab.polling import wait_until
 from lab.topology import Lab
 from lab.uplink import start_uplink
 
@@ -161,6 +162,12 @@ class CloudStack:
         self.workers[name] = self._spawn(
             name, sys.executable, "-m", "cloud.cli", "ingest", "--worker-name", name
         )
+
+    def wait_subscribed(self, name: str = "ingest-0", timeout: float = WAIT) -> None:
+        """Return once worker `name` has subscribed: what routers publish before is lost to it
+        (a shared subscription keeps nothing for a worker that never subscribed)."""
+        if not wait_until(lambda: "subscribed to" in self.log(name), timeout):
+            raise ServiceError(f"{name} did not subscribe within {timeout} s:\n{self.log(name)}")
 
     def stop_worker(self, name: str, kill: bool = False) -> None:
         """Stop (or kill -9) one ingest worker."""

@@ -223,7 +223,9 @@ def test_a_retired_router_is_listed_as_retired_and_its_claim_code_is_void(ready:
 
     retired = ready.json("retire", claim["router_id"])
 
-    assert retired == {"router_id": claim["router_id"], "state": "retired"}
+    assert retired["router_id"] == claim["router_id"] and retired["state"] == "retired"
+    assert retired["revoked_certificates"] == 0  # it never enrolled: nothing was signed
+    assert retired["connection_ended"] is False and "no broker running" in retired["broker_reload"]
     (row,) = ready.json("routers")["routers"]
     assert (row["router_id"], row["state"], row["claim_expires_at"]) == (
         claim["router_id"],
