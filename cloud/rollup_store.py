@@ -1,0 +1,235 @@
+"""Visitor rollups in SQL, inside the ingest batch's transaction (cloud.rollups decides).
+
+Exactly once: the ingest passes only the events its INSERT ... ON CONFLICT DO NOTHING
+RETURNING stored for the first time, so a redelivered batch adds nothing, and the counts
+commit or roll back with the events. Concurrent workers stay exact: each (site, device)
+row of site_devices is locked (an upsert that writes it back unchanged, in sorted order)
+before that device's days are read, so two batches with the same device take turns.
+Blocking: call from the ingest's worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Column, Connection, Table, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cloud import rollups
+from cloud.models import Base
+from cloud.rollups import Day, DayKey, DeviceKey, Known, Rules, SiteRules
+
+HOURS: Table = Base.metadata.tables["site_hours"]
+DAYS: Table = Base.metadata.tables["site_days"]
+DEVICES: Table = Base.metadata.tables["site_devices"]
+TERMS: Table = Base.metadata.tables["site_terms"]
+RULES: Table = Base.metadata.tables["site_analytics"]
+ROUTERS: Table = Base.metadata.tables["routers"]
+CHUNK = 500  # rows per multi-row statement (SQLite's bound-parameter limit is 32766)
+
+Origin = tuple[str, str, int]
+
+
+def _upsert(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: list[str],
+    update: Callable[[Any], dict[str, Any]],
+    returning: Sequence[Column[Any]] = (),
+) -> list[Any]:
+    """INSERT `rows` ... ON CONFLICT (`keys`) DO UPDATE SET update(excluded), in chunks."""
+    found: list[Any] = []
+    for start in range(0, len(rows), CHUNK):
+        chunk = list(rows[start : start + CHUNK])
+        statement: postgresql.Insert | sqlite.Insert
+        if connection.dialect.name == "postgresql":
+            statement = postgresql.insert(table).values(chunk)
+        else:
+            statement = sqlite.insert(table).values(chunk)
+        upsert = statement.on_conflict_do_update(
+            index_elements=keys, set_=update(statement.excluded)
+        )
+        if returning:
+            found.extend(connection.execute(upsert.returning(*returning)))
+        else:
+            connection.execute(upsert)
+    return found
+
+
+def site_rules(connection: Connection, site_ids: Collection[int]) -> dict[int, SiteRules]:
+    """Each site's rules history, oldest first."""
+    if not site_ids:
+        return {}
+    r = RULES.c
+    found: dict[int, list[Rules]] = {}
+    for row in connection.execute(
+        select(r.site_id, r.valid_from, r.timezone, r.passer_by_seconds)
+        .where(r.site_id.in_(sorted(site_ids)))
+        .order_by(r.site_id, r.valid_from)
+    ):
+        found.setdefault(row[0], []).append(Rules(row[1], row[2], row[3]))
+    return {site_id: SiteRules(tuple(entries)) for site_id, entries in found.items()}
+
+
+def set_rules(
+    connection: Connection, site_id: int, now: float, timezone: str, passer_by_seconds: float
+) -> Rules:
+    """Make `timezone` and `passer_by_seconds` the site's rules from `now` on; RulesError if bad."""
+    rollups.check_rules(timezone, passer_by_seconds)
+    rules = Rules(now, timezone, passer_by_seconds)
+    connection.execute(
+        RULES.insert().values(
+            site_id=site_id,
+            valid_from=now,
+            timezone=timezone,
+            passer_by_seconds=passer_by_seconds,
+        )
+    )
+    return rules
+
+
+def current_rules(connection: Connection, site_id: int, now: float) -> Rules:
+    """The site's rules in force at `now`."""
+    return site_rules(connection, [site_id]).get(site_id, rollups.NO_RULES).at(now)
+
+
+class Rollups:
+    """Adds newly stored events to the rollups, in the caller's transaction."""
+
+    def add(
+        self, connection: Connection, rows: Sequence[dict[str, Any]], fresh: Collection[Origin]
+    ) -> None:
+        """Count the `rows` whose origin is in `fresh` (stored by this transaction)."""
+        new = [r for r in rows if (r["router_id"], r["boot_id"], r["seq"]) in fresh]
+        if not new:
+            return
+        routers = sorted({r["router_id"] for r in new})
+        site_of: dict[str, int] = {
+            row[0]: row[1]
+            for row in connection.execute(
+                select(ROUTERS.c.id, ROUTERS.c.site_id).where(ROUTERS.c.id.in_(routers))
+            )
+        }
+        rules = site_rules(connection, set(site_of.values()))
+        made = rollups.tally(new, site_of, rules)
+        settled = self._presence(connection, made.presence, rules) if made.presence else None
+        hours = rollups.merged_hours(made.hours, settled.hours if settled else {})
+        _add_hours(connection, hours)
+        if made.terms:
+            _add_terms(connection, made.terms)
+
+    def _presence(
+        self, connection: Connection, touched: dict[DayKey, Day], rules: Mapping[int, SiteRules]
+    ) -> rollups.Settled:
+        known = _lock_devices(connection, touched)
+        wanted = sorted(set(touched) | rollups.flipped_days(touched, known))
+        d = DAYS.c
+        stored: dict[DayKey, Day] = {}
+        for start in range(0, len(wanted), CHUNK):
+            keys = wanted[start : start + CHUNK]
+            for row in connection.execute(
+                select(d.site_id, d.day, d.device_id, d.first_seen, d.hours).where(
+                    tuple_(d.site_id, d.day, d.device_id).in_(keys)
+                )
+            ):
+                stored[(row[0], row[1], row[2])] = Day(row[3], row[4])
+        settled = rollups.settle(touched, stored, known, rules)
+        if settled.days:
+            days = [
+                {
+                    "site_id": s,
+                    "day": day,
+                    "device_id": dev,
+                    "first_seen": v.first_seen,
+                    "hours": v.hours,
+                }
+                for (s, day, dev), v in sorted(settled.days.items())
+            ]
+            _upsert(
+                connection,
+                DAYS,
+                days,
+                ["site_id", "day", "device_id"],
+                lambda new: {"first_seen": new.first_seen, "hours": new.hours},
+            )
+        changed = [
+            {"site_id": s, "device_id": dev, "first_day": v.first_day, "last_day": v.last_day}
+            for (s, dev), v in sorted(settled.devices.items())
+        ]
+        _upsert(
+            connection,
+            DEVICES,
+            changed,
+            ["site_id", "device_id"],
+            lambda new: {"first_day": new.first_day, "last_day": new.last_day},
+        )
+        return settled
+
+
+def _lock_devices(connection: Connection, touched: Mapping[DayKey, Day]) -> dict[DeviceKey, Known]:
+    """Lock (or create) each touched device's site_devices row, in sorted order; the stored
+    first and last days of those that were there (a new row reads back as created)."""
+    spans: dict[DeviceKey, tuple[Any, Any]] = {}
+    for site_id, day, device in touched:
+        held = spans.get((site_id, device))
+        spans[(site_id, device)] = (
+            (day, day) if held is None else (min(held[0], day), max(held[1], day))
+        )
+    rows = [
+        {"site_id": s, "device_id": dev, "first_day": first, "last_day": last}
+        for (s, dev), (first, last) in sorted(spans.items())
+    ]
+    c = DEVICES.c
+    locked = _upsert(
+        connection,
+        DEVICES,
+        rows,
+        ["site_id", "device_id"],
+        lambda _new: {"first_day": c.first_day},  # unchanged: the row is only locked
+        returning=(c.site_id, c.device_id, c.first_day, c.last_day),
+    )
+    known = {(row[0], row[1]): Known(row[2], row[3]) for row in locked}
+    return known
+
+
+def _add_hours(connection: Connection, hours: Mapping[rollups.HourKey, dict[str, float]]) -> None:
+    rows = [
+        {"site_id": s, "day": day, "hour": hour, **counts}
+        for (s, day, hour), counts in hours.items()
+    ]
+    _upsert(
+        connection,
+        HOURS,
+        rows,
+        ["site_id", "day", "hour"],
+        lambda new: {name: HOURS.c[name] + new[name] for name in rollups.COUNTS},
+    )
+
+
+def _add_terms(connection: Connection, terms: Mapping[tuple[int, str], rollups.TermsUse]) -> None:
+    least = func.least if connection.dialect.name == "postgresql" else func.min
+    greatest = func.greatest if connection.dialect.name == "postgresql" else func.max
+    rows = [
+        {
+            "site_id": s,
+            "terms_version": v,
+            "first_at": u.first_at,
+            "last_at": u.last_at,
+            "acceptances": u.acceptances,
+        }
+        for (s, v), u in sorted(terms.items())
+    ]
+    c = TERMS.c
+    _upsert(
+        connection,
+        TERMS,
+        rows,
+        ["site_id", "terms_version"],
+        lambda new: {
+            "first_at": least(c.first_at, new.first_at),
+            "last_at": greatest(c.last_at, new.last_at),
+            "acceptances": c.acceptances + new.acceptances,
+        },
+    )
