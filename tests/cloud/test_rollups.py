@@ -72,7 +72,7 @@ def test_two_workers_at_once_stay_exact(engine: Engine) -> None:
     def run(batches: list) -> None:  # type: ignore[type-arg]
         try:
             write_all(IngestStore(engine), iter(batches))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(half,)) for half in halves]
