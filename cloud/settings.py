@@ -32,6 +32,13 @@ class CloudSettings:
     ingest_batch: int = 500  # events written per transaction at most
     ingest_flush_interval: float = 0.2  # seconds a partial batch may wait
     claim_code_ttl: int = 24 * 3600
+    # Privacy: how many days each kind of data is kept (0: for ever), enforced by
+    # `loopspot-cloud privacy retention` (cloud.privacy).
+    retention_events_days: int = 180  # raw events, by the router's time of each
+    retention_dead_letters_days: int = 30
+    retention_visits_days: int = 400  # device days: "returning" looks back this far
+    retention_rollups_days: int = 3 * 366  # hourly counts (they name no device)
+    retention_coupons_days: int = 365  # after a coupon expires, its device link is dropped
 
 
 _ENV_PREFIX = "LOOPSPOT_"
