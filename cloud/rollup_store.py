@@ -10,10 +10,13 @@ Blocking: call from the ingest's worker thread.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Connection, Table, func, select, tuple_
+from sqlalchemy import JSON, Connection, Table, Text, bindparam, cast, column, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud import rollups
@@ -26,36 +29,98 @@ DEVICES: Table = Base.metadata.tables["site_devices"]
 TERMS: Table = Base.metadata.tables["site_terms"]
 RULES: Table = Base.metadata.tables["site_analytics"]
 ROUTERS: Table = Base.metadata.tables["routers"]
-CHUNK = 500  # rows per multi-row statement (SQLite's bound-parameter limit is 32766)
+CHUNK = 500  # keys per SELECT ... IN
 
 Origin = tuple[str, str, int]
 
 
-def _upsert(
-    connection: Connection,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    keys: list[str],
-    update: Callable[[Any], dict[str, Any]],
-    returning: Sequence[Column[Any]] = (),
-) -> list[Any]:
-    """INSERT `rows` ... ON CONFLICT (`keys`) DO UPDATE SET update(excluded), in chunks."""
-    found: list[Any] = []
-    for start in range(0, len(rows), CHUNK):
-        chunk = list(rows[start : start + CHUNK])
-        statement: postgresql.Insert | sqlite.Insert
-        if connection.dialect.name == "postgresql":
-            statement = postgresql.insert(table).values(chunk)
-        else:
-            statement = sqlite.insert(table).values(chunk)
-        upsert = statement.on_conflict_do_update(
-            index_elements=keys, set_=update(statement.excluded)
+@dataclass(frozen=True, slots=True)
+class _Upsert:
+    """INSERT rows of `table` ... ON CONFLICT (`keys`) DO UPDATE SET update(excluded)."""
+
+    table: Table
+    keys: tuple[str, ...]
+    update: Callable[[Any], dict[str, Any]]
+    returning: tuple[str, ...] = ()
+
+
+@functools.cache
+def _statement(dialect: str, upsert: _Upsert) -> Any:
+    """The statement, compiled once per dialect: executemany on SQLite; on PostgreSQL one
+    JSON parameter carries the rows (as cloud.ingest_store does for events)."""
+    statement: postgresql.Insert | sqlite.Insert
+    if dialect == "postgresql":
+        records = (
+            func.json_to_recordset(cast(bindparam("rows", type_=Text()), JSON))
+            .table_valued(*(column(c.name, c.type) for c in upsert.table.columns))
+            .render_derived(name="batch", with_types=True)
         )
-        if returning:
-            found.extend(connection.execute(upsert.returning(*returning)))
-        else:
-            connection.execute(upsert)
-    return found
+        statement = postgresql.insert(upsert.table).from_select(
+            [c.name for c in upsert.table.columns], select(*records.c)
+        )
+    else:
+        statement = sqlite.insert(upsert.table)
+    made = statement.on_conflict_do_update(
+        index_elements=list(upsert.keys), set_=upsert.update(statement.excluded)
+    )
+    if upsert.returning:
+        return made.returning(*(upsert.table.c[name] for name in upsert.returning))
+    return made
+
+
+def _write(connection: Connection, upsert: _Upsert, rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """Upsert `rows` (each with every column of the table); the rows returned, if any."""
+    if not rows:
+        return []
+    statement = _statement(connection.dialect.name, upsert)
+    if connection.dialect.name == "postgresql":
+        result = connection.execute(statement, {"rows": json.dumps(rows, default=str)})
+    else:
+        result = connection.execute(statement, list(rows))
+    return list(result) if upsert.returning else []
+
+
+_DAYS = _Upsert(
+    DAYS,
+    ("site_id", "day", "device_id"),
+    lambda new: {"first_seen": new.first_seen, "hours": new.hours},
+)
+_DEVICES = _Upsert(
+    DEVICES,
+    ("site_id", "device_id"),
+    lambda new: {"first_day": new.first_day, "last_day": new.last_day},
+)
+# Writes a device's row back unchanged: PostgreSQL locks it (or the one a concurrent
+# transaction is inserting) until this transaction ends, and returns what is stored.
+_LOCK = _Upsert(
+    DEVICES,
+    ("site_id", "device_id"),
+    lambda _new: {"first_day": DEVICES.c.first_day},
+    returning=("site_id", "device_id", "first_day", "last_day"),
+)
+_HOURS = _Upsert(
+    HOURS,
+    ("site_id", "day", "hour"),
+    lambda new: {name: HOURS.c[name] + new[name] for name in rollups.COUNTS},
+)
+_TERMS = _Upsert(
+    TERMS,
+    ("site_id", "terms_version"),
+    lambda new: {
+        "first_at": func.min(TERMS.c.first_at, new.first_at),  # SQLite's two-argument min
+        "last_at": func.max(TERMS.c.last_at, new.last_at),
+        "acceptances": TERMS.c.acceptances + new.acceptances,
+    },
+)
+_TERMS_PG = _Upsert(
+    TERMS,
+    ("site_id", "terms_version"),
+    lambda new: {
+        "first_at": func.least(TERMS.c.first_at, new.first_at),
+        "last_at": func.greatest(TERMS.c.last_at, new.last_at),
+        "acceptances": TERMS.c.acceptances + new.acceptances,
+    },
+)
 
 
 def site_rules(connection: Connection, site_ids: Collection[int]) -> dict[int, SiteRules]:
@@ -147,24 +212,12 @@ class Rollups:
                 }
                 for (s, day, dev), v in sorted(settled.days.items())
             ]
-            _upsert(
-                connection,
-                DAYS,
-                days,
-                ["site_id", "day", "device_id"],
-                lambda new: {"first_seen": new.first_seen, "hours": new.hours},
-            )
+            _write(connection, _DAYS, days)
         changed = [
             {"site_id": s, "device_id": dev, "first_day": v.first_day, "last_day": v.last_day}
             for (s, dev), v in sorted(settled.devices.items())
         ]
-        _upsert(
-            connection,
-            DEVICES,
-            changed,
-            ["site_id", "device_id"],
-            lambda new: {"first_day": new.first_day, "last_day": new.last_day},
-        )
+        _write(connection, _DEVICES, changed)
         return settled
 
 
@@ -181,15 +234,16 @@ def _lock_devices(connection: Connection, touched: Mapping[DayKey, Day]) -> dict
         {"site_id": s, "device_id": dev, "first_day": first, "last_day": last}
         for (s, dev), (first, last) in sorted(spans.items())
     ]
-    c = DEVICES.c
-    locked = _upsert(
-        connection,
-        DEVICES,
-        rows,
-        ["site_id", "device_id"],
-        lambda _new: {"first_day": c.first_day},  # unchanged: the row is only locked
-        returning=(c.site_id, c.device_id, c.first_day, c.last_day),
-    )
+    if connection.dialect.name != "postgresql":  # SQLite: this transaction is the only writer
+        c = DEVICES.c
+        pairs = [(row["site_id"], row["device_id"]) for row in rows]
+        locked: Sequence[Any] = connection.execute(
+            select(c.site_id, c.device_id, c.first_day, c.last_day).where(
+                tuple_(c.site_id, c.device_id).in_(pairs)
+            )
+        ).all()
+    else:
+        locked = _write(connection, _LOCK, rows)
     known = {(row[0], row[1]): Known(row[2], row[3]) for row in locked}
     return known
 
@@ -199,18 +253,10 @@ def _add_hours(connection: Connection, hours: Mapping[rollups.HourKey, dict[str,
         {"site_id": s, "day": day, "hour": hour, **counts}
         for (s, day, hour), counts in hours.items()
     ]
-    _upsert(
-        connection,
-        HOURS,
-        rows,
-        ["site_id", "day", "hour"],
-        lambda new: {name: HOURS.c[name] + new[name] for name in rollups.COUNTS},
-    )
+    _write(connection, _HOURS, rows)
 
 
 def _add_terms(connection: Connection, terms: Mapping[tuple[int, str], rollups.TermsUse]) -> None:
-    least = func.least if connection.dialect.name == "postgresql" else func.min
-    greatest = func.greatest if connection.dialect.name == "postgresql" else func.max
     rows = [
         {
             "site_id": s,
@@ -221,15 +267,4 @@ def _add_terms(connection: Connection, terms: Mapping[tuple[int, str], rollups.T
         }
         for (s, v), u in sorted(terms.items())
     ]
-    c = TERMS.c
-    _upsert(
-        connection,
-        TERMS,
-        rows,
-        ["site_id", "terms_version"],
-        lambda new: {
-            "first_at": least(c.first_at, new.first_at),
-            "last_at": greatest(c.last_at, new.last_at),
-            "acceptances": c.acceptances + new.acceptances,
-        },
-    )
+    _write(connection, _TERMS_PG if connection.dialect.name == "postgresql" else _TERMS, rows)
