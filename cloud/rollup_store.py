@@ -16,7 +16,21 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, Text, bindparam, cast, column, func, select, tuple_
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Date,
+    Integer,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud import rollups
@@ -190,16 +204,7 @@ class Rollups:
     ) -> rollups.Settled:
         known = _lock_devices(connection, touched)
         wanted = sorted(set(touched) | rollups.flipped_days(touched, known))
-        d = DAYS.c
-        stored: dict[DayKey, Day] = {}
-        for start in range(0, len(wanted), CHUNK):
-            keys = wanted[start : start + CHUNK]
-            for row in connection.execute(
-                select(d.site_id, d.day, d.device_id, d.first_seen, d.hours).where(
-                    tuple_(d.site_id, d.day, d.device_id).in_(keys)
-                )
-            ):
-                stored[(row[0], row[1], row[2])] = Day(row[3], row[4])
+        stored = _stored_days(connection, wanted)
         settled = rollups.settle(touched, stored, known, rules)
         if settled.days:
             days = [
@@ -219,6 +224,39 @@ class Rollups:
         ]
         _write(connection, _DEVICES, changed)
         return settled
+
+
+@functools.cache
+def _days_joined() -> Any:
+    """PostgreSQL: the stored rows of the days in one JSON parameter (an index lookup each;
+    a row-value IN list of hundreds is planned as a scan)."""
+    d = DAYS.c
+    keys = (
+        func.json_to_recordset(cast(bindparam("keys", type_=Text()), JSON))
+        .table_valued(column("site_id", Integer), column("day", Date), column("device_id", Text))
+        .render_derived(name="wanted", with_types=True)
+    )
+    return select(d.site_id, d.day, d.device_id, d.first_seen, d.hours).join(
+        keys,
+        and_(d.site_id == keys.c.site_id, d.day == keys.c.day, d.device_id == keys.c.device_id),
+    )
+
+
+def _stored_days(connection: Connection, wanted: Sequence[DayKey]) -> dict[DayKey, Day]:
+    """The stored site_days rows of `wanted`."""
+    d = DAYS.c
+    if connection.dialect.name == "postgresql":
+        keys = [{"site_id": s, "day": day.isoformat(), "device_id": dev} for s, day, dev in wanted]
+        found = connection.execute(_days_joined(), {"keys": json.dumps(keys)}).all()
+    else:
+        found = []
+        for start in range(0, len(wanted), CHUNK):
+            found += connection.execute(
+                select(d.site_id, d.day, d.device_id, d.first_seen, d.hours).where(
+                    tuple_(d.site_id, d.day, d.device_id).in_(wanted[start : start + CHUNK])
+                )
+            ).all()
+    return {(row[0], row[1], row[2]): Day(row[3], row[4]) for row in found}
 
 
 def _lock_devices(connection: Connection, touched: Mapping[DayKey, Day]) -> dict[DeviceKey, Known]:
