@@ -125,10 +125,22 @@ def zone(name: str) -> tzinfo:
         return UTC
 
 
+QUARTER = 900  # every zone's offset and DST change falls on a quarter hour (since 1972)
+
+
+@functools.lru_cache(maxsize=65536)
+def _slot(timezone: str, quarter: int) -> tuple[date, int, float]:
+    """The local day and hour of a quarter hour (Unix s // QUARTER), and when the next
+    local hour begins (wall-clock arithmetic: after a DST gap, the hour after it)."""
+    local = datetime.fromtimestamp(quarter * QUARTER, zone(timezone))
+    boundary = (local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)).timestamp()
+    return local.date(), local.hour, boundary
+
+
 def local_hour(moment: float, rules: Rules) -> tuple[date, int]:
     """The site's local day and hour of `moment`."""
-    local = datetime.fromtimestamp(moment, zone(rules.timezone))
-    return local.date(), local.hour
+    day, hour, _ = _slot(rules.timezone, int(moment // QUARTER))
+    return day, hour
 
 
 def presence(start: float, end: float, history: SiteRules) -> dict[date, tuple[float, int]]:
@@ -136,14 +148,9 @@ def presence(start: float, end: float, history: SiteRules) -> dict[date, tuple[f
     found: dict[date, tuple[float, int]] = {}
     moment = start
     while True:
-        local = datetime.fromtimestamp(moment, zone(history.at(moment).timezone))
-        day = local.date()
+        day, hour, boundary = _slot(history.at(moment).timezone, int(moment // QUARTER))
         first, hours = found.get(day, (moment, 0))
-        found[day] = (min(first, moment), hours | 1 << local.hour)
-        # The next local hour (wall-clock arithmetic; a DST gap lands on the hour after it).
-        boundary = (
-            local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        ).timestamp()
+        found[day] = (min(first, moment), hours | 1 << hour)
         if boundary > end:
             return found
         moment = boundary if boundary > moment else moment + 3600
@@ -151,7 +158,10 @@ def presence(start: float, end: float, history: SiteRules) -> dict[date, tuple[f
 
 def dwell_band(seconds: float) -> str:
     """The dwell band column of a visit of `seconds`."""
-    return next(name for limit, name in DWELL_BANDS if seconds < limit)
+    for limit, name in DWELL_BANDS:
+        if seconds < limit:
+            return name
+    return DWELL_BANDS[-1][1]  # NaN: never sent (agent.wire refuses it)
 
 
 @dataclass(frozen=True, slots=True)
