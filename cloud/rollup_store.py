@@ -14,6 +14,7 @@ import functools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
@@ -86,12 +87,30 @@ def _write(connection: Connection, upsert: _Upsert, rows: Sequence[dict[str, Any
     """Upsert `rows` (each with every column of the table); the rows returned, if any."""
     if not rows:
         return []
-    statement = _statement(connection.dialect.name, upsert)
     if connection.dialect.name == "postgresql":
+        statement = _statement("postgresql", upsert)
         result = connection.execute(statement, {"rows": json.dumps(rows, default=str)})
-    else:
-        result = connection.execute(statement, list(rows))
-    return list(result) if upsert.returning else []
+        return list(result) if upsert.returning else []
+    if upsert.returning:
+        raise NotImplementedError("RETURNING through sqlite3's executemany")
+    # SQLite: straight to sqlite3's executemany; SQLAlchemy's per-row parameter handling
+    # cost more than the statement (dates as SQLAlchemy stores them: ISO text).
+    sql, names = _sqlite_sql(upsert)
+    connection.exec_driver_sql(
+        sql,
+        [
+            tuple(v.isoformat() if isinstance(v, date) else v for v in map(row.__getitem__, names))
+            for row in rows
+        ],
+    )
+    return []
+
+
+@functools.cache
+def _sqlite_sql(upsert: _Upsert) -> tuple[str, tuple[str, ...]]:
+    """The SQLite statement's text and the column of each of its positional parameters."""
+    compiled = _statement("sqlite", upsert).compile(dialect=sqlite.dialect())
+    return compiled.string, tuple(compiled.positiontup or ())
 
 
 _DAYS = _Upsert(
@@ -242,20 +261,34 @@ def _days_joined() -> Any:
     )
 
 
+@functools.cache
+def _days_listed() -> Any:
+    """SQLite: the stored rows of the days in `keys` (site_id, day, device_id)."""
+    d = DAYS.c
+    return select(d.site_id, d.day, d.device_id, d.first_seen, d.hours).where(
+        tuple_(d.site_id, d.day, d.device_id).in_(bindparam("keys", expanding=True))
+    )
+
+
+@functools.cache
+def _devices_listed() -> Any:
+    """SQLite: the stored rows of the devices in `keys` (site_id, device_id)."""
+    c = DEVICES.c
+    return select(c.site_id, c.device_id, c.first_day, c.last_day).where(
+        tuple_(c.site_id, c.device_id).in_(bindparam("keys", expanding=True))
+    )
+
+
 def _stored_days(connection: Connection, wanted: Sequence[DayKey]) -> dict[DayKey, Day]:
     """The stored site_days rows of `wanted`."""
-    d = DAYS.c
     if connection.dialect.name == "postgresql":
         keys = [{"site_id": s, "day": day.isoformat(), "device_id": dev} for s, day, dev in wanted]
         found = connection.execute(_days_joined(), {"keys": json.dumps(keys)}).all()
     else:
         found = []
         for start in range(0, len(wanted), CHUNK):
-            found += connection.execute(
-                select(d.site_id, d.day, d.device_id, d.first_seen, d.hours).where(
-                    tuple_(d.site_id, d.day, d.device_id).in_(wanted[start : start + CHUNK])
-                )
-            ).all()
+            chunk = wanted[start : start + CHUNK]
+            found += connection.execute(_days_listed(), {"keys": chunk}).all()
     return {(row[0], row[1], row[2]): Day(row[3], row[4]) for row in found}
 
 
@@ -273,13 +306,8 @@ def _lock_devices(connection: Connection, touched: Mapping[DayKey, Day]) -> dict
         for (s, dev), (first, last) in sorted(spans.items())
     ]
     if connection.dialect.name != "postgresql":  # SQLite: this transaction is the only writer
-        c = DEVICES.c
         pairs = [(row["site_id"], row["device_id"]) for row in rows]
-        locked: Sequence[Any] = connection.execute(
-            select(c.site_id, c.device_id, c.first_day, c.last_day).where(
-                tuple_(c.site_id, c.device_id).in_(pairs)
-            )
-        ).all()
+        locked: Sequence[Any] = connection.execute(_devices_listed(), {"keys": pairs}).all()
     else:
         locked = _write(connection, _LOCK, rows)
     known = {(row[0], row[1]): Known(row[2], row[3]) for row in locked}
