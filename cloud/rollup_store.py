@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from sqlalchemy import (
@@ -84,7 +84,8 @@ def _statement(dialect: str, upsert: _Upsert) -> Any:
 
 
 def _write(connection: Connection, upsert: _Upsert, rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """Upsert `rows` (each with every column of the table); the rows returned, if any."""
+    """Upsert `rows` (each with every column of the table, dates as ISO text); the rows
+    returned, if any."""
     if not rows:
         return []
     if connection.dialect.name == "postgresql":
@@ -96,13 +97,7 @@ def _write(connection: Connection, upsert: _Upsert, rows: Sequence[dict[str, Any
     # SQLite: straight to sqlite3's executemany; SQLAlchemy's per-row parameter handling
     # cost more than the statement (dates as SQLAlchemy stores them: ISO text).
     sql, names = _sqlite_sql(upsert)
-    connection.exec_driver_sql(
-        sql,
-        [
-            tuple(v.isoformat() if isinstance(v, date) else v for v in map(row.__getitem__, names))
-            for row in rows
-        ],
-    )
+    connection.exec_driver_sql(sql, list(map(operator.itemgetter(*names), rows)))
     return []
 
 
@@ -229,7 +224,7 @@ class Rollups:
             days = [
                 {
                     "site_id": s,
-                    "day": day,
+                    "day": day.isoformat(),
                     "device_id": dev,
                     "first_seen": v.first_seen,
                     "hours": v.hours,
@@ -238,7 +233,12 @@ class Rollups:
             ]
             _write(connection, _DAYS, days)
         changed = [
-            {"site_id": s, "device_id": dev, "first_day": v.first_day, "last_day": v.last_day}
+            {
+                "site_id": s,
+                "device_id": dev,
+                "first_day": v.first_day.isoformat(),
+                "last_day": v.last_day.isoformat(),
+            }
             for (s, dev), v in sorted(settled.devices.items())
         ]
         _write(connection, _DEVICES, changed)
@@ -316,7 +316,7 @@ def _lock_devices(connection: Connection, touched: Mapping[DayKey, Day]) -> dict
 
 def _add_hours(connection: Connection, hours: Mapping[rollups.HourKey, dict[str, float]]) -> None:
     rows = [
-        {"site_id": s, "day": day, "hour": hour, **counts}
+        {"site_id": s, "day": day.isoformat(), "hour": hour, **counts}
         for (s, day, hour), counts in hours.items()
     ]
     _write(connection, _HOURS, rows)

@@ -202,11 +202,10 @@ class Tally:
             held = self.presence.get(key)
             self.presence[key] = Day(first, hours) if held is None else held.joined(first, hours)
 
-    def count(self, site_id: int, moment: float, rules: Rules, **amounts: float) -> None:
-        """Add `amounts` to the site's hour of `moment`."""
-        counts = self.hours[(site_id, *local_hour(moment, rules))]
-        for name, amount in amounts.items():
-            counts[name] += amount  # type: ignore[assignment]
+    def hour(self, site_id: int, moment: float, rules: Rules) -> Counter[str]:
+        """The counts of the site's hour of `moment`, to add to."""
+        day, hour, _ = _slot(rules.timezone, int(moment // QUARTER))
+        return self.hours[(site_id, day, hour)]
 
 
 _SEEN, _LEFT = EventKind.DEVICE_SEEN.value, EventKind.DEVICE_LEFT.value
@@ -237,28 +236,24 @@ def tally(
             if device:
                 made.present(site_id, device, max(start, at - MAX_PRESENCE_SECONDS), at, history)
             then = history.at(start)
-            stayed = "stays" if dwell >= then.passer_by_seconds else "passers_by"
-            made.count(
-                site_id, start, then, **{stayed: 1, dwell_band(dwell): 1}, dwell_seconds=dwell
-            )
+            counts = made.hour(site_id, start, then)
+            counts["stays" if dwell >= then.passer_by_seconds else "passers_by"] += 1
+            counts[dwell_band(dwell)] += 1
+            counts["dwell_seconds"] += dwell  # type: ignore[assignment]
         elif kind == _STARTED:
-            made.count(site_id, at, history.at(at), sessions=1)
+            made.hour(site_id, at, history.at(at))["sessions"] += 1
         elif kind == _ENDED:
-            made.count(
-                site_id,
-                at,
-                history.at(at),
-                sessions_ended=1,
-                session_bytes=int(row["session_bytes"]),
-                session_seconds=max(0.0, float(row["duration"])),
-            )
+            counts = made.hour(site_id, at, history.at(at))
+            counts["sessions_ended"] += 1
+            counts["session_bytes"] += int(row["session_bytes"])
+            counts["session_seconds"] += max(0.0, float(row["duration"]))  # type: ignore[assignment]
         elif kind == _TERMS:
-            made.count(site_id, at, history.at(at), terms_accepted=1)
+            made.hour(site_id, at, history.at(at))["terms_accepted"] += 1
             use = made.terms.setdefault((site_id, row["terms_version"]), TermsUse(at, at))
             use.first_at, use.last_at = min(use.first_at, at), max(use.last_at, at)
             use.acceptances += 1
         elif kind == _VIEWED:
-            made.count(site_id, at, history.at(at), portal_views=1)
+            made.hour(site_id, at, history.at(at))["portal_views"] += 1
     return made
 
 
