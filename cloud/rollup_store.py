@@ -15,6 +15,7 @@ import json
 import operator
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
@@ -30,7 +31,6 @@ from sqlalchemy import (
     column,
     func,
     select,
-    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -44,7 +44,6 @@ DEVICES: Table = Base.metadata.tables["site_devices"]
 TERMS: Table = Base.metadata.tables["site_terms"]
 RULES: Table = Base.metadata.tables["site_analytics"]
 ROUTERS: Table = Base.metadata.tables["routers"]
-CHUNK = 500  # keys per SELECT ... IN
 
 Origin = tuple[str, str, int]
 
@@ -261,35 +260,30 @@ def _days_joined() -> Any:
     )
 
 
-@functools.cache
-def _days_listed() -> Any:
-    """SQLite: the stored rows of the days in `keys` (site_id, day, device_id)."""
-    d = DAYS.c
-    return select(d.site_id, d.day, d.device_id, d.first_seen, d.hours).where(
-        tuple_(d.site_id, d.day, d.device_id).in_(bindparam("keys", expanding=True))
-    )
-
-
-@functools.cache
-def _devices_listed() -> Any:
-    """SQLite: the stored rows of the devices in `keys` (site_id, device_id)."""
-    c = DEVICES.c
-    return select(c.site_id, c.device_id, c.first_day, c.last_day).where(
-        tuple_(c.site_id, c.device_id).in_(bindparam("keys", expanding=True))
-    )
+# SQLite: the keys in one JSON parameter, each looked up by primary key (json_each first).
+_SQLITE_DAYS = (
+    "SELECT d.site_id, d.day, d.device_id, d.first_seen, d.hours FROM json_each(?) AS k"
+    " CROSS JOIN site_days AS d WHERE d.site_id = json_extract(k.value, '$[0]')"
+    " AND d.day = json_extract(k.value, '$[1]') AND d.device_id = json_extract(k.value, '$[2]')"
+)
+_SQLITE_DEVICES = (
+    "SELECT d.site_id, d.device_id, d.first_day, d.last_day FROM json_each(?) AS k"
+    " CROSS JOIN site_devices AS d WHERE d.site_id = json_extract(k.value, '$[0]')"
+    " AND d.device_id = json_extract(k.value, '$[1]')"
+)
 
 
 def _stored_days(connection: Connection, wanted: Sequence[DayKey]) -> dict[DayKey, Day]:
     """The stored site_days rows of `wanted`."""
     if connection.dialect.name == "postgresql":
-        keys = [{"site_id": s, "day": day.isoformat(), "device_id": dev} for s, day, dev in wanted]
-        found = connection.execute(_days_joined(), {"keys": json.dumps(keys)}).all()
-    else:
-        found = []
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start : start + CHUNK]
-            found += connection.execute(_days_listed(), {"keys": chunk}).all()
-    return {(row[0], row[1], row[2]): Day(row[3], row[4]) for row in found}
+        listed = [
+            {"site_id": s, "day": day.isoformat(), "device_id": dev} for s, day, dev in wanted
+        ]
+        found = connection.execute(_days_joined(), {"keys": json.dumps(listed)}).all()
+        return {(row[0], row[1], row[2]): Day(row[3], row[4]) for row in found}
+    keys = json.dumps([(s, day.isoformat(), dev) for s, day, dev in wanted])
+    found = connection.exec_driver_sql(_SQLITE_DAYS, (keys,)).all()
+    return {(row[0], date.fromisoformat(row[1]), row[2]): Day(row[3], row[4]) for row in found}
 
 
 def _lock_devices(connection: Connection, touched: Mapping[DayKey, Day]) -> dict[DeviceKey, Known]:
@@ -306,12 +300,14 @@ def _lock_devices(connection: Connection, touched: Mapping[DayKey, Day]) -> dict
         for (s, dev), (first, last) in sorted(spans.items())
     ]
     if connection.dialect.name != "postgresql":  # SQLite: this transaction is the only writer
-        pairs = [(row["site_id"], row["device_id"]) for row in rows]
-        locked: Sequence[Any] = connection.execute(_devices_listed(), {"keys": pairs}).all()
-    else:
-        locked = _write(connection, _LOCK, rows)
-    known = {(row[0], row[1]): Known(row[2], row[3]) for row in locked}
-    return known
+        pairs = json.dumps([(row["site_id"], row["device_id"]) for row in rows])
+        found = connection.exec_driver_sql(_SQLITE_DEVICES, (pairs,)).all()
+        return {
+            (row[0], row[1]): Known(date.fromisoformat(row[2]), date.fromisoformat(row[3]))
+            for row in found
+        }
+    locked = _write(connection, _LOCK, rows)
+    return {(row[0], row[1]): Known(row[2], row[3]) for row in locked}
 
 
 def _add_hours(connection: Connection, hours: Mapping[rollups.HourKey, dict[str, float]]) -> None:
