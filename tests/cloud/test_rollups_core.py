@@ -106,6 +106,14 @@ def test_events_of_unknown_routers_or_impossible_times_are_not_counted() -> None
 
 DEVICES = ["d0", "d1", "d2"]
 BASE = _at("2026-11-02T00:00:00")
+# Site 1 moves to Shanghai time and a 10-minute threshold on its third day; site 2 is in
+# Kolkata (+05:30) throughout.
+RULES = {
+    1: SiteRules(
+        (Rules(0.0, "UTC", 300.0), Rules(BASE + 2 * 86400 + 3600, "Asia/Shanghai", 600.0))
+    ),
+    2: KOLKATA,
+}
 
 
 def _events(draw_items: list[tuple[int, str, float, float]]) -> list[dict[str, Any]]:
@@ -125,7 +133,7 @@ def _events(draw_items: list[tuple[int, str, float, float]]) -> list[dict[str, A
 
 def _apply(batches: list[list[dict[str, Any]]]) -> dict[Any, dict[str, float]]:
     """The rollups after `batches` in turn, kept in memory as rollup_store keeps them."""
-    site_of, rules = {"r0": 1, "r1": 1, "r2": 2}, {2: KOLKATA}
+    site_of, rules = {"r0": 1, "r1": 1, "r2": 2}, RULES
     days: dict[DayKey, Day] = {}
     known: dict[DeviceKey, Known] = {}
     hours: defaultdict[Any, Counter[str]] = defaultdict(Counter)
@@ -181,5 +189,4 @@ def test_counts_do_not_depend_on_order_or_batches(
 
 
 def _days_of(events: list[dict[str, Any]]) -> set[DayKey]:
-    site_of, rules = {"r0": 1, "r1": 1, "r2": 2}, {2: KOLKATA}
-    return set(rollups.tally(events, site_of, rules).presence)
+    return set(rollups.tally(events, {"r0": 1, "r1": 1, "r2": 2}, RULES).presence)
