@@ -48,6 +48,7 @@ from cloud.ingest_core import (
 )
 from cloud.issuer_keys import certify_keys
 from cloud.models import Base
+from cloud.rollup_store import Rollups
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def _postgresql_insert() -> Insert:
 class EventInserter:
     """INSERT INTO events ... ON CONFLICT (router_id, boot_id, seq) DO NOTHING, per dialect."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, returning: bool = False) -> None:
         self.dialect = engine.dialect.name
         if self.dialect == "postgresql":
             self.statement = _postgresql_insert()
@@ -99,13 +100,18 @@ class EventInserter:
             self.statement = sqlite.insert(EVENTS).on_conflict_do_nothing(index_elements=_ORIGIN)
         else:
             raise NotImplementedError(f"ingest runs on SQLite and PostgreSQL, not {self.dialect}")
+        self.returning = returning  # say which rows were stored now (the rollups count those)
+        if returning:
+            self.statement = self.statement.returning(*(EVENTS.c[name] for name in _ORIGIN))
 
-    def __call__(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
-        """Insert `rows`; a row whose origin is already stored is skipped."""
+    def __call__(self, connection: Connection, rows: list[dict[str, Any]]) -> set[Origin]:
+        """Insert `rows`; a row whose origin is already stored is skipped. With `returning`,
+        the origins stored by this call (else an empty set)."""
         if self.dialect == "postgresql":
-            connection.execute(self.statement, {"rows": json.dumps(rows)})
+            result = connection.execute(self.statement, {"rows": json.dumps(rows)})
         else:
-            connection.execute(self.statement, rows)
+            result = connection.execute(self.statement, rows)
+        return {(r[0], r[1], r[2]) for r in result} if self.returning else set()
 
 
 Outgoing = tuple[str, bytes, bool]  # topic, payload, retain
@@ -137,9 +143,10 @@ class Written:
 class IngestStore:
     """Writes batches of inbound messages into one database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, rollups: bool = True) -> None:
         self.engine = engine
-        self._insert_events = EventInserter(engine)
+        self._insert_events = EventInserter(engine, returning=rollups)
+        self._rollups = Rollups() if rollups else None  # visitor counts, in the same transaction
         self._heard: dict[str, float] = {}  # router_id: when this worker last bumped last_seen
         self._enrolled: set[str] = set()
         self._enrolled_until = 0.0
@@ -233,7 +240,9 @@ class IngestStore:
         # reconnect storm: take every router row this transaction will write, in one sorted pass.
         status.lock_routers(connection, set(plan.statuses) | set(plan.wills) | heard)
         if plan.events:
-            self._insert_events(connection, plan.events)
+            fresh = self._insert_events(connection, plan.events)
+            if self._rollups is not None:
+                self._rollups.add(connection, plan.events, fresh)
         status.apply_statuses(connection, plan.statuses, plan.wills)
         status.mark_acks(connection, plan.config_acks, plan.command_acks, plan.received_at)
         if plan.dead_letters:

@@ -6,16 +6,19 @@ No raw MAC address is ever stored: devices are known by their `device_id` pseudo
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -294,3 +297,92 @@ class Redemption(Base):
     __table_args__ = (
         UniqueConstraint("origin_router", "origin_boot", "origin_seq", name="uq_redemption_origin"),
     )
+
+
+# --- visitor analytics and privacy (cloud.rollups, cloud.rollup_store, cloud.privacy) -------
+
+Index(
+    "ix_events_to_device",
+    Event.to_device,
+    postgresql_where=Event.to_device != "",
+    sqlite_where=Event.to_device != "",
+)
+
+
+class SiteAnalytics(Base):
+    """A site's analytics rules from `valid_from` (Unix s) on: time zone, passer-by threshold."""
+
+    __tablename__ = "site_analytics"
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    valid_from: Mapped[float] = mapped_column(Float, primary_key=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    passer_by_seconds: Mapped[float] = mapped_column(Float, default=300.0)
+
+
+class SiteHour(Base):
+    """The rollup: one site's counts for one local hour (cloud.rollups.COUNTS)."""
+
+    __tablename__ = "site_hours"
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True, index=True)
+    hour: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    visitors: Mapped[int] = mapped_column(BigInteger, default=0)
+    new_visitors: Mapped[int] = mapped_column(BigInteger, default=0)
+    returning_visitors: Mapped[int] = mapped_column(BigInteger, default=0)
+    stays: Mapped[int] = mapped_column(BigInteger, default=0)
+    passers_by: Mapped[int] = mapped_column(BigInteger, default=0)
+    dwell_under_5m: Mapped[int] = mapped_column(BigInteger, default=0)
+    dwell_5_15m: Mapped[int] = mapped_column(BigInteger, default=0)
+    dwell_15_30m: Mapped[int] = mapped_column(BigInteger, default=0)
+    dwell_30_60m: Mapped[int] = mapped_column(BigInteger, default=0)
+    dwell_over_60m: Mapped[int] = mapped_column(BigInteger, default=0)
+    dwell_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    sessions: Mapped[int] = mapped_column(BigInteger, default=0)
+    sessions_ended: Mapped[int] = mapped_column(BigInteger, default=0)
+    session_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    session_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    terms_accepted: Mapped[int] = mapped_column(BigInteger, default=0)
+    portal_views: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SiteDay(Base):
+    """A device present at a site on one local day: when first, and in which hours (bits 0-23)."""
+
+    __tablename__ = "site_days"
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True, index=True)
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    first_seen: Mapped[float] = mapped_column(Float)
+    hours: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SiteDevice(Base):
+    """A device's first and last local day at a site: new or returning, and its ingest lock."""
+
+    __tablename__ = "site_devices"
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    first_day: Mapped[date] = mapped_column(Date)
+    last_day: Mapped[date] = mapped_column(Date, index=True)
+
+
+class SiteTerms(Base):
+    """A terms version accepted at a site: first and last acceptance (router time) and count."""
+
+    __tablename__ = "site_terms"
+    site_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    terms_version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    first_at: Mapped[float] = mapped_column(Float)
+    last_at: Mapped[float] = mapped_column(Float)
+    acceptances: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Erasure(Base):
+    """A device erased on request: its device_id hashed again, when, by whom, rows removed."""
+
+    __tablename__ = "erasures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_hash: Mapped[str] = mapped_column(String(64), index=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    erased_by: Mapped[str] = mapped_column(String(120))
+    removed: Mapped[str] = mapped_column(Text)  # JSON: table -> rows deleted or anonymised

@@ -43,6 +43,13 @@ class CloudSettings:
     acme_email: str = ""  # the account's contact, optional
     acme_dns: str = ""  # rfc2136://SERVER/ZONE, or challtestsrv+http://HOST:PORT (lab)
     acme_dns_tsig_file: str = ""  # the TSIG key for rfc2136 (BIND key block, tsig-keygen)
+    # Privacy: how many days each kind of data is kept (0: for ever), enforced by
+    # `loopspot-cloud privacy retention` (cloud.privacy).
+    retention_events_days: int = 180  # raw events, by the router's time of each
+    retention_dead_letters_days: int = 30
+    retention_visits_days: int = 400  # device days: "returning" looks back this far
+    retention_rollups_days: int = 3 * 366  # hourly counts (they name no device)
+    retention_coupons_days: int = 365  # after a coupon expires, its device link is dropped
 
 
 _ENV_PREFIX = "LOOPSPOT_"
