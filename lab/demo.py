@@ -1,4 +1,9 @@
-"""`make demo`: a shop router running the agent, two phones and the internet, in namespaces."""
+"""`make demo`: a shop router running the agent, two phones and the internet, in namespaces.
+
+Beside it the cloud, with a coupon campaign in a closed loop (Lotus Spa's coupon handed out
+at the demo shop), and a simulator playing a day of 20 more routers of the same alliance
+through the real MQTT path, so the cloud's numbers fill up.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +15,30 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from cloud.db import migrate
 from lab import addresses as A
 from lab.cloud import CloudStack
+from lab.errors import ServiceError
 from lab.polling import wait_until
 from lab.relay import serve_relay
 from lab.router import RouterAgent
+from lab.sim_fleet import ALLIANCE
+from lab.simulator import Simulator
 from lab.topology import Lab, cleanup_stale, require_root
 
 PIDFILE = Path("/run/loopspot-demo.pid")
 RELAY_PORT = 8050
+SHOP, PARTNER = "Demo Bistro", "Lotus Spa"  # the partner is one of the simulator's merchants
+STAFF_PIN = "2468"
+SIMULATED_ROUTERS = 20
+DAY = 86400
 
 
 def _banner(
-    lab: Lab, agent: RouterAgent, cloud: CloudStack, router_id: str, relay_port: int
+    lab: Lab, agent: RouterAgent, cloud: CloudStack, router_id: str, relay_port: int, simulated: int
 ) -> str:
     phone = lab.phones[0]
     run = f"ip netns exec {phone.ns}"
@@ -57,16 +70,43 @@ The cloud, as an operator sees it (from this shell, in .venv):
   {ctl} config push {router_id} --set 'walled_garden_addresses=["{A.WEB_IP}/32"]'
   {ctl} command {router_id} send_status
 
+Coupons: accept on the portal and the "you're online" page shows a {PARTNER} coupon, given
+at {SHOP} for its partner (the closed loop). Then:
+  open http://127.0.0.1:{relay_port}/portal/wallet   # the wallet, short codes, QR codes
+  open http://127.0.0.1:{relay_port}/staff           # the staff page, PIN {STAFF_PIN}
+  {ctl} campaign list
+  {ctl} flows --alliance "{ALLIANCE}"
+The simulator plays a day of {simulated} more routers of "{ALLIANCE}":
+  {ctl} routers   # all of them
+
 Agent log: {agent.log}   Cloud logs: {cloud.workdir}
 Stop: Ctrl-C here, or `make demo-stop` from another shell.
 """
 
 
+async def _simulate(simulator: Simulator) -> None:
+    """A day of the simulated fleet; its routers then stay online until the demo stops."""
+    try:
+        await simulator.start()
+        await simulator.play()
+    except Exception as error:  # the demo's own shop goes on without the simulated ones
+        print(f"warning: the simulated fleet stopped: {error}", file=sys.stderr, flush=True)
+
+
 async def _serve(
-    lab: Lab, agent: RouterAgent, cloud: CloudStack, router_id: str, relay_port: int
+    lab: Lab,
+    agent: RouterAgent,
+    cloud: CloudStack,
+    router_id: str,
+    relay_port: int,
+    simulated: int,
 ) -> None:
     relay = await serve_relay(lab.phones[0].ns, (A.ROUTER_LAN_IP, 2050), relay_port)
-    print(_banner(lab, agent, cloud, router_id, relay_port), flush=True)
+    simulator = Simulator(
+        cloud.settings, cloud.workdir / "simulator", routers=simulated, connect_host="127.0.0.1"
+    )
+    fleet = asyncio.create_task(_simulate(simulator), name="demo-simulator") if simulated else None
+    print(_banner(lab, agent, cloud, router_id, relay_port, simulated), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -75,6 +115,10 @@ async def _serve(
         await stop.wait()
     finally:
         relay.close()
+        if fleet is not None:
+            fleet.cancel()
+            await asyncio.gather(fleet, return_exceptions=True)
+            await simulator.stop()
 
 
 def _start_shop(lab: Lab) -> tuple[CloudStack, RouterAgent, str]:
@@ -83,7 +127,9 @@ def _start_shop(lab: Lab) -> tuple[CloudStack, RouterAgent, str]:
     url = f"sqlite:///{workdir}/cloud.db"
     migrate(url)
     cloud = CloudStack(lab, url, workdir).start(workers=1)
-    router_id, code = cloud.claim("Demo Bistro", "Main Street")
+    cloud.wait_subscribed()
+    cloud.cli("merchant", "create", SHOP, "--alliance", ALLIANCE)
+    router_id, code = cloud.claim(SHOP, "Main Street")
     credentials = lab.workdir / "agent" / "credentials"
     agent = RouterAgent(
         lab,
@@ -114,7 +160,41 @@ def _start_shop(lab: Lab) -> tuple[CloudStack, RouterAgent, str]:
     )
     if not online:
         print("warning: the cloud has not seen the router online yet", file=sys.stderr)
+    _start_campaign(cloud)
     return cloud, agent, router_id
+
+
+def _start_campaign(cloud: CloudStack) -> None:
+    """Lotus Spa's coupon, handed out at the demo shop, which accepts; plans pushed."""
+    with contextlib.suppress(ServiceError):  # the simulator may have made the spa already
+        cloud.cli("merchant", "create", PARTNER, "--alliance", ALLIANCE)
+    now = int(time.time())
+    cloud.cli(
+        "campaign",
+        "create",
+        "--merchant",
+        PARTNER,
+        "--title-en",
+        "Free foot massage",
+        "--title-zh",
+        "免费足底按摩",
+        "--terms-en",
+        "One per visit, weekdays.",
+        "--terms-zh",
+        "每次到店限用一张，仅限工作日。",  # noqa: RUF001 -- Chinese punctuation
+        "--starts-at",
+        str(now - DAY),
+        "--ends-at",
+        str(now + 30 * DAY),
+        "--budget",
+        "500",
+        "--reach",
+        "partners",
+    )
+    cloud.cli("partner", "propose", "--merchant", PARTNER, "--partner", SHOP)
+    cloud.cli("partner", "accept", "--merchant", PARTNER, "--partner", SHOP)
+    cloud.cli("staff-pin", "set", "--merchant", SHOP, STAFF_PIN)
+    cloud.cli("coupons", "push")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.demo")
     parser.add_argument("--stop", action="store_true", help="stop a running demo")
     parser.add_argument("--phones", type=int, default=2)
+    parser.add_argument(
+        "--simulated",
+        type=int,
+        default=SIMULATED_ROUTERS,
+        help="routers the simulator plays beside the demo shop (0: none)",
+    )
     parser.add_argument(
         "--relay-port",
         type=int,
@@ -141,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         with Lab.create(phones=args.phones, wan_services=True) as lab:
             cloud, agent, router_id = _start_shop(lab)
             try:
-                asyncio.run(_serve(lab, agent, cloud, router_id, args.relay_port))
+                asyncio.run(_serve(lab, agent, cloud, router_id, args.relay_port, args.simulated))
             finally:
                 agent.stop()
                 cloud.close()
