@@ -292,6 +292,7 @@ class CouponPlan(Message):
     issuer_certificate: str = ""  # the router's issuer key, certified by the root (base32)
     campaigns: tuple[Campaign, ...] = ()
     staff_pin: str = ""  # the staff page's PIN as agent.coupons.pin hashes it; never the PIN
+    utc_offset: int = 0  # seconds east of UTC of the site's time zone: where its days begin
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,6 +421,8 @@ CHANNEL_TYPES: dict[Channel, type[Message]] = {
 MAX_TEXT = 256  # characters of the longest text field
 MAX_TOKEN_TEXT = 512  # a coupon token's text (341 characters today), in fields named here
 _LONG_TEXT_FIELDS = frozenset({"coupon", "coupons", "terms_en", "terms_zh"})
+_SIGNED_FIELDS = frozenset({"utc_offset"})  # whole numbers that may be below zero
+_MAX_UTC_OFFSET = 14 * 3600
 _MAX_INT = 2**63 - 1
 _HINTS: dict[type[Message], dict[str, Any]] = {}
 _FIELDS: dict[type[Message], tuple[Field[Any], ...]] = {}
@@ -466,6 +469,12 @@ def _value(kind: Any, raw: Any, name: str) -> Any:
     if kind is bool:
         if not isinstance(raw, bool):
             raise WireError(name, "must be true or false")
+        return raw
+    if kind is int and _base_name(name) in _SIGNED_FIELDS:
+        if not isinstance(raw, int) or isinstance(raw, bool) or abs(raw) > _MAX_UTC_OFFSET:
+            raise WireError(
+                name, f"must be a whole number from -{_MAX_UTC_OFFSET} to {_MAX_UTC_OFFSET}"
+            )
         return raw
     if kind is int:
         if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= _MAX_INT:

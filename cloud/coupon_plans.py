@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, select
@@ -129,6 +129,20 @@ def accepted_partners(connection: Connection, alliance_id: int) -> dict[int, set
     return found
 
 
+def site_utc_offset(connection: Connection, site_id: int, at: float) -> int:
+    """Seconds east of UTC of the site's time zone at `at` (its analytics rules; UTC unless set).
+
+    Routers count a device's visits by the site's days with it, and the cloud's replay
+    of their issuing does too, so both draw the line between days in the same place.
+    """
+    from cloud.rollup_store import current_rules
+    from cloud.rollups import zone
+
+    timezone = current_rules(connection, site_id, at).timezone
+    offset = zone(timezone).utcoffset(datetime.fromtimestamp(at, UTC))
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
 def plan_for(connection: Connection, router_id: str, now: datetime) -> wire.CouponPlan | None:
     """The router's coupon plan, allotting first slices as needed; None outside alliances
     or before its issuing key is certified (a router refuses a plan without its certificate)."""
@@ -154,7 +168,7 @@ def plan_for(connection: Connection, router_id: str, now: datetime) -> wire.Coup
     )
     pin = connection.scalar(select(Merchant.staff_pin).where(Merchant.id == place.merchant_id))
     root = store.cloud_backend().public_key(store.root_seed(connection, alliance_id))
-    return compose_plan(
+    plan = compose_plan(
         Place(alliance_id, place.merchant_id, place.site_id),
         root,
         certificate,
@@ -163,6 +177,7 @@ def plan_for(connection: Connection, router_id: str, now: datetime) -> wire.Coup
         slices,
         pin or "",
     )
+    return replace(plan, utc_offset=site_utc_offset(connection, place.site_id, now.timestamp()))
 
 
 def push_plan(

@@ -7,6 +7,7 @@ events the router sent: "the cloud's numbers match what the routers did", checke
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,12 @@ from sqlalchemy import Connection, distinct, func, select
 
 from agent.coupons import campaigns as rules
 from cloud import coupon_store as store
-from cloud.coupon_plans import accepted_partners, alliance_campaigns, router_campaigns
+from cloud.coupon_plans import (
+    accepted_partners,
+    alliance_campaigns,
+    router_campaigns,
+    site_utc_offset,
+)
 from cloud.models import Campaign, CouponRow, Event, Merchant, Redemption
 
 LOGIN_KINDS = ("session_started",)  # one per login; terms_accepted comes with the first
@@ -115,6 +121,7 @@ def replay(
     logins: list[tuple[float, str]],
     issued_events: list[tuple[float, str, int]],
     elsewhere: Sequence[tuple[float, str, int]] = (),
+    utc_offset: int = 0,
 ) -> list[Mismatch]:
     """Run `awards` over a router's logins (at, device) and compare with what it issued
     (at, device, campaign). Pure: the same function, the same facts, in time order.
@@ -131,7 +138,7 @@ def replay(
         while given and given[0][0] <= at:
             _, other, campaign = given.pop(0)
             held[other][campaign] += 1
-        day = int(at // rules.DAY)
+        day = rules.visit_day(at, utc_offset)
         if not visits[device] or visits[device][-1] != day:
             visits[device].append(day)
         logins_today[(device, day)] += 1
@@ -143,7 +150,8 @@ def replay(
             issued[award.campaign_id] += 1
             expected[(device, award.campaign_id, day)] += 1
     actual: Counter[tuple[str, int, int]] = Counter(
-        (device, campaign, int(at // rules.DAY)) for at, device, campaign in issued_events
+        (device, campaign, rules.visit_day(at, utc_offset))
+        for at, device, campaign in issued_events
     )
     return [
         Mismatch(device, campaign, day, expected[key], actual[key])
@@ -191,4 +199,5 @@ def replay_router(connection: Connection, router_id: str) -> list[Mismatch]:
         [(float(a), str(d)) for a, d in logins],
         [(float(a), str(d), int(n)) for a, d, n in issued_events],
         [(float(a), str(d), int(n)) for a, d, n in elsewhere],
+        site_utc_offset(connection, place.site_id, time.time()),
     )

@@ -58,6 +58,11 @@ class Award:
     not_after: int
 
 
+def visit_day(at: float, utc_offset: int = 0) -> int:
+    """The number of the site's local day at `at`: a visit is a day with a login there."""
+    return int((at + utc_offset) // DAY)
+
+
 def triggered(campaign: Campaign, history: DeviceHistory) -> bool:
     """True when this login is one the campaign hands its coupon out at."""
     if campaign.trigger is Trigger.LOGIN:

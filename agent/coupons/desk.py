@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol, TypeVar
 
 from agent.coupons import campaigns as rules
@@ -135,7 +134,7 @@ class CouponDesk:
         return await self._run(self._issue, plan, self.device(mac), self.clock())
 
     def _issue(self, plan: ActivePlan, device: str, now: float) -> tuple[Held, ...]:
-        day = datetime.fromtimestamp(now).toordinal()
+        day = rules.visit_day(now, plan.plan.utc_offset)  # the site's day, as the cloud counts it
         visits = self.store.login(device, day)
         history = rules.DeviceHistory(
             visits.visit_number, visits.logins_today, self.store.held(device)

@@ -12,6 +12,7 @@ from agent.wire import (
     MAX_TEXT,
     MESSAGE_TYPES,
     Channel,
+    CouponPlan,
     Event,
     EventBatch,
     EventKind,
@@ -141,3 +142,10 @@ def test_events_joined_as_encoded_decode_as_the_batch_of_those_events() -> None:
     joined = encoded_batch("shop-1", [e.encode() for e in events])
     assert decode(joined, EventBatch) == EventBatch(router_id="shop-1", events=events)
     assert decode(encoded_batch("shop-1", []), EventBatch) == EventBatch(router_id="shop-1")
+
+
+def test_a_sites_utc_offset_may_be_west_of_greenwich_but_not_beyond_14_hours() -> None:
+    plan = CouponPlan(utc_offset=-5 * 3600)
+    assert decode(plan.encode(), CouponPlan) == plan
+    with pytest.raises(WireError, match="utc_offset"):
+        decode(CouponPlan(utc_offset=15 * 3600).encode(), CouponPlan)

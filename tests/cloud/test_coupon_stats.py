@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine
 
@@ -10,8 +13,11 @@ from agent.coupons.campaigns import Place
 from cloud import coupon_store as store
 from cloud.coupon_stats import Mismatch, flows, funnel, replay, replay_router
 from cloud.ingest_store import IngestStore
+from tests.agent.coupons import helpers
 from tests.cloud.coupon_fleet import DAY, NOW, OTHER_PHONE, PHONE, Fleet, make_fleet
 from tests.cloud.test_coupon_ingest import issued, redeemed, send
+
+PHONE_MAC = "02:00:00:00:00:01"
 
 
 @pytest.fixture
@@ -129,3 +135,30 @@ def test_the_cloud_replays_a_routers_reported_logins_against_its_coupon_events(
     with engine.connect() as connection:
         found = replay_router(connection, "r-gym")
     assert found == [Mismatch(OTHER_PHONE, offer, NOW // DAY, 1, 0)]  # the other phone's is missing
+
+
+async def test_the_router_and_the_replay_count_visits_by_the_sites_days_alike(
+    tmp_path: Path,
+) -> None:
+    shanghai = 8 * 3600
+    second_visit = dataclasses.replace(
+        FIRST_VISIT, trigger=wire.Trigger.NTH_VISIT, nth_visit=2, merchant_id=20, issuers=(10,)
+    )
+    clock = helpers.Clock(1_800_028_740.0)  # 23:59 in Shanghai, 15:59 UTC
+    desk = helpers.desk_at(tmp_path, helpers.RESTAURANT, clock)
+    assert desk.plan is not None
+    desk.apply_plan(
+        dataclasses.replace(desk.plan.plan, campaigns=(second_visit,), utc_offset=shanghai)
+    )
+    logins, issued_events = [], []
+    for at in (clock.now, clock.now + 120):  # 00:01 the next day in Shanghai, the same UTC day
+        clock.now = at
+        device = desk.device(PHONE_MAC)
+        logins.append((at, device))
+        issued_events += [
+            (at, device, h.coupon.campaign_id) for h in await desk.on_login(PHONE_MAC)
+        ]
+    assert len(issued_events) == 1  # the second login is the site's second visit
+    place = Place(1, helpers.RESTAURANT, helpers.RESTAURANT + 1)
+    assert replay([second_visit], place, logins, issued_events, utc_offset=shanghai) == []
+    assert replay([second_visit], place, logins, issued_events) != []  # UTC days would differ

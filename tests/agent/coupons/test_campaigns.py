@@ -17,6 +17,7 @@ from agent.coupons.campaigns import (
     issuers_of,
     overshoot,
     refill,
+    visit_day,
 )
 from agent.wire import Campaign, Reach, Trigger
 from tests.agent.coupons.helpers import ALLIANCE, DAY0, GYM, RESTAURANT, SPA, loop_campaigns
@@ -157,3 +158,12 @@ def test_slices_never_add_up_to_more_than_the_budget() -> None:
 def test_overshoot_counts_coupons_beyond_the_limit_per_device() -> None:
     assert overshoot(1, {"d1": 1, "d2": 2, "d3": 3}) == 3
     assert overshoot(2, {"d1": 2}) == 0
+
+
+def test_a_visit_is_a_day_of_the_sites_own_time_zone() -> None:
+    shanghai = 8 * 3600
+    before_midnight = 1_800_028_740  # 15:59 UTC: 23:59 in Shanghai
+    after_midnight = before_midnight + 120  # 00:01 in Shanghai, still the same UTC day
+    assert visit_day(before_midnight) == visit_day(after_midnight)
+    assert visit_day(after_midnight, shanghai) == visit_day(before_midnight, shanghai) + 1
+    assert visit_day(after_midnight, -5 * 3600) == visit_day(before_midnight, -5 * 3600)
