@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, TypeVar
 
 from agent.coupons import campaigns as rules
@@ -30,6 +31,7 @@ from agent.wire import Campaign, CouponPlan, WalletReply, device_id
 
 log = logging.getLogger("loopspot.coupons")
 T = TypeVar("T")
+Said = list[Callable[[], None]]  # events to tell once back on the event loop
 MOVE_CODE_LIFETIME = 15 * 60  # seconds a wallet's one-time move code works
 
 
@@ -103,6 +105,17 @@ class CouponDesk:
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def _run_telling(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(*args, said)` off the loop, then tell the events it put in `said`, on the loop.
+
+        The events' sink (the link's spooler) belongs to the event loop's thread.
+        """
+        said: list[Callable[[], None]] = []
+        result = await self._run(fn, *args, said)
+        for tell in said:
+            tell()
+        return result
+
     def prepare(self, plan: CouponPlan) -> ActivePlan:
         """The cloud's coupon plan checked and ready, not yet in force; else PlanError."""
         return ActivePlan.check(plan, self.backend, self.issuer_key)
@@ -131,9 +144,9 @@ class CouponDesk:
         plan = self.plan
         if plan is None:
             return ()
-        return await self._run(self._issue, plan, self.device(mac), self.clock())
+        return await self._run_telling(self._issue, plan, self.device(mac), self.clock())
 
-    def _issue(self, plan: ActivePlan, device: str, now: float) -> tuple[Held, ...]:
+    def _issue(self, plan: ActivePlan, device: str, now: float, said: Said) -> tuple[Held, ...]:
         day = rules.visit_day(now, plan.plan.utc_offset)  # the site's day, as the cloud counts it
         visits = self.store.login(device, day)
         history = rules.DeviceHistory(
@@ -145,7 +158,7 @@ class CouponDesk:
         made = [self._sign(plan, award, device) for award in earned]
         self.store.add([_row(c) for c in made], issued_here=True, at=now)
         for coupon in made:
-            self.events.coupon_issued(device, coupon, now)
+            said.append(partial(self.events.coupon_issued, device, coupon, now))
         return tuple(self._held(plan, c, True, now, now) for c in made)
 
     def _sign(self, plan: ActivePlan, award: rules.Award, device: str) -> Coupon:
@@ -245,9 +258,9 @@ class CouponDesk:
             code = parse_code(typed)
         except ShortCodeError as error:
             raise MoveError(str(error)) from None
-        return await self._run(self._move, plan, code, self.device(mac))
+        return await self._run_telling(self._move, plan, code, self.device(mac))
 
-    def _move(self, plan: ActivePlan, code: str, device: str) -> tuple[Held, ...]:
+    def _move(self, plan: ActivePlan, code: str, device: str, said: Said) -> tuple[Held, ...]:
         now = self.clock()
         old = self.store.use_move_code(code, now)
         if old is None:
@@ -276,8 +289,10 @@ class CouponDesk:
             (a.coupon_id, b.coupon_id) for a, b in zip(moving, moved, strict=True)
         )
         for before, after in zip(moving, moved, strict=True):
-            self.events.coupon_issued(device, after, now, replaces=before.coupon_id)
-        self.events.wallet_moved(old, device, len(moved), now)
+            said.append(
+                partial(self.events.coupon_issued, device, after, now, replaces=before.coupon_id)
+            )
+        said.append(partial(self.events.wallet_moved, old, device, len(moved), now))
         return self._wallet(plan, device)
 
     # the counter
@@ -326,23 +341,24 @@ class CouponDesk:
         plan = self.plan
         if plan is None:
             return Check(Verdict(None, Refusal.NOT_A_COUPON), hint="coupons are not set up here")
-        return await self._run(self._redeem, plan, typed)
+        return await self._run_telling(self._redeem, plan, typed)
 
-    def _redeem(self, plan: ActivePlan, typed: str) -> Check:
+    def _redeem(self, plan: ActivePlan, typed: str, said: Said) -> Check:
         check = self._check(plan, typed, None)
         now = self.clock()
         coupon = check.verdict.coupon
         if coupon is None or not check.verdict.valid:
-            self.events.coupon_refused(check.verdict.refusal or Refusal.NOT_A_COUPON, coupon, now)
+            refusal = check.verdict.refusal or Refusal.NOT_A_COUPON
+            said.append(partial(self.events.coupon_refused, refusal, coupon, now))
             return check
         if not self.store.spend(coupon.coupon_id, now):  # a second tap, or another till, won
             refused = Check(
                 Verdict(coupon, Refusal.SPENT), check.campaign, check.code, check.on_wifi
             )
-            self.events.coupon_refused(Refusal.SPENT, coupon, now)
+            said.append(partial(self.events.coupon_refused, Refusal.SPENT, coupon, now))
             return refused
         self.store.add([_row(coupon)], issued_here=False, at=now)  # known here from now on
-        self.events.coupon_redeemed(coupon, now)
+        said.append(partial(self.events.coupon_redeemed, coupon, now))
         return check
 
     async def spent_elsewhere(self, coupon_ids: Iterable[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,37 @@ async def test_a_plan_certifying_another_key_is_refused_and_the_old_plan_stays(
     with pytest.raises(PlanError, match="another key"):
         desk.apply_plan(wrong)
     assert desk.plan is before
+
+
+class ThreadRecorder(Recorder):
+    """Remembers the thread each event was told on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+
+    def coupon_issued(self, device_id: str, coupon: object, at: float, replaces: str = "") -> None:
+        self.threads.add(threading.get_ident())
+        super().coupon_issued(device_id, coupon, at, replaces)
+
+    def coupon_redeemed(self, coupon: object, at: float) -> None:
+        self.threads.add(threading.get_ident())
+        super().coupon_redeemed(coupon, at)
+
+    def wallet_moved(self, device_id: str, to_device: str, count: int, at: float) -> None:
+        self.threads.add(threading.get_ident())
+        super().wallet_moved(device_id, to_device, count, at)
+
+
+async def test_events_are_told_on_the_event_loops_thread_whose_spool_takes_them(
+    tmp_path: Path, clock: Clock
+) -> None:
+    events = ThreadRecorder()
+    restaurant = desk_at(tmp_path, RESTAURANT, clock, events)
+    spa = desk_at(tmp_path, SPA, clock, events)
+    (coupon,) = await restaurant.on_login(PHONE)
+    await spa.redeem(coupon.text)
+    code, _ = await restaurant.start_move(PHONE)
+    await restaurant.finish_move(NEW_ADDRESS, code)
+    assert events.threads == {threading.get_ident()}
+    assert [kind for kind, _ in events.seen] == ["issued", "redeemed", "issued", "moved"]
