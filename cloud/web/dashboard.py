@@ -1,0 +1,142 @@
+"""The dashboard's wiring: the guard middleware (auth, roles, CSRF, one error shape) and
+templates. `install` adds every dashboard route to the API app.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from cloud.settings import CloudSettings
+from cloud.web import auth
+from cloud.web.app import ApiError, error_response, in_thread
+from cloud.web.i18n import LANGUAGES, translate
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SIGNER = web.AppKey("signer", auth.Signer)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+OBSERVE = web.AppKey("observe", object)
+LANG_COOKIE = "ls_lang"
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+def language(request: web.Request) -> str:
+    """The language chosen by the switch, else the user's, else Chinese."""
+    chosen = request.cookies.get(LANG_COOKIE, "")
+    if chosen in LANGUAGES:
+        return chosen
+    user = request.get(auth.USER)
+    return getattr(user, "language", "zh") if user is not None else "zh"
+
+
+def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
+    """A page from templates/, with the language, the user and the CSRF token filled in."""
+    lang = language(request)
+    page = (
+        request.app[TEMPLATES]
+        .get_template(name)
+        .render(
+            lang=lang,
+            t=lambda key: translate(key, lang),
+            user=request.get(auth.USER),
+            csrf=request.get(auth.CSRF, ""),
+            path=request.path_qs,
+            **context,
+        )
+    )
+    return web.Response(text=page, status=status, content_type="text/html")
+
+
+def _page_error(request: web.Request, status: int, message: str) -> web.Response:
+    return render(request, "error.html", status=status, status_code=status, message=message)
+
+
+async def _guarded(request: web.Request, handler: Handler, settings: CloudSettings) -> Any:
+    if request.match_info.http_exception is not None:
+        raise request.match_info.http_exception
+    roles = auth.roles_of(request.match_info.handler)
+    if roles is None:
+        return await handler(request)
+    if request.path.startswith("/api/"):
+        token = auth._bearer(request)
+        scope = await in_thread(request, lambda e: auth.resolve_api(e, settings.api_token, token))
+        if scope is None:
+            raise ApiError(
+                401,
+                "authorization",
+                "send 'Authorization: Bearer <token>': the operator's api_token"
+                " (LOOPSPOT_API_TOKEN) or a user's API token",
+            )
+    else:
+        session_token = auth.session_token(request, request.app[SIGNER])
+        found = None
+        if session_token:
+            found = await in_thread(request, lambda e: auth.resolve_session(e, session_token))
+        if found is None:
+            if request.method in auth.SAFE_METHODS:
+                raise web.HTTPFound(f"/login?next={quote(request.path_qs)}")
+            raise ApiError(403, "session", "log in first")
+        scope, user, csrf = found
+        request[auth.USER] = user
+        request[auth.CSRF] = csrf
+        request[auth.SESSION_TOKEN] = session_token
+        if request.method not in auth.SAFE_METHODS and not await auth.form_csrf_ok(request, csrf):
+            raise ApiError(403, "csrf", "the form is stale: reload the page and send it again")
+    if scope.role not in roles:
+        raise ApiError(403, "role", f"a {scope.role} may not use this")
+    request[auth.SCOPE] = scope
+    return await handler(request)
+
+
+def guard(settings: CloudSettings) -> Any:
+    """The middleware every request passes: who is asking, may they, and errors in one shape."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        api = request.path.startswith("/api/")
+        started = time.perf_counter()
+        try:
+            response: web.StreamResponse = await _guarded(request, handler, settings)
+        except ApiError as error:
+            response = (
+                error_response(error.status, error.field, error.message)
+                if api
+                else _page_error(request, error.status, f"{error.field}: {error.message}")
+            )
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            response = (
+                error_response(error.status, "path", error.reason)
+                if api
+                else _page_error(request, error.status, error.reason)
+            )
+        observe = request.app.get(OBSERVE)
+        if callable(observe):
+            observe(request, response.status, time.perf_counter() - started)
+        return response
+
+    return check
+
+
+def install(app: web.Application, settings: CloudSettings) -> None:
+    """Add the dashboard's pages, live stream, JSON routes and operations endpoints."""
+    from cloud.web import dashboard_api, live, ops, pages
+
+    # Without a configured secret (tests, one process) each process signs with its own.
+    secret = auth.web_secret(settings) if settings.web_secret else secrets.token_bytes(32)
+    app[SIGNER] = auth.Signer(secret)
+    app[TEMPLATES] = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True
+    )
+    live.add_routes(app)  # before pages: /fleet/events must win over /fleet/{router_id}
+    pages.add_routes(app)
+    dashboard_api.add_routes(app)
+    ops.add_routes(app)
