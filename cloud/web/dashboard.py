@@ -14,10 +14,12 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
+from cloud.account_models import User
 from cloud.settings import CloudSettings
 from cloud.web import auth
 from cloud.web.app import ApiError, error_response, in_thread
 from cloud.web.i18n import LANGUAGES, translate
+from cloud.web.tenancy import Scope
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SIGNER = web.AppKey("signer", auth.Signer)
@@ -76,7 +78,7 @@ async def _guarded(request: web.Request, handler: Handler, settings: CloudSettin
             )
     else:
         session_token = auth.session_token(request, request.app[SIGNER])
-        found = None
+        found: tuple[Scope, User, str] | None = None
         if session_token:
             found = await in_thread(request, lambda e: auth.resolve_session(e, session_token))
         if found is None:
@@ -86,7 +88,7 @@ async def _guarded(request: web.Request, handler: Handler, settings: CloudSettin
         scope, user, csrf = found
         request[auth.USER] = user
         request[auth.CSRF] = csrf
-        request[auth.SESSION_TOKEN] = session_token
+        request[auth.SESSION_TOKEN] = session_token or ""
         if request.method not in auth.SAFE_METHODS and not await auth.form_csrf_ok(request, csrf):
             raise ApiError(403, "csrf", "the form is stale: reload the page and send it again")
     if scope.role not in roles:
