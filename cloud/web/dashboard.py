@@ -41,18 +41,14 @@ def language(request: web.Request) -> str:
 def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
     """A page from templates/, with the language, the user and the CSRF token filled in."""
     lang = language(request)
-    page = (
-        request.app[TEMPLATES]
-        .get_template(name)
-        .render(
-            lang=lang,
-            t=lambda key: translate(key, lang),
-            user=request.get(auth.USER),
-            csrf=request.get(auth.CSRF, ""),
-            path=request.path_qs,
-            **context,
-        )
-    )
+    filled: dict[str, Any] = {
+        "lang": lang,
+        "t": lambda key: translate(key, lang),
+        "user": request.get(auth.USER),
+        "csrf": request.get(auth.CSRF, ""),
+        "path": request.path_qs,
+    }
+    page = request.app[TEMPLATES].get_template(name).render({**filled, **context})
     return web.Response(text=page, status=status, content_type="text/html")
 
 
@@ -130,7 +126,7 @@ def guard(settings: CloudSettings) -> Any:
 
 def install(app: web.Application, settings: CloudSettings) -> None:
     """Add the dashboard's pages, live stream, JSON routes and operations endpoints."""
-    from cloud.web import dashboard_api, live, ops, pages
+    from cloud.web import dashboard_api, live, openapi, ops, pages
 
     # Without a configured secret (tests, one process) each process signs with its own.
     secret = auth.web_secret(settings) if settings.web_secret else secrets.token_bytes(32)
@@ -141,4 +137,5 @@ def install(app: web.Application, settings: CloudSettings) -> None:
     live.add_routes(app)  # before pages: /fleet/events must win over /fleet/{router_id}
     pages.add_routes(app)
     dashboard_api.add_routes(app)
+    openapi.add_routes(app)
     ops.add_routes(app)
