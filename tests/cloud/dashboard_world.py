@@ -26,7 +26,8 @@ USERS = {
     "staff_a": (MERCHANT_STAFF, "merchant-a", None),
     "owner_b": (MERCHANT_OWNER, "merchant-b", None),
 }
-B_MARKERS = ("rb-1", "merchant-b", "owner_b@", "shop-b", "shenzhen")
+# What only tenant B's rows hold (never the ids a request names, which pages may echo).
+B_MARKERS = ("agent-9.9.9-b", "merchant-b", "owner_b@", "shop-b", "shenzhen")
 
 
 def email(name: str) -> str:
@@ -55,7 +56,8 @@ def make_world(engine: Engine) -> World:
             site.city = city
             session.flush()
             router = Router(id=f"r{letter}-1", site_id=site.id, state="online", enrolled_at=now)
-            router.agent_version, router.clients, router.last_seen = "1.2.0", 3, now
+            router.agent_version = "agent-1.2.0-a" if letter == "a" else "agent-9.9.9-b"
+            router.clients, router.last_seen = 3, now
             session.add(router)
             session.flush()
             session.add(RouterConfig(router_id=router.id, version=2, body="{}"))
