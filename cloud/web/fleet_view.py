@@ -75,12 +75,17 @@ def _stamp(moment: datetime | None) -> str | None:
     return None if moment is None else utc(moment).isoformat(timespec="seconds")
 
 
-def _fleet_select(scope: Scope, where: FleetFilter) -> Select[Any]:
-    wanted = (
+def _wanted() -> Any:
+    """A subquery: each router's newest config version (the one it should run)."""
+    return (
         select(RouterConfig.router_id, func.max(RouterConfig.version).label("wanted"))
         .group_by(RouterConfig.router_id)
         .subquery()
     )
+
+
+def _fleet_select(scope: Scope, where: FleetFilter) -> Select[Any]:
+    wanted = _wanted()
     statement = (
         select(
             Router,
@@ -198,7 +203,8 @@ def router_history(session: Session, scope: Scope, router_id: str) -> dict[str, 
 
 
 def fingerprints(session: Session) -> dict[str, tuple[Any, ...]]:
-    """Each router's changeable columns, for spotting changes between two polls."""
+    """Each router's changeable columns (and newest config), to spot changes between polls."""
+    wanted = _wanted()
     statement = select(
         Router.id,
         Router.state,
@@ -208,5 +214,6 @@ def fingerprints(session: Session) -> dict[str, tuple[Any, ...]]:
         Router.config_version,
         Router.spool_depth,
         Router.spool_dropped,
-    )
+        wanted.c.wanted,
+    ).outerjoin(wanted, wanted.c.router_id == Router.id)
     return {found[0]: tuple(found[1:]) for found in session.execute(statement)}

@@ -204,3 +204,19 @@ def test_json_log_lines_are_one_object_each() -> None:
     line = json.loads(JsonLines().format(record))
     assert line["message"] == "served /fleet" and line["level"] == "info"
     assert datetime.fromisoformat(line["at"]).tzinfo == UTC
+
+
+async def test_a_new_config_version_reaches_the_stream_as_config_wanted(
+    client: TestClient[Any, Any], engine: Engine
+) -> None:
+    from cloud.models import RouterConfig
+
+    assert await log_in(client, "operator") == 302
+    stream = await client.get("/fleet/events")
+    await stream.content.readline()
+    await asyncio.sleep(0.7)
+    with Session(engine) as session, session.begin():
+        session.add(RouterConfig(router_id="ra-1", version=3, body="{}"))
+    row = await _next_router_event(stream, "ra-1", time.monotonic() + 2.0)
+    assert (row["config_wanted"], row["config_applied"]) == (3, 0)
+    stream.close()
