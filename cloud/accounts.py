@@ -169,6 +169,7 @@ def authenticate(session: Session, email: str, password: str, address: str, now:
     user = session.scalar(select(User).where(User.email == account))
     stored = user.password_hash if user is not None else _DUMMY_HASH
     if not check_password(password, stored) or user is None or user.disabled:
+        session.execute(delete(LoginFailure).where(LoginFailure.at < now - FAILURE_WINDOW))
         session.add(LoginFailure(account=account, address=address[:64], at=now))
         raise AccountError("password: wrong email or password")
     session.execute(delete(LoginFailure).where(LoginFailure.account == account))
@@ -189,6 +190,12 @@ class NewSession:
 def start_session(session: Session, user: User, now: datetime) -> NewSession:
     """A new server-side session row for `user`."""
     made = NewSession(token=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32))
+    session.execute(  # the user's ended and expired sessions are of no use any more
+        delete(WebSession).where(
+            WebSession.user_id == user.id,
+            (WebSession.ended_at.is_not(None)) | (WebSession.expires_at < now),
+        )
+    )
     session.add(
         WebSession(
             token_hash=token_hash(made.token),

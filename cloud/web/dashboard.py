@@ -124,6 +124,21 @@ def guard(settings: CloudSettings) -> Any:
     return check
 
 
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+    ),
+}
+
+
+async def _security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 def install(app: web.Application, settings: CloudSettings) -> None:
     """Add the dashboard's pages, live stream, JSON routes and operations endpoints."""
     from cloud.web import dashboard_api, live, openapi, ops, pages
@@ -134,6 +149,7 @@ def install(app: web.Application, settings: CloudSettings) -> None:
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True
     )
+    app.on_response_prepare.append(_security_headers)
     live.add_routes(app)  # before pages: /fleet/events must win over /fleet/{router_id}
     pages.add_routes(app)
     dashboard_api.add_routes(app)

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from cloud.db import sessions
 from cloud.web import auth
-from cloud.web.app import ENGINE, POOL
+from cloud.web.app import ENGINE, POOL, in_thread
 from cloud.web.fleet_view import FleetFilter, FleetRow, fingerprints, fleet_rows
 from cloud.web.pages import FLEET_ROLES
 from cloud.web.tenancy import OPERATOR_SCOPE, Scope
@@ -96,6 +96,13 @@ class FleetWatch:
 WATCH = web.AppKey("fleet_watch", FleetWatch)
 
 
+async def _still_logged_in(request: web.Request) -> bool:
+    """Whether the stream's session is still live (logging out ends the stream too)."""
+    token = request[auth.SESSION_TOKEN]
+    found = await in_thread(request, lambda engine: auth.resolve_session(engine, token))
+    return found is not None
+
+
 @auth.allow(*FLEET_ROLES)
 async def fleet_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
@@ -107,13 +114,16 @@ async def fleet_events(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     watch = request.app[WATCH]
+    keepalive = KEEPALIVE  # read per stream, so a test can shorten it
     queue = watch.subscribe(request[auth.SCOPE])
     try:
         await response.write(b": connected\n\n")
         while True:
             try:
-                row = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                row = await asyncio.wait_for(queue.get(), keepalive)
             except TimeoutError:
+                if not await _still_logged_in(request):
+                    break
                 await response.write(b": keepalive\n\n")
                 continue
             data = json.dumps(row.as_dict(), separators=(",", ":"))

@@ -192,3 +192,27 @@ def test_a_route_that_says_nothing_is_for_operators_only() -> None:
     async def handler() -> None: ...
 
     assert roles_of(handler) == frozenset({"operator"})
+
+
+async def test_logging_out_ends_an_open_fleet_stream(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from cloud.web import live
+
+    monkeypatch.setattr(live, "KEEPALIVE", 0.3)
+    assert await log_in(client, "operator") == 302
+    stream = await client.get("/fleet/events")
+    await stream.content.readline()
+    csrf = await page_csrf(client)
+    assert (await client.post("/logout", data={"csrf": csrf}, allow_redirects=False)).status == 302
+    rest = await asyncio.wait_for(stream.content.read(), 3.0)  # the server closes it
+    assert b"event: router" not in rest
+
+
+async def test_pages_forbid_framing_and_sniffing(client: TestClient[Any, Any]) -> None:
+    answer = await client.get("/login")
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]

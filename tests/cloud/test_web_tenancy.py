@@ -84,7 +84,7 @@ def _routes(client: TestClient[Any, Any]) -> list[tuple[str, str]]:
     return sorted(found, key=lambda route: route[1] == "/logout")  # logging out comes last
 
 
-@pytest.mark.parametrize("who", ["owner_a", "agent_a"])
+@pytest.mark.parametrize("who", ["owner_a", "staff_a", "agent_a"])
 async def test_no_route_gives_tenant_a_anything_of_tenant_b(
     client: TestClient[Any, Any], world: World, engine: Engine, who: str
 ) -> None:
