@@ -1,22 +1,31 @@
-"""Headless Chromium: an operator logs in, watches the fleet page, and sees a router go
-offline without reloading the page."""
+"""Headless Chromium: an operator logs in and watches the fleet page while a router vanishes;
+its Last Will goes through a real Mosquitto and the ingest worker, and the row turns offline
+without a reload."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 from aiohttp.test_utils import TestServer
-from sqlalchemy import update
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import Engine
 
-from cloud.db import make_engine, migrate
-from cloud.models import Router
+from agent import wire
+from lab.broker import Broker
+from tests.cloud.conftest import WorkerFactory
 from tests.cloud.dashboard_world import PASSWORD, dashboard_app, email, make_world
 from tests.lab.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
+STATE = 'tr[data-router="ra-1"] td[data-col="state"]'
 
 
 @pytest.fixture
@@ -37,17 +46,40 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
-async def test_an_operator_sees_a_router_go_offline_without_a_reload(
-    chromium: str, shots: Path, tmp_path: Path
+def _status(state: wire.RouterState, at: float) -> tuple[str, bytes]:
+    body = wire.Status(router_id="ra-1", state=state, at=at, boot_id="boot-a", clients=5)
+    return str(wire.Topic("ra-1", wire.Channel.STATUS)), body.encode()
+
+
+def _router_link(broker: Broker) -> paho.Client:
+    """Router ra-1's MQTT link with its Last Will, online."""
+    topic, will = _status(wire.RouterState.OFFLINE, 0.0)  # no time, as agent.link does
+    link = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"ra-1-{uuid.uuid4().hex[:6]}")
+    link.will_set(topic, will, qos=1, retain=True)
+    connected = threading.Event()
+    link.on_connect = lambda *_: connected.set()
+    link.connect(broker.host, broker.port)
+    link.loop_start()
+    assert connected.wait(10)
+    link.publish(*_status(wire.RouterState.ONLINE, 3000.0), qos=1, retain=True).wait_for_publish(10)
+    return link
+
+
+async def test_an_operator_sees_a_vanished_router_go_offline_without_a_reload(
+    chromium: str,
+    shots: Path,
+    database_url: str,
+    engine: Engine,
+    broker: Broker,
+    make_worker: WorkerFactory,
 ) -> None:
     from playwright.async_api import async_playwright
 
-    url = f"sqlite:///{tmp_path}/cloud.db"
-    migrate(url)
-    engine = make_engine(url)
     make_world(engine)
-    server = TestServer(dashboard_app(url, engine), host="127.0.0.1")
+    await make_worker()
+    server = TestServer(dashboard_app(database_url, engine), host="127.0.0.1")
     await server.start_server()
+    link = await asyncio.to_thread(_router_link, broker)
     try:
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -58,17 +90,17 @@ async def test_an_operator_sees_a_router_go_offline_without_a_reload(
                 await page.fill("input[name=password]", PASSWORD)
                 await page.click("button[type=submit]")
                 await page.wait_for_url("**/fleet")
-                state = page.locator('tr[data-router="ra-1"] td[data-col="state"]')
-                assert await state.text_content() == "online"
+                await page.wait_for_function(
+                    f"() => document.querySelector('{STATE}').textContent === 'online'",
+                    timeout=5000,
+                )
                 await page.evaluate("window.notReloaded = true")
                 await page.wait_for_timeout(800)  # the stream is open and has its snapshot
-                with engine.begin() as connection:
-                    connection.execute(
-                        update(Router).where(Router.id == "ra-1").values(state="offline")
-                    )
+                sock = link.socket()
+                assert isinstance(sock, socket.socket)
+                sock.shutdown(socket.SHUT_RDWR)  # the router vanishes without saying goodbye
                 await page.wait_for_function(
-                    """() => document.querySelector(
-                        'tr[data-router="ra-1"] td[data-col="state"]').textContent === 'offline'""",
+                    f"() => document.querySelector('{STATE}').textContent === 'offline'",
                     timeout=3000,
                 )
                 assert await page.evaluate("window.notReloaded") is True
@@ -76,6 +108,6 @@ async def test_an_operator_sees_a_router_go_offline_without_a_reload(
             finally:
                 await browser.close()
     finally:
+        link.loop_stop()
         await server.close()
-        engine.dispose()
     assert os.path.getsize(shots / "fleet.png") > 5_000  # noqa: ASYNC240 (after the browser)
