@@ -141,7 +141,7 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
 
 def install(app: web.Application, settings: CloudSettings) -> None:
     """Add the dashboard's pages, live stream, JSON routes and operations endpoints."""
-    from cloud.web import dashboard_api, live, openapi, ops, pages
+    from cloud.web import dashboard_api, live, openapi, ops, pages, users_pages
 
     # Without a configured secret (tests, one process) each process signs with its own.
     secret = auth.web_secret(settings) if settings.web_secret else secrets.token_bytes(32)
@@ -152,6 +152,7 @@ def install(app: web.Application, settings: CloudSettings) -> None:
     app.on_response_prepare.append(_security_headers)
     live.add_routes(app)  # before pages: /fleet/events must win over /fleet/{router_id}
     pages.add_routes(app)
+    users_pages.add_routes(app)
     dashboard_api.add_routes(app)
     openapi.add_routes(app)
     ops.add_routes(app)

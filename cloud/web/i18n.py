@@ -35,6 +35,13 @@ TEXT: dict[str, tuple[str, str]] = {  # key: (en, zh)
     "configs": ("Configs", "配置"),
     "commands": ("Commands", "命令"),
     "counter": ("Counter", "收银台"),
+    "users": ("Users", "用户"),
+    "role": ("Role", "角色"),
+    "add_user": ("Add a user", "添加用户"),
+    "user_added": ("Added:", "已添加："),  # noqa: RUF001
+    "operator": ("Operator", "运营方"),
+    "merchant_owner": ("Merchant owner", "商户老板"),
+    "merchant_staff": ("Staff", "店员"),
     "error": ("Error", "错误"),
     "forbidden": ("You may not see this page.", "您无权访问此页面。"),
     "not_found": ("No such page.", "页面不存在。"),

@@ -216,3 +216,28 @@ async def test_pages_forbid_framing_and_sniffing(client: TestClient[Any, Any]) -
     assert answer.headers["X-Frame-Options"] == "DENY"
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+
+
+async def test_an_owner_adds_staff_to_their_own_merchant_only(
+    client: TestClient[Any, Any], engine: Engine
+) -> None:
+    from cloud.account_models import User
+
+    assert await log_in(client, "owner_a") == 302
+    csrf = await page_csrf(client, "/users")
+    listing = await (await client.get("/users")).text()
+    assert "staff_a@example.com" in listing and "owner_b@example.com" not in listing
+    form = {"csrf": csrf, "email": "new@example.com", "password": "long-enough-1"}
+    # Whatever merchant the form names, the staff member joins the owner's merchant.
+    added = await client.post(
+        "/users", data={**form, "role": "merchant_staff", "merchant": "merchant-b"}
+    )
+    assert added.status == 200 and 'id="added"' in await added.text()
+    owner = await client.post("/users", data={**form, "role": "merchant_owner"})
+    assert owner.status == 403
+    with Session(engine) as session:
+        new = session.scalars(select(User).where(User.email == "new@example.com")).one()
+        owner_a = session.scalars(select(User).where(User.email == "owner_a@example.com")).one()
+        assert (new.role, new.merchant_id) == ("merchant_staff", owner_a.merchant_id)
+    again = await client.post("/users", data={**form, "role": "merchant_staff"})
+    assert again.status == 400 and "already has an account" in await again.text()
