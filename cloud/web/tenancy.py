@@ -8,7 +8,7 @@ sites and routers themselves), so a handler never writes that WHERE clause itsel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, false, select
 from sqlalchemy.orm import Session
@@ -23,7 +23,7 @@ from cloud.account_models import (
 )
 from cloud.models import Merchant, Router, Site
 
-S = TypeVar("S", bound=Select[Unpack[tuple[Any, ...]]])
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 
 @dataclass(frozen=True, slots=True)
