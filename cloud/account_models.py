@@ -74,6 +74,14 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class DashboardSecret(Base):
+    """A secret every serve process shares through the database (the cookie-signing key)."""
+
+    __tablename__ = "dashboard_secrets"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+
+
 class LoginFailure(Base):
     """One wrong password, counted per account and per client address for rate limiting."""
 

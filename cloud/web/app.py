@@ -111,11 +111,7 @@ def make_app(
 
 def serve(settings: CloudSettings) -> None:
     """Serve the API and dashboard on web_host:web_port until interrupted (JSON log lines)."""
-    from dataclasses import replace
-
-    from cloud.web.auth import web_secret
     from cloud.web.ops import json_logging
 
     json_logging()
-    settings = replace(settings, web_secret=web_secret(settings).decode())
     web.run_app(make_app(settings), host=settings.web_host, port=settings.web_port, print=None)

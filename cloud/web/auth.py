@@ -12,16 +12,15 @@ import hmac
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from cloud import accounts
-from cloud.account_models import OPERATOR, User
+from cloud.account_models import OPERATOR, DashboardSecret, User
 from cloud.db import sessions
-from cloud.settings import CloudSettings
 from cloud.web.tenancy import OPERATOR_SCOPE, Scope, scope_of
 
 SESSION_COOKIE = "ls_session"
@@ -59,22 +58,38 @@ def roles_of(handler: Any) -> frozenset[str] | None:
     return getattr(handler, _ALLOW, frozenset({OPERATOR}))
 
 
-def web_secret(settings: CloudSettings) -> bytes:
-    """The cookie-signing secret: the setting, else data_dir/web_secret (made on first use)."""
-    if settings.web_secret:
-        return settings.web_secret.encode()
-    path = Path(settings.data_dir) / "web_secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+COOKIE_KEY = "cookie_key"
+
+
+def shared_secret(engine: Engine, name: str = COOKIE_KEY) -> bytes:
+    """The secret every serve process on this database shares, made by the first to ask."""
+    make = sessions(engine)
+    with make() as session:
+        found = session.get(DashboardSecret, name)
+        if found is not None:
+            return found.value.encode()
+    try:
+        with make() as session, session.begin():
+            session.add(DashboardSecret(name=name, value=secrets.token_hex(32)))
+    except IntegrityError:
+        pass  # another process made it first: use theirs
+    with make() as session:
+        made = session.get(DashboardSecret, name)
+        assert made is not None
+        return made.value.encode()
 
 
 class Signer:
-    """HMAC-signs cookie values, so a forged or altered cookie is refused before any lookup."""
+    """HMAC-signs cookie values, so a forged or altered cookie is refused before any lookup.
 
-    def __init__(self, secret: bytes) -> None:
+    Its secret is set at startup (`load`); until then it signs nothing valid.
+    """
+
+    def __init__(self, secret: bytes = b"") -> None:
+        self._secret = secret or secrets.token_bytes(32)
+
+    def load(self, secret: bytes) -> None:
+        """Sign with `secret` from now on."""
         self._secret = secret
 
     def sign(self, value: str) -> str:
@@ -99,7 +114,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _bearer(request: web.Request) -> str:
+def bearer_token(request: web.Request) -> str:
     given = request.headers.get("Authorization", "")
     return given[7:].strip() if given.startswith("Bearer ") else ""
 

@@ -4,20 +4,23 @@ templates. `install` adds every dashboard route to the API app.
 
 from __future__ import annotations
 
-import secrets
+import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.account_models import User
 from cloud.settings import CloudSettings
 from cloud.web import auth
-from cloud.web.app import ApiError, error_response, in_thread
+from cloud.web.app import ENGINE, POOL, ApiError, error_response, in_thread
 from cloud.web.i18n import LANGUAGES, translate
 from cloud.web.tenancy import Scope
 
@@ -26,6 +29,9 @@ SIGNER = web.AppKey("signer", auth.Signer)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 OBSERVE = web.AppKey("observe", object)
 LANG_COOKIE = "ls_lang"
+SECRET_WAIT = 10.0  # seconds startup waits for the shared cookie key
+SECRET_RETRY = 5.0
+log = logging.getLogger(__name__)
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
@@ -63,7 +69,7 @@ async def _guarded(request: web.Request, handler: Handler, settings: CloudSettin
     if roles is None:
         return await handler(request)
     if request.path.startswith("/api/"):
-        token = auth._bearer(request)
+        token = auth.bearer_token(request)
         scope = await in_thread(request, lambda e: auth.resolve_api(e, settings.api_token, token))
         if scope is None:
             raise ApiError(
@@ -143,9 +149,32 @@ def install(app: web.Application, settings: CloudSettings) -> None:
     """Add the dashboard's pages, live stream, JSON routes and operations endpoints."""
     from cloud.web import dashboard_api, live, openapi, ops, pages, users_pages
 
-    # Without a configured secret (tests, one process) each process signs with its own.
-    secret = auth.web_secret(settings) if settings.web_secret else secrets.token_bytes(32)
-    app[SIGNER] = auth.Signer(secret)
+    signer = auth.Signer(settings.web_secret.encode())
+    app[SIGNER] = signer
+    if not settings.web_secret:  # every process on this database signs with the same key
+
+        async def load_secret(app: web.Application) -> None:
+            # Until the database answers, this process signs with a key of its own.
+            loop = asyncio.get_running_loop()
+            while True:
+                try:
+                    key = await loop.run_in_executor(app[POOL], auth.shared_secret, app[ENGINE])
+                except SQLAlchemyError as error:
+                    log.warning("cookie key not loaded yet (%s); retrying", type(error).__name__)
+                    await asyncio.sleep(SECRET_RETRY)
+                    continue
+                signer.load(key)
+                return
+
+        async def start(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.get_running_loop().create_task(load_secret(app), name="cookie-key")
+            await asyncio.wait({task}, timeout=SECRET_WAIT)  # usually loaded before serving
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.cleanup_ctx.append(start)
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True
     )

@@ -128,8 +128,8 @@ async def fleet_events(request: web.Request) -> web.StreamResponse:
                 continue
             data = json.dumps(row.as_dict(), separators=(",", ":"))
             await response.write(f"event: router\ndata: {data}\n\n".encode())
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+    except ConnectionResetError:
+        pass  # the browser went away
     finally:
         watch.unsubscribe(queue)
     return response

@@ -98,13 +98,14 @@ async def page_csrf(client: TestClient[Any, Any], path: str = "/password") -> st
     return csrf_of(await (await client.get(path)).text())
 
 
-def dashboard_app(database_url: str, engine: Engine) -> Any:
-    """The whole web app on the test's database, with a throwaway broker publisher."""
+def dashboard_app(database_url: str, engine: Engine, web_secret: str = "") -> Any:
+    """The whole web app on the test's database, with a throwaway broker publisher; its
+    cookie key is `web_secret`, else the one shared in the database."""
     from cloud.settings import CloudSettings
     from cloud.web.app import make_app
 
     settings = CloudSettings(
-        database_url=database_url, api_token=OPERATOR_TOKEN, web_secret="test-web-secret"
+        database_url=database_url, api_token=OPERATOR_TOKEN, web_secret=web_secret
     )
     return make_app(settings, engine, lambda topic, payload, retain: None)
 

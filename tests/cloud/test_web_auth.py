@@ -241,3 +241,19 @@ async def test_an_owner_adds_staff_to_their_own_merchant_only(
         assert (new.role, new.merchant_id) == ("merchant_staff", owner_a.merchant_id)
     again = await client.post("/users", data={**form, "role": "merchant_staff"})
     assert again.status == 400 and "already has an account" in await again.text()
+
+
+async def test_two_serve_processes_on_one_database_accept_each_others_sessions(
+    database_url: str, engine: Engine, world: World, client: TestClient[Any, Any]
+) -> None:
+    assert await log_in(client, "operator") == 302
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["ls_session"].value
+    async with TestClient(TestServer(dashboard_app(database_url, engine))) as other:
+        answer = await other.get("/fleet", cookies={"ls_session": cookie}, allow_redirects=False)
+        assert answer.status == 200
+    keyed = dashboard_app(database_url, engine, web_secret="another-key")
+    async with TestClient(TestServer(keyed)) as stranger:
+        refused = await stranger.get(
+            "/fleet", cookies={"ls_session": cookie}, allow_redirects=False
+        )
+        assert refused.status == 302  # signed with another key: not a session here

@@ -190,7 +190,7 @@ async def test_health_says_503_when_the_database_is_gone(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path}/missing/cloud.db"
     broken = make_engine(url)
     (tmp_path / "missing").rmdir()  # make_engine created it; the database cannot be opened now
-    async with TestClient(TestServer(dashboard_app(url, broken))) as client:
+    async with TestClient(TestServer(dashboard_app(url, broken, web_secret="k"))) as client:
         answer = await client.get("/healthz")
         assert answer.status == 503 and (await answer.json())["database"] == "unreachable"
 

@@ -22,7 +22,7 @@ from cloud.db import make_engine, migrate
 from lab.freeport import free_port, wait_for_port
 from tests.cloud.dashboard_world import OPERATOR_TOKEN, World, make_world
 
-EXAMPLES_PER_OPERATION = 30
+EXAMPLES_PER_OPERATION = int(os.environ.get("LOOPSPOT_SCHEMATHESIS_EXAMPLES", "30"))
 
 
 @pytest.fixture

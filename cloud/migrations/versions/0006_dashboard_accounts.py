@@ -1,4 +1,5 @@
-"""dashboard accounts: channel agents, users, sessions, API tokens, login failures, site city
+"""dashboard accounts: channel agents, users, sessions, API tokens, login failures, secrets,
+site city
 
 Revision ID: 0006
 Revises: 0004 (to be re-chained after 0005 by the lead)
@@ -80,6 +81,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_api_tokens_user_id", "api_tokens", ["user_id"])
     op.create_table(
+        "dashboard_secrets",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("value", sa.String(length=128), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
         "login_failures",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("account", sa.String(length=254), nullable=False),
@@ -95,6 +102,7 @@ def downgrade() -> None:
     for column in ("account", "address", "at"):
         op.drop_index(f"ix_login_failures_{column}", table_name="login_failures")
     op.drop_table("login_failures")
+    op.drop_table("dashboard_secrets")
     op.drop_index("ix_api_tokens_user_id", table_name="api_tokens")
     op.drop_table("api_tokens")
     op.drop_index("ix_web_sessions_user_id", table_name="web_sessions")
