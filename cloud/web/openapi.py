@@ -75,6 +75,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "patch": _operation("change a campaign", parameters=[_ID], requestBody=_body(_OBJECT)),
     },
     "/campaigns/{id}/stats": {"get": _operation("a campaign's funnel", parameters=[_ID])},
+    # On h/cloud-coupons after this branch began: documented here so the merge is whole.
+    "/stats/campaigns/{id}": {"get": _operation("a campaign's funnel", parameters=[_ID])},
+    "/stats/replay": {
+        "get": _operation(
+            "replay a router's logins through the coupon rules; the mismatches",
+            parameters=[_query("router", "the router's id")],
+        )
+    },
     "/stats/flows": {
         "get": _operation(
             "customers each merchant sent to each other merchant",

