@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from cloud import cli_coupons, cli_privacy
+from cloud import cli_coupons, cli_privacy, cli_users
 from cloud.ca import CertificateAuthority, ca_directory, server_names
 from cloud.db import make_engine, migrate, sessions
 from cloud.errors import CloudConfigError, CloudError
@@ -99,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     add("serve-enrol", "serve router enrolment over HTTPS")
     cli_coupons.add_parsers(add, commands)
     cli_privacy.add_parsers(add, commands)
+    cli_users.add_parsers(add)
     return parser
 
 
@@ -338,6 +339,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[CloudSettings, Any], dict[str,
     ("serve-enrol", None): _serve_enrol,
     **cli_coupons.COMMANDS,
     **cli_privacy.COMMANDS,
+    **cli_users.COMMANDS,
 }
 
 

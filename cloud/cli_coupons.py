@@ -188,8 +188,11 @@ def alliance_id(session: Session, name_or_id: str) -> int:
     from cloud.coupon_admin import MISSING, AdminError
     from cloud.models import Alliance
 
-    column = Alliance.id if name_or_id.isdigit() else Alliance.name
-    value: int | str = int(name_or_id) if name_or_id.isdigit() else name_or_id
+    number = name_or_id.isascii() and name_or_id.isdigit()
+    if "\x00" in name_or_id or len(name_or_id) > 120 or (number and int(name_or_id) >= 2**31):
+        raise AdminError("alliance", f"no alliance {name_or_id[:40]!r}", MISSING)
+    column = Alliance.id if number else Alliance.name
+    value: int | str = int(name_or_id) if number else name_or_id
     found = session.scalar(select(Alliance.id).where(column == value))
     if found is None:
         raise AdminError("alliance", f"no alliance {name_or_id!r}", MISSING)

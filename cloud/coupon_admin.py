@@ -107,9 +107,14 @@ def _clean(values: Mapping[str, object]) -> dict[str, Any]:
 
 
 def find_merchant(session: Session, merchant: str | int) -> Merchant | None:
-    """The merchant with this id or name, if there is one."""
-    if isinstance(merchant, int) or str(merchant).isdigit():
-        return session.get(Merchant, int(merchant))
+    """The merchant with this id or name, if there is one; AdminError for neither (a JSON list)."""
+    if isinstance(merchant, bool) or not isinstance(merchant, str | int):
+        raise AdminError("merchant", "give the merchant's name or its id")
+    if isinstance(merchant, int) or (merchant.isascii() and merchant.isdigit()):
+        number = int(merchant)
+        return session.get(Merchant, number) if 0 < number <= _NUMBER_MAX else None
+    if "\x00" in merchant or len(merchant) > 120:
+        return None  # no merchant has such a name
     return session.scalars(select(Merchant).where(Merchant.name == merchant)).one_or_none()
 
 

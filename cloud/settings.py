@@ -31,6 +31,7 @@ class CloudSettings:
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     api_token: str = ""  # the JSON API's bearer token, for scripts; empty: the API refuses all
+    web_secret: str = ""  # signs session cookies; empty: one kept in the database, shared
     ingest_batch: int = 500  # events written per transaction at most
     ingest_flush_interval: float = 0.2  # seconds a partial batch may wait
     claim_code_ttl: int = 24 * 3600

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from cloud import account_models  # noqa: F401 (its tables join Base.metadata)
 from cloud.db import make_engine
 from cloud.models import Base
 

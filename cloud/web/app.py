@@ -88,14 +88,17 @@ def make_app(
     settings: CloudSettings, engine: Engine | None = None, publish: Publish | None = None
 ) -> web.Application:
     """The API app; `engine` and `publish` default to the settings' database and broker."""
-    from cloud.web import coupons_api
+    from cloud.web import coupons_api, dashboard
 
-    app = web.Application(middlewares=[_authenticated(settings.api_token)])
+    # The dashboard's guard replaces _authenticated: the operator token still opens every
+    # route, and it adds user tokens, sessions, roles and tenants.
+    app = web.Application(middlewares=[dashboard.guard(settings)])
     own = engine is None
     app[ENGINE] = engine or make_engine(settings.database_url)
     app[POOL] = ThreadPoolExecutor(4, thread_name_prefix="api-db")
     app[PUBLISH] = publish or broker_publisher(settings)
     coupons_api.add_routes(app)
+    dashboard.install(app, settings)
 
     async def close(app: web.Application) -> None:
         app[POOL].shutdown(wait=False)
@@ -107,5 +110,8 @@ def make_app(
 
 
 def serve(settings: CloudSettings) -> None:
-    """Serve the API on web_host:web_port until interrupted."""
-    web.run_app(make_app(settings), host=settings.web_host, port=settings.web_port)
+    """Serve the API and dashboard on web_host:web_port until interrupted (JSON log lines)."""
+    from cloud.web.ops import json_logging
+
+    json_logging()
+    web.run_app(make_app(settings), host=settings.web_host, port=settings.web_port, print=None)
