@@ -168,10 +168,9 @@ THIRD_PARTY_PACKAGES = {
 # Packages the agent may use but does not depend on: who may import the module, and why.
 OPTIONAL_PACKAGES = {
     "python3-cryptography": (
-        {"agent/keys.py", "agent/coupons/ed25519.py", "agent/portal/certify.py"},
-        "enrolment's and renewal's keys (agent/keys.py, each a process of its own, else the "
-        "openssl tool), the HTTPS portal's certificate request (agent/portal/certify.py, a "
-        "process of its own; without it the API stays on http) and coupons' Ed25519 where no "
+        {"agent/keys.py", "agent/coupons/ed25519.py"},
+        "the keys of enrolment, renewal and the HTTPS portal's certificate (agent/keys.py, "
+        "each a process of its own, else the openssl tool) and coupons' Ed25519 where no "
         "libcrypto does it (agent/coupons/ed25519.py): "
         "the daemon never imports it, and the feed has no python3-cryptography where Rust does "
         "not build (MIPS)",
