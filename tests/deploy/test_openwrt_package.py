@@ -990,7 +990,7 @@ def test_boot_gate_does_nothing_before_the_agent_has_ever_run(tmp_path: Path, sh
     assert not [call for call in router.calls() if call.startswith("nft")]
 
 
-def portal_router(root: Path, name: str | None, **agent: str) -> Router:
+def portal_router(root: Path, name: str | None, **agent: str | list[str]) -> Router:
     """A shop router whose agent serves the HTTPS API for `name` (None: no certificate)."""
     flash = root / "flash"
     flash.mkdir()
