@@ -74,3 +74,35 @@ def test_a_router_that_cannot_ask_says_why_and_fails(
     argv = ["--dir", str(tmp_path / "tls"), "--credentials-dir", str(tmp_path), "--name", NAME]
     assert main([*argv, "--if-due"]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_request_and_its_check_run_where_cryptography_is_not_installed(
+    tmp_path: Path, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
+) -> None:
+    import subprocess
+    import sys
+
+    from lab.hidden import environment_without
+
+    store(tmp_path / "tls", issue(ca, days=90))
+    code = (
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from pathlib import Path\n"
+        "from agent.keys import choose_backend\n"
+        "from agent.portal.certify import certificate_request, fresh_until\n"
+        "keys = choose_backend()\n"
+        "ends = fresh_until(Path(sys.argv[1]), sys.argv[2], datetime.now(UTC))\n"
+        "print(keys.name, ends is not None)\n"
+        "print(b'CERTIFICATE REQUEST' in certificate_request(keys, keys.new_key(), sys.argv[2]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "tls"), NAME],
+        env=environment_without(["cryptography"], tmp_path / "hidden"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["openssl", "True", "True"]
