@@ -6,6 +6,8 @@ with the openssl tool because `import cryptography` fails in the agent and its p
 hook writes one `config domain` per LAN address, and dnsmasq with localise-queries (as
 OpenWrt runs it) answers each phone the address on its own LAN. Each phone then reads
 the API at its own LAN's address, validating the certificate against pebble's root.
+Before the certificate, each LAN's DHCP pool tells its phones the http API at that LAN's
+own portal address.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tests.deploy.test_openwrt_package import HOOK, Router, section
 from tests.lab import test_captive_api_tls as tls_lab
 from tests.lab.cloud_fixtures import enrol, linked_agent, router_state
 from tests.lab.test_captive_api_tls import DOMAIN, HTTPS_PORT, ORDER, acked, trust_pebble
+from tests.lab.test_installed_package import _dhcp_option_114 as dhcp_option_114
 
 pytestmark = pytest.mark.lab
 pebble = tls_lab.pebble  # the fixtures: pebble, and the cloud that orders from it
@@ -46,10 +49,11 @@ def lab(lab_factory: LabFactory) -> Lab:
     return made
 
 
-def hook_domains(workdir: Path, flash: Path) -> tuple[list[str], list[str]]:
-    """The shipped hook on a stand-in uci with the lab's two LANs: (option 114s, hosts lines).
+def hook_settings(workdir: Path, flash: Path) -> tuple[dict[str, str], list[str]]:
+    """The shipped hook on a stand-in uci with the lab's two LANs.
 
-    Each `config domain` it commits becomes the hosts line OpenWrt's dnsmasq init writes.
+    (each DHCP pool's option 114, the hosts lines OpenWrt's dnsmasq init writes for the
+    `config domain` sections it committed).
     """
     workdir.mkdir(parents=True)
     guest_bridge, guest_ip = A.lan_bridge(GUEST), A.router_lan_ip(GUEST)
@@ -83,16 +87,17 @@ def hook_domains(workdir: Path, flash: Path) -> tuple[list[str], list[str]]:
     done = router.run("/bin/sh", HOOK)
     assert done.returncode == 0, done.stderr
     committed = router.uci()["committed"]["dhcp"]
-    urls = [
-        value
+    option_114 = {
+        s["name"]: value.split(",", 1)[1]
         for s in committed
         if s["type"] == "dhcp"
         for value in s["options"].get("dhcp_option_force", [])
-    ]
+        if value.startswith("114,")
+    }
     hosts = [
         f"{s['options']['ip']} {s['options']['name']}" for s in committed if s["type"] == "domain"
     ]
-    return urls, hosts
+    return option_114, hosts
 
 
 def lan_dns(lab: Lab, hosts: list[str], workdir: Path) -> None:
@@ -165,9 +170,9 @@ def test_without_cryptography_each_lans_phone_trusts_the_api_at_its_own_lans_add
 
         flash = agent.workdir / "flash"
         assert (flash / NAME_FILE).read_text() == f"{name}\n"
-        urls, hosts = hook_domains(tmp_path / "uci", flash)
-        https = f"114,https://{name}:{HTTPS_PORT}/api/captive"
-        assert urls == [https, https], "both LANs' pools"
+        urls, hosts = hook_settings(tmp_path / "uci", flash)
+        https = f"https://{name}:{HTTPS_PORT}/api/captive"
+        assert urls == {"lan": https, "guest": https}, "both LANs' pools"
         assert hosts == [f"{A.ROUTER_LAN_IP} {name}", f"{guest_ip} {name}"]
         lan_dns(lab, hosts, tmp_path)
 
@@ -179,3 +184,34 @@ def test_without_cryptography_each_lans_phone_trusts_the_api_at_its_own_lans_add
     finally:
         agent.stop()
         print(f"--- agent log ---\n{agent.logs()[-4000:]}")
+
+
+def test_each_lans_phone_gets_option_114_with_its_own_lans_portal_address(
+    lab: Lab, tmp_path: Path
+) -> None:
+    urls, hosts = hook_settings(tmp_path / "uci", tmp_path / "flash")  # no certificate yet
+    assert hosts == []
+    # dnsmasq as OpenWrt's init renders the two pools: a range per LAN tagged with the
+    # pool's name, and each pool's forced options for that tag only.
+    argv = ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts"]
+    argv += ["--port=0", "--pid-file=", "--bind-interfaces", "--dhcp-authoritative"]
+    argv += [f"--dhcp-leasefile={tmp_path / 'leases'}", "--except-interface=lo"]
+    for pool, lan in (("lan", 0), ("guest", GUEST)):
+        first = A.lan_net(lan).split(".")[1]
+        argv += [f"--interface={A.lan_bridge(lan)}"]
+        argv += [f"--dhcp-range=set:{pool},10.{first}.250.10,10.{first}.250.50,255.255.0.0,1h"]
+        argv += [f"--dhcp-option-force=tag:{pool},114,{urls[pool]}"]
+    lab.popen(lab.router, *argv)
+    shop, guest = lab.phones[0], lab.phones[-1]
+    for pool in ("lan", "guest"):
+        (tmp_path / pool).mkdir()
+
+    got = {
+        pool: dhcp_option_114(phone.ns, tmp_path / pool)
+        for pool, phone in (("lan", shop), ("guest", guest))
+    }
+
+    assert got == {
+        "lan": f"http://{A.ROUTER_LAN_IP}:2050/api/captive",
+        "guest": f"http://{A.router_lan_ip(GUEST)}:2050/api/captive",
+    }
