@@ -77,7 +77,7 @@ class PortalTls:
         self.runner = runner
         self.context: ssl.SSLContext | None = None
         self.sites: tuple[web.TCPSite, ...] = ()
-        self.name: str | None = None  # while the site serves a certificate for it
+        self.name: str | None = None  # while the sites serve a certificate for it
         self._loaded = b""  # the chain in the context
 
     def _stored(self, name: str) -> bytes | None:
