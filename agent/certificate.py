@@ -1,9 +1,9 @@
 """What the router reads from an X.509 certificate, with the standard library alone.
 
 Enrolment and renewal need a certificate's subject CN, its validity, its public key and
-its fingerprint; a small DER reader gives all four, so reading a certificate costs no
-crypto library (agent.keys does the signing and the signature checks). Signatures are
-not checked here.
+its fingerprint, the portal's certificate its DNS names (subjectAltName); a small DER
+reader gives them all, so reading a certificate costs no crypto library (agent.keys does
+the signing and the signature checks). Signatures are not checked here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 
 SEQUENCE, SET, OID, UTC_TIME, GENERALIZED_TIME = 0x30, 0x31, 0x06, 0x17, 0x18
 VERSION_TAG = 0xA0  # [0] EXPLICIT, before the serial number when present
+EXTENSIONS_TAG, OCTET_STRING, DNS_NAME_TAG = 0xA3, 0x04, 0x82  # [3] EXPLICIT; [2] IMPLICIT
 COMMON_NAME_OID = bytes.fromhex("550403")  # 2.5.4.3
+SUBJECT_ALT_NAME_OID = bytes.fromhex("551d11")  # 2.5.29.17
 _STRINGS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii", 0x14: "latin-1", 0x1E: "utf-16-be"}
 _PEM = re.compile(
     rb"-----BEGIN CERTIFICATE-----\s*(?P<body>[A-Za-z0-9+/=\s]*?)\s*-----END CERTIFICATE-----"
@@ -33,6 +35,7 @@ class CertificateFacts:
     not_before: datetime
     not_after: datetime
     public_key_der: bytes  # SubjectPublicKeyInfo, DER
+    dns_names: tuple[str, ...] = ()  # the subjectAltName's DNS names
 
     @property
     def fingerprint(self) -> str:
@@ -102,6 +105,32 @@ def _common_names(data: bytes, start: int, end: int) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _dns_names(data: bytes, fields: list[tuple[int, int, int, int]]) -> tuple[str, ...]:
+    """The DNS names of the subjectAltName among the optional fields after the key."""
+    for tag, _, start, end in fields:
+        if tag != EXTENSIONS_TAG:
+            continue
+        wrapped = _children(data, start, end)
+        if len(wrapped) != 1 or wrapped[0][0] != SEQUENCE:
+            raise ValueError("DER: the extensions are not one sequence")
+        for _, _, e_start, e_end in _children(data, wrapped[0][2], wrapped[0][3]):
+            parts = _children(data, e_start, e_end)
+            if not parts or parts[0][0] != OID:
+                raise ValueError("DER: an extension without its type")
+            if data[parts[0][2] : parts[0][3]] != SUBJECT_ALT_NAME_OID:
+                continue
+            value = parts[-1]
+            if value[0] != OCTET_STRING:
+                raise ValueError("DER: subjectAltName's value is not an octet string")
+            _, names_start, names_end = _element(data, value[2])
+            return tuple(
+                data[n_start:n_end].decode("ascii")
+                for n_tag, _, n_start, n_end in _children(data, names_start, names_end)
+                if n_tag == DNS_NAME_TAG
+            )
+    return ()
+
+
 def read_certificate_der(der: bytes) -> CertificateFacts:
     """The facts of one DER certificate; ValueError when it is not one."""
     tag, start, end = _element(der, 0)
@@ -126,9 +155,10 @@ def read_certificate_der(der: bytes) -> CertificateFacts:
         not_before = _time(b_tag, der[b_start:b_end])
         not_after = _time(a_tag, der[a_start:a_end])
         names = _common_names(der, subject[2], subject[3])
+        dns_names = _dns_names(der, fields[6:])
     except UnicodeDecodeError as error:
         raise ValueError(f"not a DER certificate: {error}") from None
-    return CertificateFacts(der, names, not_before, not_after, der[key[1] : key[3]])
+    return CertificateFacts(der, names, not_before, not_after, der[key[1] : key[3]], dns_names)
 
 
 def certificate_der(pem: str | bytes) -> bytes:

@@ -1,7 +1,8 @@
 """The router's key, its certificate requests and its certificate checks, through one backend.
 
 Two backends do the same four things (make an EC P-256 key, derive its public key, sign a
-certificate request, check that a CA issued a certificate):
+certificate request, for the HTTPS portal with a DNS subjectAltName, check that a CA
+issued a certificate):
 
 - `cryptography`, when it is installed (python3-cryptography exists only where Rust builds:
   not on MIPS from OpenWrt 25.12 on);
@@ -39,10 +40,13 @@ OPENSSL_TIMEOUT = 60.0  # seconds; a slow MIPS router makes a P-256 key in well 
 # `openssl req` wants a config with a [req] section; ours, so no system openssl.cnf is needed.
 _REQ_CONFIG = "[req]\ndistinguished_name = dn\n[dn]\n"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._ -]{0,64}")  # nothing -subj reads as syntax (/ + = \)
+# A DNS name as -addext takes it (no ',' nor ':'), and as a certificate names a host
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})+")
 
 
 class KeyBackend(Protocol):
-    """What enrolment and renewal need from a crypto library."""
+    """What enrolment, renewal and the portal's certificate need from a crypto library."""
 
     @property
     def name(self) -> str:
@@ -57,8 +61,13 @@ class KeyBackend(Protocol):
         """The public half of `key_pem`, as DER SubjectPublicKeyInfo."""
         ...
 
-    def certificate_request(self, key_pem: bytes, common_name: str = "") -> bytes:
-        """A PEM certificate request signed by `key_pem`; subject CN = `common_name`, or empty."""
+    def certificate_request(
+        self, key_pem: bytes, common_name: str = "", dns_name: str = ""
+    ) -> bytes:
+        """A PEM certificate request signed by `key_pem`; subject CN = `common_name`, or empty.
+
+        With `dns_name`, it asks for that name alone (subjectAltName), as an ACME CA needs.
+        """
         ...
 
     def issued_by(self, certificate_pem: bytes, ca_pem: bytes) -> bool:
@@ -94,8 +103,13 @@ class CryptographyKeys:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
-    def certificate_request(self, key_pem: bytes, common_name: str = "") -> bytes:
-        """A PEM certificate request signed by `key_pem`; subject CN = `common_name`, or empty."""
+    def certificate_request(
+        self, key_pem: bytes, common_name: str = "", dns_name: str = ""
+    ) -> bytes:
+        """A PEM certificate request signed by `key_pem`; subject CN = `common_name`, or empty.
+
+        With `dns_name`, it asks for that name alone (subjectAltName), as an ACME CA needs.
+        """
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -104,8 +118,12 @@ class CryptographyKeys:
         key = serialization.load_pem_private_key(key_pem, None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise KeyBackendError("the router's key is not an EC key: enrol again")
+        check_dns_name(dns_name)
         names = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
         builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(names))
+        if dns_name:
+            alt = x509.SubjectAlternativeName([x509.DNSName(dns_name)])
+            builder = builder.add_extension(alt, critical=False)
         return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
     def issued_by(self, certificate_pem: bytes, ca_pem: bytes) -> bool:
@@ -119,6 +137,15 @@ class CryptographyKeys:
         except (ValueError, TypeError, InvalidSignature):
             return False
         return True
+
+
+def check_dns_name(dns_name: str) -> None:
+    """KeyBackendError unless `dns_name` is empty or a DNS name of two labels or more."""
+    if dns_name and not _DNS_NAME.fullmatch(dns_name):
+        raise KeyBackendError(
+            f"dns_name {dns_name!r}: give a host name like r1.portal.example.com "
+            "(letters, digits, '-' and dots, two labels or more)"
+        )
 
 
 def _private_file(folder: Path, name: str, data: bytes) -> Path:
@@ -178,18 +205,25 @@ class OpensslKeys:
                 "pkey", "-in", str(key), "-pubout", "-outform", "DER", what="read the router's key"
             )
 
-    def certificate_request(self, key_pem: bytes, common_name: str = "") -> bytes:
-        """A PEM certificate request signed by `key_pem`; subject CN = `common_name`, or empty."""
+    def certificate_request(
+        self, key_pem: bytes, common_name: str = "", dns_name: str = ""
+    ) -> bytes:
+        """A PEM certificate request signed by `key_pem`; subject CN = `common_name`, or empty.
+
+        With `dns_name`, it asks for that name alone (subjectAltName), as an ACME CA needs.
+        """
         if not _PLAIN_NAME.fullmatch(common_name):
             raise KeyBackendError(
                 f"common_name {common_name!r}: openssl -subj takes letters, digits, '.', '_', "
                 "'-' and spaces here; use a router_id"
             )
+        check_dns_name(dns_name)
         with tempfile.TemporaryDirectory(prefix="loopspot-keys-") as temporary:
             folder = Path(temporary)
             key = _private_file(folder, "router.key", key_pem)
             config = _private_file(folder, "req.cnf", _REQ_CONFIG.encode())
             subject = f"/CN={common_name}" if common_name else "/"
+            alt = ("-addext", f"subjectAltName=DNS:{dns_name}") if dns_name else ()
             return self._run(
                 "req",
                 "-new",
@@ -200,6 +234,7 @@ class OpensslKeys:
                 "-subj",
                 subject,
                 "-sha256",
+                *alt,
                 "-outform",
                 "PEM",
                 what="make a certificate request",

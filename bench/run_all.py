@@ -23,6 +23,7 @@ from bench import (
     key_backends,
     memory,
     poll_cost,
+    portal_certify,
     probe_rate,
 )
 
@@ -35,6 +36,7 @@ MODEST: list[tuple[str, Bench, list[str]]] = [
     ("poll_cost", poll_cost.main, []),
     ("key_backends", key_backends.main, ["--rounds", "10", "--memory-rounds", "3"]),
     ("installed_size", installed_size.main, []),
+    ("portal_certify", portal_certify.main, ["--rounds", "3"]),
 ]
 
 

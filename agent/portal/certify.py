@@ -13,8 +13,10 @@ dns-01 (cloud.portal_cert) and answers the chain. Files in the portal's TLS dire
 each written as `.next` and renamed, the key last: a crash between leaves a pair that
 does not match, which the next check replaces.
 
-Blocking, and it needs `cryptography`: the daemon runs it as a short process of its own
-(agent.portal.tls), `python -m agent.portal.certify ... --if-due`.
+The key and the request go through agent.keys (cryptography, or the openssl tool where
+python3-cryptography does not exist); the certificate is read with agent.certificate.
+Blocking: the daemon runs it as a short process of its own (agent.portal.tls),
+`python -m agent.portal.certify ... --if-due`.
 """
 
 from __future__ import annotations
@@ -27,10 +29,7 @@ import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
+from agent.certificate import CertificateFacts, read_certificate
 from agent.enrol import (
     EnrolError,
     answer_field,
@@ -39,6 +38,7 @@ from agent.enrol import (
     post_json,
 )
 from agent.flash import write_atomically
+from agent.keys import KeyBackend, KeyBackendError, choose_backend
 
 PORTAL_CERT_PATH = "/v1/portal-cert"
 # Seconds to wait for the answer: the cloud places the ACME order meanwhile (it gives up
@@ -55,46 +55,51 @@ def portal_cert_url(enrol_url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=PORTAL_CERT_PATH, query="", fragment=""))
 
 
-def certificate_request(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
-    """A PEM request for `key` naming `name` alone (subjectAltName), with an empty subject."""
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+def certificate_request(keys: KeyBackend, key_pem: bytes, name: str) -> bytes:
+    """A PEM request for `key_pem` naming `name` alone (subjectAltName), with an empty subject."""
+    return keys.certificate_request(key_pem, dns_name=name)
 
 
-def _leaf(chain_pem: bytes) -> x509.Certificate:
-    return x509.load_pem_x509_certificates(chain_pem)[0]
-
-
-def names_of(certificate: x509.Certificate) -> list[str]:
+def names_of(certificate: CertificateFacts) -> list[str]:
     """The DNS names a certificate is for."""
-    try:
-        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return [str(n) for n in extension.value.get_values_for_type(x509.DNSName)]
+    return list(certificate.dns_names)
 
 
-def fresh_until(directory: Path, name: str, now: datetime) -> datetime | None:
+def _matches(leaf: CertificateFacts, key_pem: bytes, name: str, keys: KeyBackend) -> bool:
+    """True when `leaf` is for `name` and the key in `key_pem`."""
+    return name in names_of(leaf) and leaf.public_key_der == keys.public_key(key_pem)
+
+
+def fresh_until(
+    directory: Path, name: str, now: datetime, keys: KeyBackend | None = None
+) -> datetime | None:
     """When the stored certificate ends, if it is for `name` and this key and not due yet."""
     try:
         if (directory / NAME).read_text().strip() != name:
             return None
-        leaf = _leaf((directory / CHAIN).read_bytes())
-        key = serialization.load_pem_private_key((directory / KEY).read_bytes(), None)
-    except (OSError, ValueError, TypeError, IndexError):
+        leaf = read_certificate((directory / CHAIN).read_bytes())
+        key_pem = (directory / KEY).read_bytes()
+        if not _matches(leaf, key_pem, name, keys or choose_backend()):
+            return None
+    except (OSError, ValueError, KeyBackendError):
         return None
-    if leaf.public_key() != key.public_key() or name not in names_of(leaf):
-        return None
-    ends = leaf.not_valid_after_utc
+    ends = leaf.not_after
     return ends if now < ends - RENEW_BEFORE else None
 
 
 def certify(
-    directory: Path, credentials_dir: Path, name: str, timeout: float = ORDER_WAIT
+    directory: Path,
+    credentials_dir: Path,
+    name: str,
+    timeout: float = ORDER_WAIT,
+    keys: KeyBackend | None = None,
 ) -> datetime:
-    """Get a certificate for `name` and a new key and put them in place; EnrolError says why not."""
-    identity = load_identity(credentials_dir)
+    """Get a certificate for `name` and a new key and put them in place; EnrolError says why not.
+
+    KeyBackendError when neither backend can make the key.
+    """
+    keys = keys or choose_backend()
+    identity = load_identity(credentials_dir, keys)
     if not identity.enrol_url:
         raise EnrolError(
             f"{credentials_dir}: no enrol_url; enrol again to get a portal certificate"
@@ -104,26 +109,23 @@ def certify(
         context.load_cert_chain(identity.certificate_file, identity.key_file)
     except (OSError, ssl.SSLError) as exc:
         raise EnrolError(f"{credentials_dir}: cannot present its certificate: {exc}") from None
-    key = ec.generate_private_key(ec.SECP256R1())
-    body = {"csr": certificate_request(key, name).decode()}
+    key_pem = keys.new_key()
+    body = {"csr": certificate_request(keys, key_pem, name).decode()}
     url = portal_cert_url(identity.enrol_url)
     answer = post_json(url, body, context, timeout, what="portal certificate")
     chain = answer_field(answer, "certificate", str).encode()
     try:
-        leaf = _leaf(chain)
-    except (ValueError, IndexError) as exc:
+        leaf = read_certificate(chain)
+    except ValueError as exc:
         raise EnrolError(f"the cloud's answer is unusable: {exc}") from None
-    if leaf.public_key() != key.public_key() or name not in names_of(leaf):
+    if not _matches(leaf, key_pem, name, keys):
         raise EnrolError(f"the cloud's certificate is not for this key and {name}")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     for filename, data in ((NAME, f"{name}\n".encode()), (CHAIN, chain), (KEY, key_pem)):
         write_atomically(directory / (filename + NEXT), data, 0o600)
     for filename in (NAME, CHAIN, KEY):
         os.replace(directory / (filename + NEXT), directory / filename)
-    return leaf.not_valid_after_utc
+    return leaf.not_after
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         ends = certify(args.dir, args.credentials_dir, args.name)
-    except (EnrolError, OSError) as exc:
+    except (EnrolError, KeyBackendError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"renewed: {args.name} until {ends.isoformat()}")

@@ -4,8 +4,13 @@ The cloud pushes the portal's name (`<router_id>.<operator's domain>`) in the ro
 config. A short process (agent.portal.certify) makes a key here and gets a certificate for
 that name from the cloud, which orders it over ACME; it runs again twice a day and renews
 within 30 days of the end. The daemon loads the pair into the one TLS context its HTTPS
-site serves with: a renewed pair goes into that same context, so the next handshake gets
+sites serve with: a renewed pair goes into that same context, so the next handshake gets
 it and no open connection is dropped. The daemon itself never imports `cryptography`.
+
+With several LANs, the same certificate is served on each LAN's portal address: the LAN's
+dnsmasq answers the one name with the address on the asking phone's LAN (the hook writes
+one `config domain` per LAN; OpenWrt's default `localise_queries` picks the one on the
+querying interface's subnet), so each phone reaches the API on its own LAN.
 """
 
 from __future__ import annotations
@@ -66,12 +71,13 @@ class PortalTls:
     def __init__(self, settings: Settings, runner: web.BaseRunner) -> None:
         self.directory = settings.flash_dir / TLS_DIR
         self.credentials_dir = settings.cloud_credentials_dir
-        self.address = str(settings.portal_address)
+        # each LAN's portal address, once: a phone reaches the API on its own LAN
+        self.addresses = tuple(dict.fromkeys(str(lan.address) for lan in settings.lan_portals))
         self.port = settings.portal_https_port
         self.runner = runner
         self.context: ssl.SSLContext | None = None
-        self.site: web.TCPSite | None = None
-        self.name: str | None = None  # while the site serves a certificate for it
+        self.sites: tuple[web.TCPSite, ...] = ()
+        self.name: str | None = None  # while the sites serve a certificate for it
         self._loaded = b""  # the chain in the context
 
     def _stored(self, name: str) -> bytes | None:
@@ -88,10 +94,11 @@ class PortalTls:
 
     async def stop(self) -> None:
         """Serve no HTTPS (no name, or no certificate for it)."""
-        if self.site is not None:
-            await self.site.stop()
+        if self.sites:
+            await _stop_all(self.sites)
             log.info("HTTPS portal stopped")
-        self.site = self.context = self.name = None
+        self.sites = ()
+        self.context = self.name = None
         self._loaded = b""
 
     async def serve(self, name: str | None) -> bool:
@@ -103,17 +110,33 @@ class PortalTls:
         if chain is None:
             await self.stop()
             return False
-        if chain == self._loaded and self.site is not None:
+        if chain == self._loaded and self.sites:
             return True
         context = self.context or _server_context()
         context.load_cert_chain(self.directory / CHAIN, self.directory / KEY)  # live handshakes
-        if self.site is None:
-            site = web.TCPSite(self.runner, self.address, self.port, ssl_context=context)
-            await site.start()
-            self.site = site
+        if not self.sites:
+            self.sites = await self._listen(context)
         self.context, self.name, self._loaded = context, name, chain
-        log.info("HTTPS portal: https://%s:%d/api/captive", name, self.port)
+        log.info(
+            "HTTPS portal: https://%s:%d/api/captive on %s",
+            name,
+            self.port,
+            ", ".join(self.addresses),
+        )
         return True
+
+    async def _listen(self, context: ssl.SSLContext) -> tuple[web.TCPSite, ...]:
+        """One site per LAN's portal address, all or none; OSError if one cannot listen."""
+        sites: list[web.TCPSite] = []
+        try:
+            for address in self.addresses:
+                site = web.TCPSite(self.runner, address, self.port, ssl_context=context)
+                await site.start()
+                sites.append(site)
+        except OSError:
+            await _stop_all(sites)
+            raise
+        return tuple(sites)
 
     async def certify(self, name: str | None) -> bool:
         """Get or renew the certificate for `name` if due (a short process), then serve it."""
@@ -135,6 +158,11 @@ class PortalTls:
         except OSError as error:
             log.error("HTTPS portal not served on port %d: %s", self.port, error)
             return False
+
+
+async def _stop_all(sites: tuple[web.TCPSite, ...] | list[web.TCPSite]) -> None:
+    for site in sites:
+        await site.stop()
 
 
 def name_file_text(tls: PortalTls | None) -> str | None:

@@ -73,6 +73,41 @@ def test_a_subject_without_a_cn_and_one_in_another_script_are_read() -> None:
         )
 
 
+def test_the_portal_certificate_s_dns_names_are_read_and_nothing_else_of_its_alt_names() -> None:
+    from ipaddress import IPv4Address
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [
+        x509.DNSName("r1.portal.example.com"),
+        x509.IPAddress(IPv4Address("10.20.0.1")),
+        x509.RFC822Name("shop@example.com"),
+        x509.DNSName("r1.portal.example.net"),
+    ]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble")]))
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + timedelta(days=90))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(x509.SubjectAlternativeName(names), True)
+        .sign(key, hashes.SHA256())
+    )
+
+    facts = read_certificate(certificate.public_bytes(serialization.Encoding.PEM))
+
+    assert facts.dns_names == ("r1.portal.example.com", "r1.portal.example.net")
+    assert read_certificate_der(SAMPLE).dns_names == ("r1.portal.example",)
+
+
+def test_a_certificate_without_alt_names_has_no_dns_names(ca: CertificateAuthority) -> None:
+    assert (
+        read_certificate(certificate_pem(router_certificate(ca, timedelta(days=1)))).dns_names == ()
+    )
+
+
 def test_the_first_certificate_of_a_chain_is_read(ca: CertificateAuthority) -> None:
     leaf = certificate_pem(router_certificate(ca, timedelta(days=1)))
 
@@ -125,6 +160,7 @@ def _sample() -> bytes:
         .serial_number(7)
         .not_valid_before(NOW)
         .not_valid_after(NOW + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("r1.portal.example")]), False)
         .sign(key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.DER)

@@ -216,3 +216,29 @@ def test_an_installer_with_neither_backend_is_told_to_install_openssl_util(
 def test_a_common_name_openssl_would_read_as_syntax_is_refused(name: str) -> None:
     with pytest.raises(KeyBackendError, match="common_name"):
         openssl().certificate_request(openssl().new_key(), name)
+
+
+def test_a_request_for_the_portal_from_either_backend_names_it_in_its_subject_alt_name(
+    keys: KeyBackend,
+) -> None:
+    from cryptography import x509
+
+    from cloud.ca import load_request
+
+    request = load_request(keys.certificate_request(keys.new_key(), dns_name="r1.portal.example"))
+
+    names = request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["r1.portal.example"]
+    assert request.subject.rfc4514_string() == ""
+    plain = load_request(keys.certificate_request(keys.new_key()))
+    assert not [e for e in plain.extensions if isinstance(e.value, x509.SubjectAlternativeName)]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["localhost", "r1.portal.example.com,DNS:evil.com", "a..b", "-a.b", "a b.c", "x" * 64 + ".c"],
+)
+def test_a_dns_name_no_certificate_could_name_is_refused_by_both_backends(name: str) -> None:
+    for keys in both():
+        with pytest.raises(KeyBackendError, match="dns_name"):
+            keys.certificate_request(keys.new_key(), dns_name=name)

@@ -10,15 +10,23 @@ import dns.query
 import dns.rdatatype
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from agent.certificate import read_certificate
+from agent.keys import CryptographyKeys, KeyBackend
 from agent.portal.certify import certificate_request
 from cloud.acme_dns import PortalCertError, Rfc2136, TsigKey, txt_publisher
 from cloud.errors import CloudConfigError
-from cloud.portal_cert import challenge_name, obtain_certificate, portal_name
+from cloud.portal_cert import (
+    PortalRequestRefused,
+    challenge_name,
+    check_request,
+    obtain_certificate,
+    portal_name,
+)
 from cloud.settings import CloudSettings
 from lab.acme import PebbleStack
 from lab.bind import BindZone
+from tests.agent.test_keys import keys  # noqa: F401 (the fixture: each backend in turn)
 
 ZONE = "portal.example.test"
 
@@ -109,17 +117,53 @@ def test_pebble_issues_the_portal_certificate_after_reading_the_record_from_bind
             acme_dns_tsig_file=str(zone.key_file),
         )
         name = portal_name("r1", ZONE)
-        key = ec.generate_private_key(ec.SECP256R1())  # the router's, which it keeps
+        keys = CryptographyKeys()
+        key_pem = keys.new_key()  # the router's, which it keeps
         provider = txt_publisher(settings.acme_dns, settings.acme_dns_tsig_file)
-        issued = obtain_certificate(settings, certificate_request(key, name), name, provider)
+        request = certificate_request(keys, key_pem, name)
+        issued = obtain_certificate(settings, request, name, provider)
         leaf = x509.load_pem_x509_certificate(issued.chain.encode())
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert names.get_values_for_type(x509.DNSName) == [name]
-        assert leaf.public_key() == key.public_key()
+        assert read_certificate(issued.chain).public_key_der == keys.public_key(key_pem)
         assert txt(zone, challenge_name(name)) == [], "the challenge record is withdrawn"
         other = portal_name("r2", ZONE)
+        asked = certificate_request(keys, key_pem, other)
         with pytest.raises(PortalCertError, match="ACME"):  # pebble really reads the record
-            obtain_certificate(settings, certificate_request(key, other), other, Unpublished())
+            obtain_certificate(settings, asked, other, Unpublished())
+    finally:
+        pebble.close()
+        print(f"--- pebble log ---\n{pebble.log('pebble')[-3000:]}")
+
+
+def test_pebble_issues_for_a_request_from_either_key_backend_and_the_cloud_wants_its_name(
+    tmp_path: Path,
+    keys: KeyBackend,  # noqa: F811
+) -> None:
+    pebble = PebbleStack(tmp_path / "pebble").start()  # its own DNS: pebble-challtestsrv
+    try:
+        settings = CloudSettings(
+            data_dir=tmp_path / "cloud",
+            portal_domain=ZONE,
+            acme_directory=pebble.directory,
+            acme_ca_file=str(pebble.tls_ca),
+            acme_dns=pebble.dns_api,
+        )
+        name = portal_name("r1", ZONE)
+        key_pem = keys.new_key()
+        provider = txt_publisher(settings.acme_dns, "")
+
+        issued = obtain_certificate(
+            settings, certificate_request(keys, key_pem, name), name, provider
+        )
+
+        leaf = read_certificate(issued.chain)
+        assert leaf.dns_names == (name,)
+        assert leaf.public_key_der == keys.public_key(key_pem)
+        # Without the subjectAltName there is nothing to order: the cloud refuses it first.
+        nameless = keys.certificate_request(key_pem).decode()
+        with pytest.raises(PortalRequestRefused, match="names nothing"):
+            check_request(nameless, name)
     finally:
         pebble.close()
         print(f"--- pebble log ---\n{pebble.log('pebble')[-3000:]}")

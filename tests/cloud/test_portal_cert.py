@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
+from agent.keys import CryptographyKeys
 from agent.portal.certify import certificate_request
 from cloud.acme_dns import ChallTestSrv, PortalCertError, txt_publisher
 from cloud.cli import main
@@ -46,8 +47,9 @@ def test_portal_cert_keeps_the_routers_other_settings() -> None:
     assert with_portal_name(previous, NAME) == {"site_name": "Spa", "portal_name": NAME}
 
 
-def _request(name: str = NAME, key: ec.EllipticCurvePrivateKey | None = None) -> str:
-    return certificate_request(key or ec.generate_private_key(ec.SECP256R1()), name).decode()
+def _request(name: str = NAME) -> str:
+    keys = CryptographyKeys()
+    return certificate_request(keys, keys.new_key(), name).decode()
 
 
 def test_a_routers_request_for_its_own_name_is_ordered_as_it_is() -> None:

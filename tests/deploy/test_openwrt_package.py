@@ -168,10 +168,9 @@ THIRD_PARTY_PACKAGES = {
 # Packages the agent may use but does not depend on: who may import the module, and why.
 OPTIONAL_PACKAGES = {
     "python3-cryptography": (
-        {"agent/keys.py", "agent/coupons/ed25519.py", "agent/portal/certify.py"},
-        "enrolment's and renewal's keys (agent/keys.py, each a process of its own, else the "
-        "openssl tool), the HTTPS portal's certificate request (agent/portal/certify.py, a "
-        "process of its own; without it the API stays on http) and coupons' Ed25519 where no "
+        {"agent/keys.py", "agent/coupons/ed25519.py"},
+        "the keys of enrolment, renewal and the HTTPS portal's certificate (agent/keys.py, "
+        "each a process of its own, else the openssl tool) and coupons' Ed25519 where no "
         "libcrypto does it (agent/coupons/ed25519.py): "
         "the daemon never imports it, and the feed has no python3-cryptography where Rust does "
         "not build (MIPS)",
@@ -991,7 +990,7 @@ def test_boot_gate_does_nothing_before_the_agent_has_ever_run(tmp_path: Path, sh
     assert not [call for call in router.calls() if call.startswith("nft")]
 
 
-def portal_router(root: Path, name: str | None, **agent: str) -> Router:
+def portal_router(root: Path, name: str | None, **agent: str | list[str]) -> Router:
     """A shop router whose agent serves the HTTPS API for `name` (None: no certificate)."""
     flash = root / "flash"
     flash.mkdir()
@@ -1045,3 +1044,109 @@ def test_hook_remove_takes_the_portals_name_out_too(tmp_path: Path, shell: str) 
     assert router.run(shell, HOOK, "--remove").returncode == 0
     assert router.committed("dhcp", "loopspot_portal") is None
     assert option_114(router) == []
+
+
+def two_lan_router(root: Path, name: str | None, **agent: str | list[str]) -> Router:
+    """The shop's LAN (br-lan, 10.20.0.1) and a guest VLAN (br-guest, 10.30.0.1), both captive."""
+    router = portal_router(
+        root, name, lan_interface=["br-lan"], lan=["br-guest=10.30.0.1"], **agent
+    )
+    state = router.uci()
+    state["committed"]["network"].append(
+        section("interface", "guest", device="br-guest", proto="static", ipaddr="10.30.0.1/24")
+    )
+    state["committed"]["dhcp"].append(section("dhcp", "guest", interface="guest", start="100"))
+    router.state.write_text(json.dumps(state))
+    return router
+
+
+def pool_option_114(router: Router, pool: str) -> list[str]:
+    found = router.committed("dhcp", pool)
+    assert found is not None
+    return [v for v in found["options"].get("dhcp_option_force", []) if v.startswith("114,")]
+
+
+def portal_domains(router: Router) -> dict[str, tuple[str, str]]:
+    """Each `config domain` section the hook wrote: name -> (DNS name, address)."""
+    sections = router.uci()["committed"]["dhcp"]
+    return {
+        s["name"]: (s["options"]["name"], s["options"]["ip"])
+        for s in sections
+        if s["type"] == "domain" and s["name"].startswith("loopspot_portal")
+    }
+
+
+def test_hook_gives_each_lans_pool_the_http_api_at_that_lans_own_portal_address(
+    tmp_path: Path, shell: str
+) -> None:
+    router = two_lan_router(tmp_path, None)
+    result = router.run(shell, HOOK)
+    assert result.returncode == 0, result.stderr
+    assert pool_option_114(router, "lan") == ["114,http://10.20.0.1:2050/api/captive"]
+    assert pool_option_114(router, "guest") == ["114,http://10.30.0.1:2050/api/captive"]
+    assert pool_option_114(router, "wan") == []
+    assert portal_domains(router) == {}
+
+
+def test_hook_gives_every_lan_the_https_api_and_the_name_resolves_to_each_lans_address(
+    tmp_path: Path, shell: str
+) -> None:
+    router = two_lan_router(tmp_path, "r1.portal.example.com")
+    assert router.run(shell, HOOK).returncode == 0
+    https = "114,https://r1.portal.example.com:8443/api/captive"
+    assert pool_option_114(router, "lan") == pool_option_114(router, "guest") == [https]
+    # One name, one certificate; dnsmasq's localise-queries answers each LAN its own address.
+    assert portal_domains(router) == {
+        "loopspot_portal": ("r1.portal.example.com", "10.20.0.1"),
+        "loopspot_portal_2": ("r1.portal.example.com", "10.30.0.1"),
+    }
+    commits = len(router.uci()["commits"])
+    assert router.run(shell, HOOK).returncode == 0
+    assert len(router.uci()["commits"]) == commits, "a second run changes nothing"
+
+    state = router.uci()  # the guest VLAN taken out of the agent's config
+    agent = next(s for s in state["committed"]["loopspot"] if s["type"] == "agent")
+    del agent["options"]["lan"]
+    router.state.write_text(json.dumps(state))
+    assert router.run(shell, HOOK).returncode == 0
+    assert portal_domains(router) == {"loopspot_portal": ("r1.portal.example.com", "10.20.0.1")}
+    assert pool_option_114(router, "guest") == []
+    assert router.run(shell, HOOK, "--remove").returncode == 0
+    assert portal_domains(router) == {}
+
+
+def test_hook_serves_lan_entries_alone_with_no_lan_interface_nor_portal_address(
+    tmp_path: Path, shell: str
+) -> None:
+    router = two_lan_router(tmp_path, None)
+    state = router.uci()
+    agent = next(s for s in state["committed"]["loopspot"] if s["type"] == "agent")
+    del agent["options"]["lan_interface"], agent["options"]["portal_address"]
+    agent["options"]["lan"] = ["br-guest=10.30.0.1", "br-lan=10.20.0.1"]
+    router.state.write_text(json.dumps(state))
+    assert router.run(shell, HOOK).returncode == 0
+    assert pool_option_114(router, "lan") == ["114,http://10.20.0.1:2050/api/captive"]
+    assert pool_option_114(router, "guest") == ["114,http://10.30.0.1:2050/api/captive"]
+
+
+@pytest.mark.parametrize("entry", ["br-guest", "br-guest=10.30.0.300", "=10.30.0.1"])
+def test_hook_changes_nothing_for_a_lan_entry_that_is_not_interface_and_address(
+    tmp_path: Path, entry: str
+) -> None:
+    router = shop_router(tmp_path, portal_address="10.20.0.1", lan=[entry])
+    result = router.run("sh", HOOK)
+    assert result.returncode == 2
+    assert "agent.lan" in result.stderr
+    assert router.uci()["commits"] == []
+
+
+def test_hook_warns_when_dnsmasq_would_answer_a_phone_another_lans_address(
+    tmp_path: Path,
+) -> None:
+    router = two_lan_router(tmp_path, "r1.portal.example.com")
+    state = router.uci()
+    state["committed"]["dhcp"][0]["options"]["localise_queries"] = "0"
+    router.state.write_text(json.dumps(state))
+    result = router.run("sh", HOOK)
+    assert result.returncode == 0
+    assert "localise_queries is off" in result.stderr

@@ -37,11 +37,13 @@ def linked_agent(
     cloud: CloudStack,
     *,
     environment: Mapping[str, str] | None = None,
+    agent_options: Mapping[str, str | list[str]] | None = None,
     **cloud_options: str,
 ) -> RouterAgent:
     """A router agent with the cloud section on (TLS, credentials from enrolment).
 
-    `environment`, if given, is the agent's instead of os.environ (lab.router.RouterAgent).
+    `environment`, if given, is the agent's instead of os.environ (lab.router.RouterAgent);
+    `agent_options` override the lab config's other options (e.g. lan=[...]).
     """
     workdir = lab.workdir / "agent"
     options = {
@@ -52,7 +54,7 @@ def linked_agent(
         "status_interval": "30",
         "spool_flush_interval": "10",
     } | cloud_options
-    agent = RouterAgent(lab, sections={"cloud": options})
+    agent = RouterAgent(lab, sections={"cloud": options}, **(agent_options or {}))
     agent.environment = environment
     shutil.copy(cloud.ca_file, agent.workdir / "cloud-ca.crt")
     return agent

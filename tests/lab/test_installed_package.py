@@ -7,6 +7,7 @@ the shipped /etc/config/loopspot changed only for the lab's addresses and folder
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,7 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from agent.portal.tls import NAME_FILE, TLS_DIR
 from cloud.db import migrate
 from lab import addresses as A
 from lab import netns
@@ -23,6 +26,7 @@ from lab.client import http_get, resolve
 from lab.cloud import CloudStack
 from lab.polling import wait_until
 from lab.topology import Lab
+from tests.agent.portal.test_tls import issue, make_ca, store
 from tests.deploy.test_openwrt_package import Router, section
 from tests.lab.cloud_fixtures import enrol, linked_agent, router_state
 from tests.lab.installed_package import (
@@ -236,9 +240,13 @@ def test_a_firewall_reload_that_replaces_inet_fw4_leaves_online_phones_online(
 GARDEN_DOMAIN = A.GARDEN_HOST.split(".", 1)[1]  # lab.test: a domain includes its subdomains
 
 
-def _hook_settings(root: Path, workdir: Path) -> dict[str, list[str]]:
-    """Run the installed dnsmasq-sync on a stand-in uci; the dhcp sections it committed."""
+def _hook_settings(root: Path, workdir: Path, flash: Path | None = None) -> dict[str, list[str]]:
+    """Run the installed dnsmasq-sync on a stand-in uci; the dhcp sections it committed.
+
+    `flash` is the agent's flash_dir, where it keeps portal.name while it serves HTTPS.
+    """
     workdir.mkdir(parents=True)
+    flash = flash or workdir / "flash"
     router = Router(
         workdir,
         {
@@ -259,6 +267,7 @@ def _hook_settings(root: Path, workdir: Path) -> dict[str, list[str]]:
                     lan_interface=[A.LAN_BRIDGE],
                     portal_address=A.ROUTER_LAN_IP,
                     portal_port="2050",
+                    flash_dir=str(flash),
                 ),
                 section("walled_garden", None, domain=[GARDEN_DOMAIN]),
             ],
@@ -269,7 +278,16 @@ def _hook_settings(root: Path, workdir: Path) -> dict[str, list[str]]:
     lan = router.committed("dhcp", "lan")
     ipset = router.committed("dhcp", "loopspot_walled_garden")
     assert lan is not None and ipset is not None, router.uci()["committed"]
-    return {"lan": lan["options"]["dhcp_option_force"], "ipset": [_nftset(ipset["options"])]}
+    domains = [  # what OpenWrt's dnsmasq init makes of each `config domain`: a hosts line
+        f"{s['options']['name']},{s['options']['ip']}"
+        for s in router.uci()["committed"]["dhcp"]
+        if s["type"] == "domain"
+    ]
+    return {
+        "lan": lan["options"]["dhcp_option_force"],
+        "ipset": [_nftset(ipset["options"])],
+        "domains": domains,
+    }
 
 
 def _nftset(options: dict[str, list[str] | str]) -> str:
@@ -300,6 +318,7 @@ def _dnsmasq_argv(settings: dict[str, list[str]], workdir: Path) -> list[str]:
         "--dhcp-authoritative",
         *[f"--dhcp-option-force={value}" for value in settings["lan"]],
         *[f"--nftset={value}" for value in settings["ipset"]],
+        *[f"--host-record={value}" for value in settings["domains"]],
     ]
 
 
@@ -366,3 +385,41 @@ def test_dnsmasq_with_the_hooks_settings_tells_phones_the_api_and_opens_the_wall
     assert resolve(phone.ns, A.GARDEN_HOST, dns_server=A.ROUTER_LAN_IP) == A.GARDEN_IP
     assert wait_until(lambda: b"GARDEN OK" in http_get(phone.ns, garden, timeout=3).body, 5)
     assert not reaches_wan(phone), "only the walled garden, not the internet"
+
+
+def test_with_its_portal_certificate_the_installed_agent_has_phones_told_the_https_api(
+    lab: Lab, cloud: CloudStack, make_installed: MakeInstalled, root: Path, tmp_path: Path
+) -> None:
+    # No cryptography in the router's Python: the openssl tool checks the stored key.
+    hidden = {"PYTHONPATH": str(_hide_cryptography(tmp_path / "no-cryptography"))}
+    agent, router_id = _enrolled_installed(lab, cloud, make_installed, hidden)
+    name = f"{router_id}.portal.lab.test"
+    ca = make_ca()
+    flash = Path(agent.config_value("agent", "flash_dir"))
+    store(flash / TLS_DIR, issue(ca, name, days=90), name)  # as agent.portal.certify leaves them
+    (tmp_path / "ca.pem").write_bytes(ca[1].public_bytes(serialization.Encoding.PEM))
+
+    # The cloud names the portal; the agent finds its certificate fresh (no ACME order),
+    # serves it and keeps the name where the hook reads it.
+    cloud.cli("config", "push", router_id, "--set", f'portal_name="{name}"')
+    named = lambda: (flash / NAME_FILE).exists()  # noqa: E731
+    assert wait_until(named, 30), agent.logs()[-4000:]
+    assert f"HTTPS portal: https://{name}:8443/api/captive" in agent.logs()
+    assert f"portal certificate for {name}:" not in agent.logs(), "certify --if-due ran"
+    settings = _hook_settings(root, tmp_path / "uci", flash)
+    assert settings["lan"] == [f"114,https://{name}:8443/api/captive"]
+    assert settings["domains"] == [f"{name},{A.ROUTER_LAN_IP}"]
+    lab.popen(lab.router, *_dnsmasq_argv(settings, tmp_path))
+    phone = lab.phones[0]
+
+    api_url = _dhcp_option_114(phone.ns, tmp_path)
+
+    assert api_url == f"https://{name}:8443/api/captive"
+    address = resolve(phone.ns, name, dns_server=A.ROUTER_LAN_IP)  # the router's dnsmasq
+    assert address == A.ROUTER_LAN_IP
+    curl = ["curl", "-sS", "--fail", "--max-time", "5", "--cacert", str(tmp_path / "ca.pem")]
+    done = netns.run(
+        phone.ns, *curl, "--resolve", f"{name}:8443:{address}", api_url, check=False, timeout=15
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["captive"] is True

@@ -4,9 +4,13 @@
 #    the RFC 8908 API URL. Phones trust it only over HTTPS on a name with a certificate:
 #    while the agent serves one (agent/portal/tls.py), it keeps the portal's name in
 #    <flash_dir>/portal.name and runs this, and the URL is
-#    https://<portal name>:<portal_https_port>/api/captive, with a `config domain` section
-#    that makes dnsmasq answer that name with the portal address. Until then it is
-#    http://<portal_address>:<portal_port>/api/captive;
+#    https://<portal name>:<portal_https_port>/api/captive on every LAN, with one
+#    `config domain` section per LAN portal address that makes dnsmasq answer that name.
+#    Until then it is http://<the pool's LAN portal address>:<portal_port>/api/captive.
+#    Several LANs (`list lan 'IFACE=ADDRESS'`): the agent serves the HTTPS API on each
+#    LAN's address with the one certificate, and dnsmasq's localise-queries (OpenWrt's
+#    default, `option localise_queries '1'`) answers the name with the address on the
+#    asking phone's subnet only;
 #  - a `config ipset` section that makes dnsmasq add the IPv4 addresses of walled-garden
 #    domains to the agent's set:  nftset=/<domain>/.../4#inet#loopspot#walled_garden
 #    The domains are those of /etc/config/loopspot, or, once the cloud has pushed a list,
@@ -132,8 +136,8 @@ walled_garden_domains() {
 	done
 }
 
-# Is DHCP section $1 a pool on one of the agent's LAN interfaces ($2, space separated)?
-serves_lan() {
+# The agent's LAN interface (of $2, space separated) that DHCP section $1 is a pool on.
+pool_lan() {
 	local section="$1" lans="$2" iface ignore names lan name
 	iface=$(u get "dhcp.$section.interface") || return 1
 	ignore=$(u get "dhcp.$section.ignore")
@@ -143,10 +147,20 @@ serves_lan() {
 	[ "$(u get "network.$iface.type")" = bridge ] && names="$names br-$iface"
 	for lan in $lans; do
 		for name in $names; do
-			[ "$lan" = "$name" ] && return 0
+			[ "$lan" = "$name" ] && echo "$lan" && return 0
 		done
 	done
 	return 1
+}
+
+# The portal address of LAN interface $1: its own `list lan 'IFACE=ADDRESS'`, else
+# agent.portal_address (as agent/access.py's lan_portals).
+lan_address() {
+	local entry
+	for entry in $own_lans; do
+		[ "${entry%%=*}" = "$1" ] && echo "${entry#*=}" && return 0
+	done
+	echo "$address"
 }
 
 # Remove every option-114 entry of section $1 from its `list $2`.
@@ -180,8 +194,17 @@ if [ -z "$remove" ] && command -v loopspot-agent >/dev/null 2>&1; then
 	fi
 fi
 
-lans=$(u get loopspot.agent.lan_interface) || lans=$DEFAULT_LAN_INTERFACE
-address=$(u get loopspot.agent.portal_address) || address=$DEFAULT_PORTAL_ADDRESS
+# As agent/config.py folds them: `list lan` interfaces are LAN interfaces too, and alone they
+# replace the default one; the first one's address is then the default portal address.
+own_lans=$(u get loopspot.agent.lan) || own_lans=
+lans=$(u get loopspot.agent.lan_interface) || lans=
+address=$(u get loopspot.agent.portal_address) || address=
+for entry in $own_lans; do
+	lans="$lans ${entry%%=*}"
+	[ -n "$address" ] || address=${entry#*=}
+done
+[ -n "$lans" ] || lans=$DEFAULT_LAN_INTERFACE
+[ -n "$address" ] || address=$DEFAULT_PORTAL_ADDRESS
 port=$(u get loopspot.agent.portal_port) || port=$DEFAULT_PORTAL_PORT
 https_port=$(u get loopspot.agent.portal_https_port) || https_port=$DEFAULT_PORTAL_HTTPS_PORT
 flash_dir=$(u get loopspot.agent.flash_dir) || flash_dir=$DEFAULT_FLASH_DIR
@@ -190,6 +213,13 @@ if [ -z "$remove" ]; then
 		say "agent.portal_address '$address' is not an IPv4 address; nothing changed"
 		exit 2
 	}
+	for entry in $own_lans; do
+		case "$entry" in
+			?*=*) is_ipv4 "${entry#*=}" && continue ;;
+		esac
+		say "agent.lan '$entry' is not INTERFACE=IPV4ADDRESS; nothing changed"
+		exit 2
+	done
 	is_port "$port" || {
 		say "agent.portal_port '$port' is not a port number; nothing changed"
 		exit 2
@@ -201,14 +231,22 @@ if [ -z "$remove" ]; then
 fi
 name=
 [ -n "$remove" ] || name=$(portal_name) || name=
+https_url=
 if [ -n "$name" ]; then
 	case "$https_port" in
-		443) api_url="https://$name$API_PATH" ;;
-		*) api_url="https://$name:$https_port$API_PATH" ;;
+		443) https_url="https://$name$API_PATH" ;;
+		*) https_url="https://$name:$https_port$API_PATH" ;;
 	esac
-else
-	api_url="http://$address:$port$API_PATH"
 fi
+
+# The API URL for the phones of LAN interface $1: the https name, else its own address.
+api_url() {
+	if [ -n "$https_url" ]; then
+		echo "$https_url"
+	else
+		echo "http://$(lan_address "$1"):$port$API_PATH"
+	fi
+}
 
 u show dhcp >/dev/null || {
 	say "cannot read /etc/config/dhcp"
@@ -217,22 +255,42 @@ u show dhcp >/dev/null || {
 before=$(state)
 
 served=
+urls=
 for section in $(u show dhcp | sed -n 's/^dhcp\.\([^.=]*\)=dhcp$/\1/p'); do
 	drop_option_114 "$section" dhcp_option
 	drop_option_114 "$section" dhcp_option_force
-	if [ -z "$remove" ] && serves_lan "$section" "$lans"; then
+	if [ -z "$remove" ] && lan=$(pool_lan "$section" "$lans"); then
 		# Forced: sent even to a client that did not ask for it in its request list.
-		u add_list "dhcp.$section.dhcp_option_force=114,$api_url"
+		url=$(api_url "$lan")
+		u add_list "dhcp.$section.dhcp_option_force=114,$url"
 		served="$served $section"
+		urls="$urls $section=$url"
 	fi
 done
 
-# The LAN's DNS answers the portal's name with its address: the name the certificate is for.
-u delete "dhcp.$PORTAL_DOMAIN_SECTION"
+# The LANs' DNS answers the portal's name (the certificate's) with each LAN's portal
+# address: loopspot_portal for the first, loopspot_portal_2... for the next ones.
+for section in $(u show dhcp | sed -n "s/^dhcp\.\(${PORTAL_DOMAIN_SECTION}[_0-9]*\)=domain\$/\1/p"); do
+	u delete "dhcp.$section"
+done
 if [ -n "$name" ]; then
-	u set "dhcp.$PORTAL_DOMAIN_SECTION=domain"
-	u set "dhcp.$PORTAL_DOMAIN_SECTION.name=$name"
-	u set "dhcp.$PORTAL_DOMAIN_SECTION.ip=$address"
+	count=0 seen=" "
+	for lan in $lans; do
+		ip=$(lan_address "$lan")
+		case "$seen" in
+			*" $ip "*) continue ;;
+		esac
+		seen="$seen$ip "
+		count=$((count + 1))
+		section=$PORTAL_DOMAIN_SECTION
+		[ "$count" -eq 1 ] || section="${PORTAL_DOMAIN_SECTION}_$count"
+		u set "dhcp.$section=domain"
+		u set "dhcp.$section.name=$name"
+		u set "dhcp.$section.ip=$ip"
+	done
+	if [ "$count" -gt 1 ] && [ "$(u get dhcp.@dnsmasq[0].localise_queries)" = 0 ]; then
+		say "dhcp localise_queries is off: phones may get another LAN's address for $name; uci set dhcp.@dnsmasq[0].localise_queries=1"
+	fi
 fi
 
 u delete "dhcp.$IPSET_SECTION"
@@ -266,7 +324,7 @@ u commit dhcp || {
 if [ -n "$remove" ]; then
 	say "removed option 114, the portal's name and the walled-garden set from /etc/config/dhcp"
 else
-	say "option 114 is $api_url on:${served:- no pool}; $(echo "$domains" | grep -c .) walled-garden domain(s)"
+	say "option 114:${urls:- no pool}; $(echo "$domains" | grep -c .) walled-garden domain(s)"
 fi
 if [ -x "$DNSMASQ_INIT" ] && pidof dnsmasq >/dev/null 2>&1; then
 	"$DNSMASQ_INIT" reload

@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.access import LanPortal
 from agent.errors import ConfigError
 from agent.portal.tls import (
     CHAIN,
@@ -138,13 +139,13 @@ def _free_port() -> int:
         return port
 
 
-def served(port: int, root: x509.Certificate, name: str = NAME) -> str:
+def served(port: int, root: x509.Certificate, name: str = NAME, address: str = "127.0.0.1") -> str:
     """SHA-256 of the certificate served on the port, verified against `root` for `name`."""
     context = ssl.create_default_context(
         cadata=root.public_bytes(serialization.Encoding.PEM).decode()
     )
     with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        socket.create_connection((address, port), timeout=5) as sock,
         context.wrap_socket(sock, server_hostname=name) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
@@ -169,10 +170,10 @@ async def test_the_portal_serves_https_and_takes_a_renewal_without_a_restart(
         assert await tls.serve(NAME) is True
         assert name_file_text(tls) == f"{NAME}\n"
         seen_first = await asyncio.to_thread(served, port, ca[1])
-        site = tls.site
+        sites = tls.sites
         store(tls.directory, issue(ca))  # renewed by agent.portal.certify
         assert await tls.serve(NAME) is True
-        assert tls.site is site, "the same listening site"
+        assert tls.sites is sites, "the same listening site"
         assert await asyncio.to_thread(served, port, ca[1]) != seen_first
         assert await tls.serve("r2.portal.example.com") is False, "a certificate for another name"
         assert name_file_text(tls) is None
@@ -190,4 +191,61 @@ async def test_a_key_that_is_not_the_certificates_is_not_served(
     (chain, _), (_, other_key) = issue(ca), issue(ca)
     store(tls.directory, (chain, other_key))  # a crash between certify's renames
     assert await tls.serve(NAME) is False
-    assert tls.site is None and name_file_text(tls) is None
+    assert tls.sites == () and name_file_text(tls) is None
+
+
+async def test_with_two_lans_the_https_api_is_served_on_each_lans_portal_address(
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], tmp_path: Path
+) -> None:
+    shop, guest = IPv4Address("127.0.0.1"), IPv4Address("127.0.0.2")  # both loopback
+    port = _free_port()
+    settings = Settings(
+        flash_dir=tmp_path,
+        portal_address=shop,
+        portal_https_port=port,
+        lan_interfaces=("br-lan", "br-guest"),
+        lans=(LanPortal("br-guest", guest),),
+    )
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    tls = PortalTls(settings, runner)
+    try:
+        store(tls.directory, issue(ca))
+        assert await tls.serve(NAME) is True
+        assert tls.addresses == ("127.0.0.1", "127.0.0.2")
+        seen = [await asyncio.to_thread(served, port, ca[1], NAME, str(a)) for a in (shop, guest)]
+        assert seen[0] == seen[1], "the same certificate on both"
+        await tls.stop()
+        for address in (shop, guest):
+            with pytest.raises(OSError):
+                await asyncio.to_thread(served, port, ca[1], NAME, str(address))
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_lan_address_the_https_port_is_taken_on_serves_no_lan(
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], tmp_path: Path
+) -> None:
+    port = _free_port()
+    settings = Settings(
+        flash_dir=tmp_path,
+        portal_address=IPv4Address("127.0.0.1"),
+        portal_https_port=port,
+        lan_interfaces=("br-lan", "br-guest"),
+        lans=(LanPortal("br-guest", IPv4Address("127.0.0.2")),),
+    )
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    tls = PortalTls(settings, runner)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.2", port))
+        taken.listen()
+        try:
+            store(tls.directory, issue(ca))
+            with pytest.raises(OSError):
+                await tls.serve(NAME)
+            assert tls.sites == ()
+            with pytest.raises(OSError):
+                await asyncio.to_thread(served, port, ca[1], NAME, "127.0.0.1")
+        finally:
+            await runner.cleanup()
