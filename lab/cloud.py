@@ -76,6 +76,7 @@ class CloudStack:
         self.uplinks: list[subprocess.Popen[bytes]] = []  # to the other labs reach() added
         self.enrol: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.web: subprocess.Popen[bytes] | None = None
         self.engine: Engine = make_engine(database_url)
 
     @property
@@ -145,6 +146,13 @@ class CloudStack:
         """Let another lab's router reach this cloud too, through that lab's own wan."""
         self.uplinks.append(start_uplink(lab.wan, self._public_ports(), A.WAN_IP))
 
+    def start_web(self, port: int) -> None:
+        """Start `loopspot-cloud serve` (the dashboard and the JSON API) on 127.0.0.1:`port`."""
+        self.env["LOOPSPOT_WEB_PORT"] = str(port)
+        self.web = self._spawn("web", sys.executable, "-m", "cloud.cli", "serve")
+        if not wait_for_port("127.0.0.1", port, WAIT):
+            raise ServiceError(f"the dashboard did not start:\n{self.log('web')}")
+
     def start_broker(self) -> None:
         """Start Mosquitto with the config `loopspot-cloud init` wrote."""
         config = self.settings.data_dir / "broker" / "mosquitto.conf"
@@ -193,6 +201,7 @@ class CloudStack:
         """Stop everything (idempotent)."""
         for name in list(self.workers):
             self.stop_worker(name)
+        _stop(self.web)
         _stop(self.enrol)
         _stop(self.uplink)
         for uplink in self.uplinks:

@@ -31,6 +31,16 @@ from lab.topology import Lab, cleanup_stale, require_root
 
 PIDFILE = Path("/run/loopspot-demo.pid")
 RELAY_PORT = 8050
+DASHBOARD_PORT = 8080
+DEMO_PASSWORD = "loopspot-demo"  # every demo login's; the demo's cloud lives in a temp folder
+CHANNEL_AGENT = "Riverside Partners"
+# (email, role, tenant option, tenant): one login a role, all in the demo's alliance
+LOGINS = (
+    ("operator@demo.loopspot", "operator", "", ""),
+    ("agent@demo.loopspot", "channel_agent", "--channel-agent", CHANNEL_AGENT),
+    ("owner@demo.loopspot", "merchant_owner", "--merchant", "Demo Bistro"),
+    ("staff@demo.loopspot", "merchant_staff", "--merchant", "Demo Bistro"),
+)
 SHOP, PARTNER = "Demo Bistro", "Lotus Spa"  # the partner is one of the simulator's merchants
 STAFF_PIN = "2468"
 SIMULATED_ROUTERS = 20
@@ -38,11 +48,18 @@ DAY = 86400
 
 
 def _banner(
-    lab: Lab, agent: RouterAgent, cloud: CloudStack, router_id: str, relay_port: int, simulated: int
+    lab: Lab,
+    agent: RouterAgent,
+    cloud: CloudStack,
+    router_id: str,
+    relay_port: int,
+    simulated: int,
+    dashboard: str,
 ) -> str:
     phone = lab.phones[0]
     run = f"ip netns exec {phone.ns}"
     ctl = f"python -m cloud.cli --config {cloud.config_file}"
+    logins = "\n".join(f"  {role:<15} {email}" for email, role, _, _ in LOGINS)
     return f"""
 Loopspot demo is running: a shop router (agent + nftables), {len(lab.phones)} phones, the internet,
 and the cloud (SQLite, Mosquitto, enrolment, an ingest worker). The router enrolled
@@ -79,6 +96,10 @@ at {SHOP} for its partner (the closed loop). Then:
 The simulator plays a day of {simulated} more routers of "{ALLIANCE}":
   {ctl} routers   # all of them
 
+The dashboard: open {dashboard}/login   (every password: {DEMO_PASSWORD})
+{logins}
+The fleet page updates live as the simulated routers come and go.
+
 Agent log: {agent.log}   Cloud logs: {cloud.workdir}
 Stop: Ctrl-C here, or `make demo-stop` from another shell.
 """
@@ -100,13 +121,14 @@ async def _serve(
     router_id: str,
     relay_port: int,
     simulated: int,
+    dashboard: str,
 ) -> None:
     relay = await serve_relay(lab.phones[0].ns, (A.ROUTER_LAN_IP, 2050), relay_port)
     simulator = Simulator(
         cloud.settings, cloud.workdir / "simulator", routers=simulated, connect_host="127.0.0.1"
     )
     fleet = asyncio.create_task(_simulate(simulator), name="demo-simulator") if simulated else None
-    print(_banner(lab, agent, cloud, router_id, relay_port, simulated), flush=True)
+    print(_banner(lab, agent, cloud, router_id, relay_port, simulated, dashboard), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -197,11 +219,29 @@ def _start_campaign(cloud: CloudStack) -> None:
     cloud.cli("coupons", "push")
 
 
+def _start_dashboard(cloud: CloudStack, port: int) -> str:
+    """`loopspot-cloud serve` on loopback and a login for each role; the dashboard's URL."""
+    os.environ["LOOPSPOT_NEW_PASSWORD"] = DEMO_PASSWORD
+    try:
+        for email, role, option, tenant in LOGINS:
+            cloud.cli(
+                "user", "create", email, "--role", role, *([option, tenant] if option else [])
+            )
+    finally:
+        os.environ.pop("LOOPSPOT_NEW_PASSWORD", None)
+    cloud.cli("channel-agent", "assign", CHANNEL_AGENT, "--merchant", SHOP)
+    cloud.start_web(port)
+    return f"http://127.0.0.1:{port}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo until interrupted, or stop a running one with --stop."""
     parser = argparse.ArgumentParser(prog="python -m lab.demo")
     parser.add_argument("--stop", action="store_true", help="stop a running demo")
     parser.add_argument("--phones", type=int, default=2)
+    parser.add_argument(
+        "--dashboard-port", type=int, default=DASHBOARD_PORT, help="the dashboard's loopback port"
+    )
     parser.add_argument(
         "--simulated",
         type=int,
@@ -227,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         with Lab.create(phones=args.phones, wan_services=True) as lab:
             cloud, agent, router_id = _start_shop(lab)
             try:
-                asyncio.run(_serve(lab, agent, cloud, router_id, args.relay_port, args.simulated))
+                dashboard = _start_dashboard(cloud, args.dashboard_port)
+                asyncio.run(
+                    _serve(lab, agent, cloud, router_id, args.relay_port, args.simulated, dashboard)
+                )
             finally:
                 agent.stop()
                 cloud.close()

@@ -43,7 +43,7 @@ def routers_online(config: str) -> list[str]:
 
 
 def test_demo_runs_shop_and_cloud_prints_where_to_look_and_cleans_up() -> None:
-    port = free_port()
+    port, dashboard_port = free_port(), free_port()
     demo = subprocess.Popen(
         [
             sys.executable,
@@ -53,6 +53,8 @@ def test_demo_runs_shop_and_cloud_prints_where_to_look_and_cleans_up() -> None:
             str(port),
             "--simulated",
             str(SIMULATED),
+            "--dashboard-port",
+            str(dashboard_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -87,6 +89,13 @@ def test_demo_runs_shop_and_cloud_prints_where_to_look_and_cleans_up() -> None:
         assert wait_until(lambda: len(routers_online(config.group(1))) == 1 + SIMULATED, 60)
         campaigns = cloud_cli(config.group(1), "campaign", "list")["campaigns"]
         assert [c["title_en"] for c in campaigns] == ["Free foot massage"]
+        assert f"http://127.0.0.1:{dashboard_port}/login" in banner
+        for role in ("operator", "channel_agent", "merchant_owner", "merchant_staff"):
+            assert role in banner
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{dashboard_port}/login", timeout=10
+        ) as login:
+            assert b'name="password"' in login.read()
         namespaces = [n for n in netns.list_namespaces() if n in banner]
         assert namespaces, "the banner names the lab's namespaces"
     finally:
