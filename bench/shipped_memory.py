@@ -168,20 +168,14 @@ def mib(size: float) -> str:
     return f"{size / MIB:.1f}"
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
-    """Measure and print the four cases and the two bare Pythons; return the figures."""
-    parser = argparse.ArgumentParser(prog="python -m bench.shipped_memory", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds before reading")
-    parser.add_argument("--before", metavar="REV", help="also measure commit REV's code")
-    args = parser.parse_args(argv)
-    C.check_root()
-    C.compiled_as_packaged()
-    work = Path(tempfile.mkdtemp(prefix="loopspot-shipped-memory-"))
+def measure_all(
+    work: Path, rounds: int, settle: float, before: str | None
+) -> tuple[dict[str, list[C.Memory]], dict[tuple[str, str], list[C.Memory]]]:
+    """The bare Pythons' and every variant's memory in each case, `rounds` times, in `work`."""
     root = install(build_package(work / "ipk"), work / "root")
     variants = [Variant("installed", "installed", root), Variant("checkout", "checkout", root)]
-    if args.before:
-        variants += variants_before(args.before, work)
+    if before:
+        variants += variants_before(before, work)
     pki = make_pki(work / "pki")
     credentials = enrolled_credentials(work / "credentials", pki)
     cloud_on: Changes = {"cloud": {"enabled": "1", "credentials_dir": str(credentials)}}
@@ -197,11 +191,23 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             for variant in variants if index % 2 == 0 else variants[::-1]:
                 for link in LINKS:
                     agent = make_agent(lab, variant, cloud_on if link == "on" else {})
-                    found[variant.label, link].append(
-                        measure(lab, agent, link == "on", args.settle)
-                    )
+                    found[variant.label, link].append(measure(lab, agent, link == "on", settle))
 
-        C.run_rounds(args.rounds, one_round)
+        C.run_rounds(rounds, one_round)
+    return floors, found
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    """Measure and print the four cases and the two bare Pythons; return the figures."""
+    parser = argparse.ArgumentParser(prog="python -m bench.shipped_memory", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds before reading")
+    parser.add_argument("--before", metavar="REV", help="also measure commit REV's code")
+    args = parser.parse_args(argv)
+    C.check_root()
+    C.compiled_as_packaged()
+    with tempfile.TemporaryDirectory(prefix="loopspot-shipped-memory-") as work:
+        floors, found = measure_all(Path(work), args.rounds, args.settle, args.before)
     rows: list[list[object]] = []
     figures: dict[str, object] = {}
     for name, taken in floors.items():
