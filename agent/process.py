@@ -10,6 +10,7 @@ import sys
 
 M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
 AIOHTTP = "aiohttp"
+DNS_RESOLVER = "dns.resolver"  # dnspython's, which paho-mqtt imports if it can
 UNKNOWN_VERSION = "unknown"
 
 
@@ -18,6 +19,7 @@ def prepare_daemon() -> None:
     one_malloc_arena()
     only_builtin_mime_types()
     aiohttp_without_its_client()
+    paho_without_dnspython()
 
 
 def one_malloc_arena() -> bool:
@@ -76,3 +78,18 @@ def _declared_version(spec: importlib.machinery.ModuleSpec) -> str:
         source = None
     found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", source or "", re.MULTILINE)
     return found.group(1) if found else UNKNOWN_VERSION
+
+
+def paho_without_dnspython() -> bool:
+    """Keep paho-mqtt from loading dnspython, which the agent never uses; True when done.
+
+    paho imports `dns.resolver` whenever it can, for `connect_srv` (broker lookup by DNS SRV
+    records), and dnspython's resolver pulls in most of dnspython: 3.7 MiB of a router's
+    memory, on any machine where python3-dnspython is installed for something else. The
+    agent connects to a named broker, so this marks the module as absent: paho then sets
+    HAVE_DNS False. False when dnspython was imported already (nothing changes).
+    """
+    if DNS_RESOLVER in sys.modules:
+        return False
+    sys.modules[DNS_RESOLVER] = None  # type: ignore[assignment]  # "import ... halted"
+    return True

@@ -227,6 +227,13 @@ def first_start(lab: Lab) -> None:
     stop_agent(agent)
 
 
+def first_start_of(agent: RouterAgent) -> None:
+    """`first_start` for an agent already configured (e.g. the installed package's)."""
+    wipe_agent_state(agent)
+    agent.start(timeout=120.0)
+    stop_agent(agent)
+
+
 def wipe_agent_state(agent: RouterAgent) -> None:
     """No table in the kernel and no saved sessions: the next start begins from nothing.
 
@@ -344,12 +351,12 @@ def as_the_daemon_imports(modules: str) -> str:
     return f"from agent.process import prepare_daemon\nprepare_daemon()\nimport {modules}\n"
 
 
-def floor(code: str) -> Memory:
-    """The memory of a Python process that runs `code` and stops."""
+def floor(code: str, python: str = sys.executable) -> Memory:
+    """The memory of a Python process (`python`, the checkout's by default) that runs `code`."""
     compiled_as_packaged()
     status = "import os; print(os.getpid()); input()"
     with subprocess.Popen(
-        [sys.executable, "-c", f"{code}\n{status}"],
+        [python, "-c", f"{code}\n{status}"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

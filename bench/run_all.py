@@ -25,6 +25,7 @@ from bench import (
     poll_cost,
     portal_certify,
     probe_rate,
+    shipped_memory,
 )
 
 Bench = Callable[[list[str] | None], dict[str, object]]
@@ -33,6 +34,7 @@ MODEST: list[tuple[str, Bench, list[str]]] = [
     ("forwarding", forwarding.main, ["--rounds", "3", "--seconds", "3"]),
     ("probe_rate", probe_rate.main, ["--rounds", "3", "--seconds", "4"]),
     ("memory", memory.main, ["--rounds", "2"]),
+    ("shipped_memory", shipped_memory.main, ["--rounds", "1"]),
     ("poll_cost", poll_cost.main, []),
     ("key_backends", key_backends.main, ["--rounds", "10", "--memory-rounds", "3"]),
     ("installed_size", installed_size.main, []),

@@ -9,7 +9,9 @@ build_ipk.py uses it for the .ipk and for the SDK's sources (`make vendor`).
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata as metadata
+import importlib.util
 import py_compile
 import re
 import shutil
@@ -173,9 +175,38 @@ class Bundled:
     top_level: tuple[str, ...]
 
 
-def compile_to(source: Path, target: Path, shown_as: str) -> None:
-    """Bytecode of `source` at `target` (sourceless), its tracebacks naming `shown_as`."""
+def without_docstrings(tree: ast.Module) -> ast.Module:
+    """`tree` with the docstrings of the module, its classes and functions taken out."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        first = node.body[0] if node.body else None
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        ):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.fix_missing_locations(tree)
+
+
+def compile_to(source: Path, target: Path, shown_as: str, docstrings: bool = True) -> None:
+    """Bytecode of `source` at `target` (sourceless), its tracebacks naming `shown_as`.
+
+    Without `docstrings` it is what `python -OO` would load, asserts kept: a library's
+    docstrings are a router's memory for text nothing reads (0.5 MiB for the libraries
+    the daemon imports, measured in docs/benchmarks.md section 15).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    if not docstrings:
+        data = source.read_bytes()
+        tree = without_docstrings(ast.parse(data, filename=shown_as))
+        code = compile(tree, shown_as, "exec", dont_inherit=True)
+        pyc = importlib._bootstrap_external._code_to_hash_pyc(  # type: ignore[attr-defined]
+            code, importlib.util.source_hash(data), False
+        )  # as py_compile writes an unchecked hash-based .pyc
+        target.write_bytes(pyc)
+        return
     py_compile.compile(
         str(source),
         cfile=str(target),
@@ -219,7 +250,8 @@ def write_vendor(target: Path, shown_under: str | None) -> list[Bundled]:
             if path.suffix == ".py":
                 tops.add(path.parts[0].removesuffix(".py"))
             if path.suffix == ".py" and shown_under is not None:
-                compile_to(source, target / path.with_suffix(".pyc"), f"{shown_under}/{path}")
+                shown_as = f"{shown_under}/{path}"
+                compile_to(source, target / path.with_suffix(".pyc"), shown_as, docstrings=False)
             elif path.name == "METADATA":
                 (target / path).write_text(_metadata_headers(source))
             else:

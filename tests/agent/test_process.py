@@ -1,4 +1,4 @@
-"""The daemon's process set-up: one malloc arena, and aiohttp's server without its client."""
+"""The daemon's process set-up: one malloc arena, aiohttp's server alone, no dnspython."""
 
 from __future__ import annotations
 
@@ -46,9 +46,14 @@ print(json.dumps({
 """
 
 
-def run_python(code: str) -> dict[str, object]:
+def run_python(code: str, env: dict[str, str] | None = None) -> dict[str, object]:
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
     )
     result: dict[str, object] = json.loads(done.stdout)
     return result
@@ -115,3 +120,30 @@ def test_static_files_are_typed_from_python_s_own_table_only() -> None:
         " - mimetypes._types_map_default.keys())}))"
     )
     assert found == {"css": "text/css", "files_read": False}
+
+
+PAHO_AS_THE_DAEMON_LOADS_IT = """
+import asyncio, json, sys
+from agent.process import prepare_daemon
+prepare_daemon()
+import aiomqtt
+import paho.mqtt.client as paho
+
+async def made() -> aiomqtt.Client:
+    return aiomqtt.Client("broker.example", 8883, identifier="shop-0042")
+
+client = asyncio.run(made())
+print(json.dumps({"dns_loaded": "dns" in sys.modules, "srv": paho.HAVE_DNS,
+                  "client": type(client).__name__}))
+"""
+
+
+def test_the_daemons_mqtt_client_works_without_loading_dnspython(tmp_path: Path) -> None:
+    # A dnspython stand-in on the path, whether or not the real one is installed.
+    (tmp_path / "dns").mkdir()
+    (tmp_path / "dns" / "__init__.py").write_text("")
+    (tmp_path / "dns" / "resolver.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    assert run_python("import json, paho.mqtt.client as p; print(json.dumps(p.HAVE_DNS))", env)
+    found = run_python(PAHO_AS_THE_DAEMON_LOADS_IT, env)
+    assert found == {"dns_loaded": False, "srv": False, "client": "Client"}
