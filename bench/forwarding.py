@@ -3,8 +3,9 @@
 iperf3 (TCP, one stream) from a phone to the wan, in the same lab run, for:
   none        no portal: no nft table, no iptables rules;
   nft set     the agent's ruleset (agent.ruleset.render_table) with N clients in the set;
-  nft set, half speed-limited   the same with every other client, the phone among them,
-              limited far above what it sends (100 Gbit/s): what the meters cost;
+  nft set, half speed-limited   the same with every other client limited far above what
+              it sends (100 Gbit/s): what the buckets cost; once with the phone among the
+              limited (its bucket's cost), once not (what an unlimited phone pays beside them);
   iptables    nodogsplash's design: one `-m mac --mac-source X -s IP -j ACCEPT` rule per
               client in a chain jumped to from FORWARD, the phone's rule last.
 Rounds interleave the designs, alternating their order; each ratio is the median over
@@ -28,7 +29,7 @@ from ipaddress import IPv4Address
 
 from agent.access import UNLIMITED, SpeedLimit
 from agent.clients import Client
-from agent.ruleset import TABLE, GateSpec, Grant, render_table
+from agent.ruleset import TABLE, UPLOAD_LIMITS_SET, GateSpec, Grant, render_table
 from bench import common as C
 from lab import addresses as A
 from lab import netns
@@ -70,18 +71,22 @@ def per_client_rules(phone: Phone, clients: int) -> str:
     return "\n".join(lines)
 
 
-# Far above what one phone sends here (about 20 Gbit/s), so the meter costs, never drops.
+# Far above what one phone sends here (about 20 Gbit/s), so the bucket costs, never drops.
 BENCH_LIMIT = SpeedLimit(download=100_000_000, upload=100_000_000)  # kbit/s
 
 
-def nft_set_design(lab: Lab, phone: Phone, clients: int, *, limited: bool = False) -> Design:
+def nft_set_design(
+    lab: Lab, phone: Phone, clients: int, *, limited: bool = False, phone_limited: bool = True
+) -> Design:
     """The agent's own ruleset, `clients` in the set, the phone among them; with `limited`,
-    every other client (the phone included) has a speed limit, metered per phone."""
+    every other client has a speed limit, its own token bucket: the phone too, unless not
+    `phone_limited` (then the limited half are the others, and the phone pays a miss)."""
     spec = GateSpec((A.LAN_BRIDGE,), IPv4Address(A.ROUTER_LAN_IP), 2050)
     me = Client(phone.mac, IPv4Address(phone.ip))
     everyone = [*C.synthetic_clients(clients - 1), me]
+    phone_parity = 1 if phone_limited else 0
     grants = [
-        Grant(c, C.SESSION_SECONDS, BENCH_LIMIT if limited and i % 2 else UNLIMITED)
+        Grant(c, C.SESSION_SECONDS, BENCH_LIMIT if limited and i % 2 == phone_parity else UNLIMITED)
         for i, c in enumerate(everyone, start=len(everyone) % 2)  # the phone's i is odd
     ]
     script = render_table(spec, grants)
@@ -95,14 +100,18 @@ def nft_set_design(lab: Lab, phone: Phone, clients: int, *, limited: bool = Fals
     def check() -> bool:
         listing = netns.run(lab.router, "nft", "list", "set", *TABLE.split(), "clients").stdout
         found = re.search(rf"{phone.mac} \. {phone.ip} [^,}}]*counter packets (\d+)", listing)
-        if limited:  # the phone's packets went through its meter
-            meter = f"meter_upload_{BENCH_LIMIT.upload}kbit"
-            metered = netns.run(lab.router, "nft", "list", "set", *TABLE.split(), meter).stdout
-            if phone.ip not in metered:
+        if limited and phone_limited:  # the phone has its bucket, and forward asks for it
+            own = netns.run(lab.router, "nft", "list", "set", *TABLE.split(), UPLOAD_LIMITS_SET)
+            rules = netns.run(lab.router, "nft", "list", "chain", *TABLE.split(), "forward")
+            if f"{phone.ip} limit rate over" not in own.stdout:
+                return False
+            if f"ip saddr @{UPLOAD_LIMITS_SET} drop" not in rules.stdout:
                 return False
         return found is not None and int(found.group(1)) > 0
 
-    name = "nft set, half speed-limited (agent)" if limited else "nft set (agent)"
+    name = "nft set (agent)"
+    if limited:
+        name = "nft set, half speed-limited, phone " + ("limited" if phone_limited else "not")
     return Design(name, clients, setup, teardown, check)
 
 
@@ -250,6 +259,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         designs = [nothing, conntrack_design(lab)]
         designs += [nft_set_design(lab, phone, n) for n in args.clients]
         designs += [nft_set_design(lab, phone, n, limited=True) for n in args.limited]
+        designs += [
+            nft_set_design(lab, phone, n, limited=True, phone_limited=False) for n in args.limited
+        ]
         designs += [iptables_design(lab, phone, n, v) for v in variants for n in args.clients]
         server = start_iperf_server(lab)
         speeds: dict[int, list[float]] = {i: [] for i in range(len(designs))}
