@@ -18,11 +18,11 @@ Each is measured with the measuring phone limited ("L") and, where it differs, n
   set + tc htb    the set, and an HTB qdisc on the router's wan port whose default class
                   takes every unlimited phone's packets: what tc costs the phones it does
                   not limit (this kernel has no `police` action, flower or fq_codel; a
-                  limited phone would need an HTB class and a u32 filter of its own).
+                  limited phone would need an HTB class and a u32 filter of its own);
+  ..., forward hook only   the same without the prerouting chain: what that hook costs.
 
 Besides packets/s (which moves with the machine's other load), each run takes the
-sender's CPU time per datagram: the forwarding runs in its softirq, charged to it (the
-kernel here has no IRQ time accounting), so that cost is the path's, and steadier.
+sender's CPU time per datagram (bench.forwarding.iperf_cpu), the steadier figure.
 
     sudo .venv/bin/python -m bench.speed_limit_designs [--rounds 9] [--seconds 2]
 """
@@ -30,17 +30,14 @@ kernel here has no IRQ time accounting), so that cost is the path's, and steadie
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from agent.clients import Client
 from bench import common as C
-from bench.forwarding import IPERF_PORT, SMALL_DATAGRAM, shares, start_iperf_server
+from bench.forwarding import SMALL_DATAGRAM, iperf_cpu, shares, start_iperf_server
 from lab import addresses as A
 from lab import netns
 from lab.topology import Lab
@@ -62,16 +59,17 @@ class Design:
     tc: Callable[[Lab], None] | None = None
 
 
-def _table(sets: str, forward: str) -> str:
+def _table(sets: str, forward: str, *, prerouting: bool = True) -> str:
     lan = A.LAN_BRIDGE
+    hook = (
+        "\tchain prerouting {\n"
+        "\t\ttype filter hook prerouting priority mangle - 5; policy accept;\n"
+        f'\t\ttcp dport 80 iifname "{lan}" return\n\t}}\n'
+    )
     return f"""table {TABLE} {{}}
 delete table {TABLE}
 table {TABLE} {{
-{sets}\tchain prerouting {{
-\t\ttype filter hook prerouting priority mangle - 5; policy accept;
-\t\ttcp dport 80 iifname "{lan}" return
-\t}}
-\tchain forward {{
+{sets}{hook if prerouting else ""}\tchain forward {{
 \t\ttype filter hook forward priority filter - 5; policy accept;
 {forward}\t\tether saddr . ip saddr @clients accept
 \t\tiifname "{lan}" drop
@@ -88,14 +86,16 @@ def _clients(everyone: list[Client]) -> str:
     )
 
 
-def _element_limits(everyone: list[Client], limited: list[Client]) -> str:
+def _element_limits(
+    everyone: list[Client], limited: list[Client], *, prerouting: bool = True
+) -> str:
     listed = ", ".join(f"{c.ip} {OVER}{TIMEOUT}" for c in limited)
     sets = _clients(everyone) + (
         "\tset upload_limits {\n\t\ttype ipv4_addr; flags timeout;\n"
         f"\t\tlimit rate over 10000000000 bytes/second burst 3028 bytes;\n"
         f"\t\telements = {{ {listed} }}\n\t}}\n"
     )
-    return _table(sets, "\t\tip saddr @upload_limits drop\n")
+    return _table(sets, "\t\tip saddr @upload_limits drop\n", prerouting=prerouting)
 
 
 def _maps(everyone: list[Client], limited: list[Client], chain: str, meter: str) -> str:
@@ -143,28 +143,15 @@ def designs(phone: Client, clients: int) -> list[Design]:
                 )
             )
     built.append(Design("set + tc htb, phone in its default class U", built[0].script, tc=_htb))
+    limited = [*others[0::2], phone]
+    built.append(Design("set, forward hook only", _table(_clients(everyone), "", prerouting=False)))
+    built.append(
+        Design(
+            "element limits L, forward hook only",
+            _element_limits(everyone, limited, prerouting=False),
+        )
+    )
     return built
-
-
-def iperf_cpu(ns: str, seconds: float) -> tuple[float, float]:
-    """One iperf3 run of 64-byte UDP datagrams: packets/s received, and the sender's CPU
-    time per datagram sent, in ns."""
-    argv = netns.exec_argv(
-        ns, "iperf3", "-c", A.WAN_IP, "-p", str(IPERF_PORT), "-t", f"{seconds:g}",
-        "-u", "-b", "0", "-l", str(SMALL_DATAGRAM), "-J",
-    )  # fmt: skip
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert child.stdout is not None
-    out = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)  # the child's own CPU time
-    child.returncode = os.waitstatus_to_exitcode(status)
-    try:
-        end = json.loads(out)["end"]
-        received, sent = end["sum_received"], end.get("sum_sent", end.get("sum"))
-        cpu = (usage.ru_utime + usage.ru_stime) * 1e9 / float(sent["packets"])
-        return float(received["packets"]) / float(received["seconds"]), cpu
-    except (ValueError, KeyError, ZeroDivisionError) as exc:
-        raise C.BenchError(f"iperf3 failed ({child.returncode}): {out[-800:]!r}") from exc
 
 
 def counted(lab: Lab, phone: Client, set_name: str) -> bool:
@@ -202,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                         if design.tc is not None:
                             design.tc(lab)
                     try:
-                        rate, cpu = iperf_cpu(phone_ns.ns, args.seconds)
+                        rate, cpu = iperf_cpu(phone_ns, args.seconds)
                         rates[index].append(rate)
                         cpus[index].append(cpu)
                         if design is not None:

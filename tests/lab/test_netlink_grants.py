@@ -87,7 +87,7 @@ DOWN_ONLY = SpeedLimit(download=2000)
 
 
 def limit_sets_after(lab: Lab, grants: GrantWriter) -> str:
-    """A table able to meter SLOW and DOWN_ONLY; limited grants and revokes through `grants`."""
+    """A table able to limit SLOW and DOWN_ONLY; limited grants and revokes through `grants`."""
     spec = GateSpec.from_settings(Settings(speed_classes=(SpeedClass("a", SLOW),)))
     spec = dataclasses.replace(spec, speed_limits=(SLOW, DOWN_ONLY))
     with netns.entered(lab.router):
