@@ -24,9 +24,9 @@ PORTAL_MARK = 0x00800000
 PORTAL_ROUTE_TABLE = 9050
 # Limited phones, by IPv4 address, one set each way: a phone's element carries its own
 # token bucket (`limit rate over`), so one lookup drops what goes over the phone's rate, and
-# an unlimited phone pays one lookup that misses. Element limits cost a limited phone's
-# packet about 35 ns; the earlier verdict maps with a jump to a meter (a dynamic set) per
-# rate about 190 ns (bench.speed_limit_designs, docs/benchmarks.md section 10).
+# an unlimited phone pays one lookup that misses. The bucket costs a limited phone's packet
+# about 100 ns; the earlier verdict maps with a jump to a meter (a dynamic set) per rate
+# about 200 ns (bench.speed_limit_designs, docs/benchmarks.md section 10).
 UPLOAD_LIMITS_SET = "upload_limits"
 DOWNLOAD_LIMITS_SET = "download_limits"
 TRUSTED_MACS_SET = "trusted_macs"  # ether_addr: pass with any IPv4 address
