@@ -1,8 +1,8 @@
 """How each device passes the gate, as plain values: speed classes, trusted devices, LANs.
 
 A session belongs to a speed class (its name travels with the grant); the class gives the
-phone's download and upload limits. The gate enforces them per phone in the kernel, one
-meter per distinct rate (agent.ruleset), so a grant stays a few element adds.
+phone's download and upload limits. The gate enforces them per phone in the kernel, each
+phone's element with its own token bucket (agent.ruleset), so a grant stays a few element adds.
 """
 
 from __future__ import annotations

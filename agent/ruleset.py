@@ -22,11 +22,13 @@ ONLINE_MACS_SET = "online_macs"
 # which a routing rule sends to this routing table, where every address is local.
 PORTAL_MARK = 0x00800000
 PORTAL_ROUTE_TABLE = 9050
-# Limited phones, by IPv4 address: a verdict map jumps to the chain of the phone's rate,
-# whose meter (a dynamic set) keeps one token bucket per phone. One lookup per packet
-# for every phone, limited or not; a chain and a meter per distinct rate, not per phone.
-UPLOAD_LIMITS_MAP = "upload_limits"
-DOWNLOAD_LIMITS_MAP = "download_limits"
+# Limited phones, by IPv4 address, one set each way: a phone's element carries its own
+# token bucket (`limit rate over`), so one lookup drops what goes over the phone's rate, and
+# an unlimited phone pays one lookup that misses. The bucket costs a limited phone's packet
+# about 100 ns; the earlier verdict maps with a jump to a meter (a dynamic set) per rate
+# about 200 ns (bench.speed_limit_designs, docs/benchmarks.md section 10).
+UPLOAD_LIMITS_SET = "upload_limits"
+DOWNLOAD_LIMITS_SET = "download_limits"
 TRUSTED_MACS_SET = "trusted_macs"  # ether_addr: pass with any IPv4 address
 TRUSTED_HOSTS_SET = "trusted_hosts"  # ether_addr . ipv4_addr: pass with that address only
 # ipv4_addr: where trusted devices' downloads may go: trusted_hosts' addresses, and those
@@ -36,6 +38,11 @@ TRUSTED_IP_IDLE = 600  # seconds
 # The kernel's bucket holds one second of the rate plus the burst: a tenth of a second
 # lets TCP's bursts through without drops while the rate over seconds stays the limit.
 BURST_SECONDS = 0.1
+LEAST_BURST = 2 * 1514  # bytes: two full frames
+# What a limit set declares, so that nft lets its elements carry a `limit` of their own;
+# an element added without one (a revoke's add before its delete) gets this, which never
+# drops (about 80 Gbit/s; the kernel refuses a rate and burst over 2**64 ns-bytes).
+NO_LIMIT_BYTES = 10**10
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,23 +114,23 @@ def kernel_keys(client: Client) -> dict[str, bytes]:
     }
 
 
-def limit_chain(way: str, kbit: int) -> str:
-    """The chain that meters one way ('upload' or 'download') at `kbit` kbit/s."""
-    return f"{way}_{kbit}kbit"
-
-
-def _meter(way: str, kbit: int) -> str:
-    return f"meter_{way}_{kbit}kbit"
-
-
-def limit_jumps(limit: SpeedLimit) -> dict[str, str]:
-    """The limit maps a phone of `limit` is an element of, each with the chain it jumps to."""
-    jumps = {}
+def limit_rates(limit: SpeedLimit) -> dict[str, int]:
+    """The limit sets a phone of `limit` is an element of, each with its rate in bytes/s."""
+    rates = {}
     if limit.upload:
-        jumps[UPLOAD_LIMITS_MAP] = limit_chain("upload", limit.upload)
+        rates[UPLOAD_LIMITS_SET] = limit.upload * 125
     if limit.download:
-        jumps[DOWNLOAD_LIMITS_MAP] = limit_chain("download", limit.download)
-    return jumps
+        rates[DOWNLOAD_LIMITS_SET] = limit.download * 125
+    return rates
+
+
+def burst_bytes(per_second: int) -> int:
+    """The burst a phone's bucket holds beyond one second of its rate (bytes/s)."""
+    return max(int(per_second * BURST_SECONDS), LEAST_BURST)
+
+
+def _limit(per_second: int) -> str:
+    return f"limit rate over {per_second} bytes/second burst {burst_bytes(per_second)} bytes"
 
 
 def clients_key(client: Client) -> bytes:
@@ -144,28 +151,6 @@ def client_of_key(key: bytes) -> Client | None:
 def _elements(items: Iterable[str]) -> str:
     listed = ", ".join(items)
     return f"\t\telements = {{ {listed} }}\n" if listed else ""
-
-
-def _limit_chains(limits: Iterable[SpeedLimit]) -> str:
-    """A meter and a chain per distinct rate each way; a phone over its rate is dropped."""
-    text = ""
-    rates = {(way, kbit) for limit in limits for way, kbit in _ways(limit) if kbit}
-    for way, kbit in sorted(rates):
-        field = "saddr" if way == "upload" else "daddr"
-        per_second = kbit * 125  # bytes
-        burst = max(int(per_second * BURST_SECONDS), 2 * 1514)
-        text += (
-            f"\tset {_meter(way, kbit)} {{\n\t\ttype ipv4_addr\n\t\tsize 65535\n"
-            f"\t\tflags dynamic,timeout\n\t\ttimeout 5m\n\t}}\n"
-            f"\tchain {limit_chain(way, kbit)} {{\n\t\tupdate @{_meter(way, kbit)} "
-            f"{{ ip {field} limit rate over {per_second} bytes/second burst {burst} bytes }} drop\n"
-            f"\t}}\n"
-        )
-    return text
-
-
-def _ways(limit: SpeedLimit) -> tuple[tuple[str, int], tuple[str, int]]:
-    return (("upload", limit.upload), ("download", limit.download))
 
 
 def _to_portal(spec: GateSpec) -> tuple[str, str]:
@@ -191,7 +176,8 @@ def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
     costs each forwarded packet (bench.forwarding --packets). `downloads` is asked only
     after every packet from the LAN has gone to `from_lan`, which ends each one, so a
     captive phone cannot reach an online one through another LAN interface.
-    With speed limits, one verdict-map lookup more each way; with several LANs, one rule
+    With speed limits, one lookup more each way, in a set whose limited phones' elements
+    drop what goes over their rate; with several LANs, one rule
     first that drops what goes from one LAN to another (LANs differ by portal address).
     """
     grants = list(grants)
@@ -202,15 +188,16 @@ def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
         _elements(keys[name] + timeout for keys, timeout in keyed)
         for name in (CLIENTS_SET, DOWNLOADS_SET, ONLINE_MACS_SET)
     )
-    limits = list(dict.fromkeys([*spec.speed_limits, *(g.limit for g in grants)]))
-    limited = any(not limit.unlimited for limit in limits)
+    limited = any(not g.limit.unlimited for g in grants) or any(
+        not limit.unlimited for limit in spec.speed_limits
+    )
     upload_limits, download_limits = (
         _elements(
-            f"{g.client.ip}{_timeout(g.timeout)} : jump {limit_jumps(g.limit)[name]}"
+            f"{g.client.ip} {_limit(limit_rates(g.limit)[name])}{_timeout(g.timeout)}"
             for g in grants
-            if name in limit_jumps(g.limit)
+            if name in limit_rates(g.limit)
         )
-        for name in (UPLOAD_LIMITS_MAP, DOWNLOAD_LIMITS_MAP)
+        for name in (UPLOAD_LIMITS_SET, DOWNLOAD_LIMITS_SET)
     )
     trusted_macs = _elements(d.mac for d in spec.trusted if d.ip is None)
     trusted_hosts = _elements(f"{d.mac} . {d.ip}" for d in spec.trusted if d.ip is not None)
@@ -226,8 +213,8 @@ def render_table(spec: GateSpec, grants: Iterable[Grant] = ()) -> str:
         if a.address != b.address
     ]
     between_lans = f"\t\tiifname . oifname {{ {', '.join(apart)} }} drop\n" if apart else ""
-    limit_up = f"\t\tip saddr vmap @{UPLOAD_LIMITS_MAP}\n" if limited else ""
-    limit_down = f"\t\tip daddr vmap @{DOWNLOAD_LIMITS_MAP}\n" if limited else ""
+    limit_up = f"\t\tip saddr @{UPLOAD_LIMITS_SET} drop\n" if limited else ""
+    limit_down = f"\t\tip daddr @{DOWNLOAD_LIMITS_SET} drop\n" if limited else ""
     trusted_pass = (
         f"\t\tether saddr . ip saddr @{TRUSTED_HOSTS_SET} return\n"
         f"\t\tether saddr @{TRUSTED_MACS_SET} return\n"
@@ -281,13 +268,15 @@ table {TABLE} {{
 \t\tsize 65535
 \t\tflags dynamic,timeout
 {trusted_ips}\t}}
-{_limit_chains(limits)}\tmap {UPLOAD_LIMITS_MAP} {{
-\t\ttype ipv4_addr : verdict
+\tset {UPLOAD_LIMITS_SET} {{
+\t\ttype ipv4_addr
 \t\tflags timeout
+\t\t{_limit(NO_LIMIT_BYTES)}
 {upload_limits}\t}}
-\tmap {DOWNLOAD_LIMITS_MAP} {{
-\t\ttype ipv4_addr : verdict
+\tset {DOWNLOAD_LIMITS_SET} {{
+\t\ttype ipv4_addr
 \t\tflags timeout
+\t\t{_limit(NO_LIMIT_BYTES)}
 {download_limits}\t}}
 \tchain prerouting {{
 \t\ttype filter hook prerouting priority mangle - 5; policy accept;
@@ -344,22 +333,22 @@ def render_grant(grant: Grant, *, replace: bool = False) -> str:
             for name, key in _client_keys(grant.client).items()
         )
         + "".join(
-            f"add element {TABLE} {name} {{ {grant.client.ip}{timeout} : jump {chain} }}\n"
-            for name, chain in limit_jumps(grant.limit).items()
+            f"add element {TABLE} {name} {{ {grant.client.ip} {_limit(rate)}{timeout} }}\n"
+            for name, rate in limit_rates(grant.limit).items()
         )
     )
 
 
 def render_revoke(client: Client, limit: SpeedLimit = UNLIMITED) -> str:
-    """One transaction removing a client granted at `limit`; adding first makes it succeed if
-    it is absent (a map's element must be added with the data it has, so `limit` is needed)."""
+    """One transaction removing a client granted at `limit` (which limit sets it is in);
+    adding first makes it succeed if it is absent."""
     return "".join(
         f"add element {TABLE} {name} {{ {key} }}\ndelete element {TABLE} {name} {{ {key} }}\n"
         for name, key in _client_keys(client).items()
     ) + "".join(
-        f"add element {TABLE} {name} {{ {client.ip} : jump {chain} }}\n"
+        f"add element {TABLE} {name} {{ {client.ip} }}\n"
         f"delete element {TABLE} {name} {{ {client.ip} }}\n"
-        for name, chain in limit_jumps(limit).items()
+        for name in limit_rates(limit)
     )
 
 

@@ -3,21 +3,24 @@
 iperf3 (TCP, one stream) from a phone to the wan, in the same lab run, for:
   none        no portal: no nft table, no iptables rules;
   nft set     the agent's ruleset (agent.ruleset.render_table) with N clients in the set;
-  nft set, half speed-limited   the same with every other client, the phone among them,
-              limited far above what it sends (100 Gbit/s): what the meters cost;
+  nft set, half speed-limited   the same with every other client limited far above what
+              it sends (100 Gbit/s): what the buckets cost; once with the phone among the
+              limited (its bucket's cost), once not (what an unlimited phone pays beside them);
   iptables    nodogsplash's design: one `-m mac --mac-source X -s IP -j ACCEPT` rule per
               client in a chain jumped to from FORWARD, the phone's rule last.
 Rounds interleave the designs, alternating their order; each ratio is the median over
 rounds of (design / none) measured in the same round.
 
     sudo .venv/bin/python -m bench.forwarding [--clients 1000,10000] [--rounds 7] [--seconds 4]
-        [--limited 10000] [--packets]   UDP datagrams of 64 bytes: packets/s, and ns per packet
+        [--limited 10000] [--packets]   UDP datagrams of 64 bytes: packets/s, ns per packet,
+                                        and the sender's CPU time per packet
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -28,7 +31,7 @@ from ipaddress import IPv4Address
 
 from agent.access import UNLIMITED, SpeedLimit
 from agent.clients import Client
-from agent.ruleset import TABLE, GateSpec, Grant, render_table
+from agent.ruleset import TABLE, UPLOAD_LIMITS_SET, GateSpec, Grant, render_table
 from bench import common as C
 from lab import addresses as A
 from lab import netns
@@ -70,18 +73,22 @@ def per_client_rules(phone: Phone, clients: int) -> str:
     return "\n".join(lines)
 
 
-# Far above what one phone sends here (about 20 Gbit/s), so the meter costs, never drops.
+# Far above what one phone sends here (about 20 Gbit/s), so the bucket costs, never drops.
 BENCH_LIMIT = SpeedLimit(download=100_000_000, upload=100_000_000)  # kbit/s
 
 
-def nft_set_design(lab: Lab, phone: Phone, clients: int, *, limited: bool = False) -> Design:
+def nft_set_design(
+    lab: Lab, phone: Phone, clients: int, *, limited: bool = False, phone_limited: bool = True
+) -> Design:
     """The agent's own ruleset, `clients` in the set, the phone among them; with `limited`,
-    every other client (the phone included) has a speed limit, metered per phone."""
+    every other client has a speed limit, its own token bucket: the phone too, unless not
+    `phone_limited` (then the limited half are the others, and the phone pays a miss)."""
     spec = GateSpec((A.LAN_BRIDGE,), IPv4Address(A.ROUTER_LAN_IP), 2050)
     me = Client(phone.mac, IPv4Address(phone.ip))
     everyone = [*C.synthetic_clients(clients - 1), me]
+    phone_parity = 1 if phone_limited else 0
     grants = [
-        Grant(c, C.SESSION_SECONDS, BENCH_LIMIT if limited and i % 2 else UNLIMITED)
+        Grant(c, C.SESSION_SECONDS, BENCH_LIMIT if limited and i % 2 == phone_parity else UNLIMITED)
         for i, c in enumerate(everyone, start=len(everyone) % 2)  # the phone's i is odd
     ]
     script = render_table(spec, grants)
@@ -95,14 +102,18 @@ def nft_set_design(lab: Lab, phone: Phone, clients: int, *, limited: bool = Fals
     def check() -> bool:
         listing = netns.run(lab.router, "nft", "list", "set", *TABLE.split(), "clients").stdout
         found = re.search(rf"{phone.mac} \. {phone.ip} [^,}}]*counter packets (\d+)", listing)
-        if limited:  # the phone's packets went through its meter
-            meter = f"meter_upload_{BENCH_LIMIT.upload}kbit"
-            metered = netns.run(lab.router, "nft", "list", "set", *TABLE.split(), meter).stdout
-            if phone.ip not in metered:
+        if limited and phone_limited:  # the phone has its bucket, and forward asks for it
+            own = netns.run(lab.router, "nft", "list", "set", *TABLE.split(), UPLOAD_LIMITS_SET)
+            rules = netns.run(lab.router, "nft", "list", "chain", *TABLE.split(), "forward")
+            if f"{phone.ip} limit rate over" not in own.stdout:
+                return False
+            if f"ip saddr @{UPLOAD_LIMITS_SET} drop" not in rules.stdout:
                 return False
         return found is not None and int(found.group(1)) > 0
 
-    name = "nft set, half speed-limited (agent)" if limited else "nft set (agent)"
+    name = "nft set (agent)"
+    if limited:
+        name = "nft set, half speed-limited, phone " + ("limited" if phone_limited else "not")
     return Design(name, clients, setup, teardown, check)
 
 
@@ -181,6 +192,29 @@ def iperf(phone: Phone, seconds: float, *, packets: bool = False) -> float:
         raise C.BenchError(f"iperf3 failed ({done.returncode}): {done.stdout[-800:]}") from exc
 
 
+def iperf_cpu(phone: Phone, seconds: float) -> tuple[float, float]:
+    """One iperf3 run of 64-byte UDP datagrams: packets/s received, and the sender's CPU
+    time per datagram sent, in ns. The forwarding runs in the sender's softirq and is
+    charged to it (this kernel has no IRQ time accounting), so that time is the path's
+    cost, and moves far less with the machine's other load than the rate does."""
+    argv = netns.exec_argv(
+        phone.ns, "iperf3", "-c", A.WAN_IP, "-p", str(IPERF_PORT), "-t", f"{seconds:g}",
+        "-u", "-b", "0", "-l", str(SMALL_DATAGRAM), "-J",
+    )  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert child.stdout is not None
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)  # the child's own CPU time
+    child.returncode = os.waitstatus_to_exitcode(status)
+    try:
+        end = json.loads(out)["end"]
+        received, sent = end["sum_received"], end.get("sum_sent", end.get("sum"))
+        cpu = (usage.ru_utime + usage.ru_stime) * 1e9 / float(sent["packets"])
+        return float(received["packets"]) / float(received["seconds"]), cpu
+    except (ValueError, KeyError, ZeroDivisionError) as exc:
+        raise C.BenchError(f"iperf3 failed ({child.returncode}): {out[-800:]!r}") from exc
+
+
 def start_iperf_server(lab: Lab) -> subprocess.Popen[bytes]:
     """`iperf3 -s` in the wan, returned once it listens; the lab also stops it on close."""
     server = lab.popen(
@@ -250,10 +284,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         designs = [nothing, conntrack_design(lab)]
         designs += [nft_set_design(lab, phone, n) for n in args.clients]
         designs += [nft_set_design(lab, phone, n, limited=True) for n in args.limited]
+        designs += [
+            nft_set_design(lab, phone, n, limited=True, phone_limited=False) for n in args.limited
+        ]
         designs += [iptables_design(lab, phone, n, v) for v in variants for n in args.clients]
         server = start_iperf_server(lab)
         speeds: dict[int, list[float]] = {i: [] for i in range(len(designs))}
         checked: dict[int, bool] = {i: True for i in range(len(designs))}
+        cpus: dict[int, list[float]] = {i: [] for i in range(len(designs))}
         try:
 
             def one_round(number: int) -> None:
@@ -262,7 +300,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 for index, design in order if number % 2 == 0 else reversed(order):
                     design.setup()
                     try:
-                        speeds[index].append(iperf(phone, args.seconds, packets=args.packets))
+                        if args.packets:
+                            rate, cpu = iperf_cpu(phone, args.seconds)
+                            cpus[index].append(cpu)
+                        else:
+                            rate = iperf(phone, args.seconds)
+                        speeds[index].append(rate)
                         checked[index] = checked[index] and design.check()
                     finally:
                         design.teardown()
@@ -290,8 +333,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         figure = {"rate": rate, "ratio": ratio, "ratio_to_conntrack": to_conntrack}
         if args.packets:
             extra = C.median(extra_ns(speeds[index], speeds[0]))
-            row.append(f"{extra:,.0f}")
-            figure["extra_ns_per_packet"] = extra
+            cpu_extra = C.median([c - b for c, b in zip(cpus[index], cpus[0], strict=True)])
+            cpu_share = C.median([b / c for c, b in zip(cpus[index], cpus[0], strict=True)])
+            row += [f"{extra:,.0f}", f"{cpu_extra:,.0f}", f"{cpu_share:.2f}x"]
+            figure.update(
+                extra_ns_per_packet=extra, cpu_ns_over_none=cpu_extra, cpu_share=cpu_share
+            )
         else:
             goal = LIMITED_GOAL if "limited" in design.name else GOAL
             row.append(("yes" if ratio >= goal else "no") if design.name.startswith("nft") else "-")
@@ -309,7 +356,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "per-round range",
             "share of conntrack only",
             "phone's own entry matched",
-            "ns per packet over none" if args.packets else "goal (0.95x; limited 0.9x)",
+            *(
+                ["ns per packet over none", "sender CPU ns over none", "CPU share of none"]
+                if args.packets
+                else ["goal (0.95x; limited 0.9x)"]
+            ),
         ],
         rows,
     )

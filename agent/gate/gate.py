@@ -118,7 +118,7 @@ class Gate:
         # The Client objects granted, by `clients` key: a poll hands back these same
         # objects, not a second copy of every client (200 bytes each).
         self._clients: dict[bytes, Client] = {}
-        # The limit each limited client was granted at: its revoke must name the same jump.
+        # The limit each limited client was granted at: its revoke names the same limit sets.
         self._limits: dict[bytes, SpeedLimit] = {}
 
     def install(self, grants: Iterable[Grant] = ()) -> None:
@@ -138,7 +138,7 @@ class Gate:
         """Let a client through until its timeout, at its speed limit."""
         key = clients_key(grant.client)
         before = self._limits.get(key, UNLIMITED)
-        if before != grant.limit:  # granted at another limit: its map elements go first
+        if before != grant.limit:  # granted at another limit: its old buckets go first
             self._revoke(grant.client, before)
         self.grants.grant(grant, replace=replace)
         self._clients[key] = grant.client

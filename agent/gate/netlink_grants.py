@@ -22,6 +22,8 @@ from agent.gate.nfnetlink import (
     NFNL_SUBSYS_NFTABLES,
     NFT_MSG_NEWSETELEM,
     NFTA_DATA_VALUE,
+    NFTA_EXPR_DATA,
+    NFTA_EXPR_NAME,
     NFTA_LIST_ELEM,
     NFTA_SET_ELEM_KEY,
     NFTA_SET_ELEM_LIST_ELEMENTS,
@@ -37,7 +39,7 @@ from agent.gate.nfnetlink import (
     parse_acks,
     string_attribute,
 )
-from agent.ruleset import TABLE, Grant, element_timeout, kernel_keys, limit_jumps
+from agent.ruleset import TABLE, Grant, burst_bytes, element_timeout, kernel_keys, limit_rates
 
 NFT_MSG_DELSETELEM = 14
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
@@ -45,11 +47,12 @@ _BATCH_HEADER = struct.Struct("=IHHII")  # nlmsghdr
 _BATCH_BODY = struct.Struct("!BBH")  # nfgenmsg; here its resource id, in network order
 _RECEIVE = 16 * 1024
 _TIMEOUT = 2.0
-NFTA_SET_ELEM_DATA, NFTA_DATA_VERDICT = 2, 2
-NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 1, 2
-NFT_JUMP = -3
-# message, set, key, timeout in seconds, and for a verdict map the chain its element jumps to
-Change = tuple[int, str, bytes, int | None, str | None]
+NFTA_SET_ELEM_EXPR = 7
+NFTA_LIMIT_RATE, NFTA_LIMIT_UNIT, NFTA_LIMIT_BURST = 1, 2, 3
+NFTA_LIMIT_TYPE, NFTA_LIMIT_FLAGS = 4, 5
+NFT_LIMIT_PKT_BYTES, NFT_LIMIT_F_INV = 1, 1  # a rate in bytes; `over`: match above the rate
+# message, set, key, timeout in seconds, and for a limit set the element's rate in bytes/s
+Change = tuple[int, str, bytes, int | None, int | None]
 
 
 def _batch_marker(kind: int, seq: int) -> bytes:
@@ -71,8 +74,8 @@ def grant_changes(grant: Grant, *, replace: bool = False) -> list[Change]:
             for name, key in kernel_keys(grant.client).items()
         ]
         + [
-            (NFT_MSG_NEWSETELEM, name, ip, timeout, chain)
-            for name, chain in limit_jumps(grant.limit).items()
+            (NFT_MSG_NEWSETELEM, name, ip, timeout, rate)
+            for name, rate in limit_rates(grant.limit).items()
         ]
     )
 
@@ -80,24 +83,28 @@ def grant_changes(grant: Grant, *, replace: bool = False) -> list[Change]:
 def revoke_changes(client: Client, limit: SpeedLimit = UNLIMITED) -> list[Change]:
     """The element changes of a revoke: add, then delete, so an absent client is no error.
 
-    A limit map's element is added with the jump it was granted with (`limit`): the
-    kernel refuses an add that would change an element's data.
+    `limit` names the limit sets the client is in; their add carries no limit of its own
+    (the set's, which never drops, for the moment before the delete).
     """
-    keyed: list[tuple[str, bytes, str | None]] = [
-        (name, key, None) for name, key in kernel_keys(client).items()
-    ]
-    keyed += [(name, client.ip.packed, chain) for name, chain in limit_jumps(limit).items()]
+    keyed = [*kernel_keys(client).items(), *((n, client.ip.packed) for n in limit_rates(limit))]
     return [
-        (message, name, key, None, chain if message == NFT_MSG_NEWSETELEM else None)
-        for name, key, chain in keyed
+        (message, name, key, None, None)
+        for name, key in keyed
         for message in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM)
     ]
 
 
-def _jump(chain: str) -> bytes:
-    verdict = attribute(NFTA_VERDICT_CODE, struct.pack(">i", NFT_JUMP))
-    verdict += string_attribute(NFTA_VERDICT_CHAIN, chain)
-    return nested(NFTA_SET_ELEM_DATA, nested(NFTA_DATA_VERDICT, verdict))
+def _limit(per_second: int) -> bytes:
+    """A `limit rate over per_second bytes/second` expression, the phone's own bucket."""
+    data = (
+        attribute(NFTA_LIMIT_RATE, struct.pack(">Q", per_second))
+        + attribute(NFTA_LIMIT_UNIT, struct.pack(">Q", 1))  # per second
+        + attribute(NFTA_LIMIT_BURST, struct.pack(">I", burst_bytes(per_second)))
+        + attribute(NFTA_LIMIT_TYPE, struct.pack(">I", NFT_LIMIT_PKT_BYTES))
+        + attribute(NFTA_LIMIT_FLAGS, struct.pack(">I", NFT_LIMIT_F_INV))
+    )
+    expression = string_attribute(NFTA_EXPR_NAME, "limit") + nested(NFTA_EXPR_DATA, data)
+    return nested(NFTA_SET_ELEM_EXPR, expression)
 
 
 def encode_batch(table: str, changes: list[Change], first_seq: int) -> bytes:
@@ -111,13 +118,13 @@ def encode_batch(table: str, changes: list[Change], first_seq: int) -> bytes:
     table_attr = string_attribute(NFTA_SET_ELEM_LIST_TABLE, name)
     parts = [_batch_marker(NFNL_MSG_BATCH_BEGIN, first_seq)]
     seq = first_seq
-    for message, set_name, key, timeout, chain in changes:
+    for message, set_name, key, timeout, rate in changes:
         seq += 1
         element = [nested(NFTA_SET_ELEM_KEY, attribute(NFTA_DATA_VALUE, key))]
         if timeout is not None:
             element.append(attribute(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout * 1000)))
-        if chain is not None:
-            element.append(_jump(chain))
+        if rate is not None:
+            element.append(_limit(rate))
         attrs = (
             table_attr
             + string_attribute(NFTA_SET_ELEM_LIST_SET, set_name)

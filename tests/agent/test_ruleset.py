@@ -134,58 +134,67 @@ STAFF_PHONE = TrustedDevice("02:00:00:00:00:0a", IPv4Address("10.77.0.9"))
 
 
 def test_without_limits_an_online_phone_s_path_has_no_limit_lookup() -> None:
-    assert "vmap" not in "".join(_chain(render_table(SPEC), "forward"))
+    assert "limits" not in "".join(_chain(render_table(SPEC), "forward"))
 
 
-def test_limited_phones_cost_every_phone_one_map_lookup_each_way() -> None:
+def test_limited_phones_cost_every_phone_one_set_lookup_each_way() -> None:
     spec = dataclasses.replace(SPEC, speed_limits=(SLOW,))
     lan = '{ "br-lan", "wlan1" }'
     assert _chain(render_table(spec), "forward")[1:] == [
-        "ip saddr vmap @upload_limits",
+        "ip saddr @upload_limits drop",
         "ether saddr . ip saddr @clients accept",
         f"iifname {lan} jump from_lan",
-        "ip daddr vmap @download_limits",
+        "ip daddr @download_limits drop",
         "ip daddr @downloads accept",
         f"oifname {lan} jump to_lan",
     ]
 
 
-def test_each_rate_has_one_meter_that_drops_what_a_phone_sends_over_it() -> None:
-    spec = dataclasses.replace(SPEC, speed_limits=(SLOW, SpeedLimit(download=10_000)))
-    script = render_table(spec)
-    assert _chain(script, "download_10000kbit") == [
-        "update @meter_download_10000kbit { ip daddr limit rate over 1250000 bytes/second"
-        " burst 125000 bytes } drop"
-    ]
-    assert _chain(script, "upload_2000kbit") == [
-        "update @meter_upload_2000kbit { ip saddr limit rate over 250000 bytes/second"
-        " burst 25000 bytes } drop"
-    ]
-    assert script.count("chain download_10000kbit") == 1  # shared by both limits
+def test_a_limited_phone_s_element_carries_its_own_bucket_that_drops_what_goes_over() -> None:
+    script = render_table(SPEC, [Grant(PHONE, 60, SLOW)])
+    upload = script.split("set upload_limits {")[1].split("}")[0]
+    download = script.split("set download_limits {")[1].split("}")[0]
+    assert "10.77.0.2 limit rate over 250000 bytes/second burst 25000 bytes timeout 60s" in upload
+    assert "10.77.0.2 limit rate over 1250000 bytes/second burst 125000 bytes timeout 60s" in (
+        download
+    )
+    assert "chain upload_" not in script and "meter" not in script  # nothing per rate
 
 
-def test_a_limited_grant_adds_its_address_to_the_limit_maps_in_the_same_transaction() -> None:
+def test_an_element_added_without_a_limit_of_its_own_never_drops() -> None:
+    upload = render_table(SPEC).split("set upload_limits {")[1].split("}")[0]
+    assert "limit rate over 10000000000 bytes/second burst 1000000000 bytes" in upload
+
+
+def test_a_slow_rate_still_lets_two_full_frames_through_at_once() -> None:
+    script = render_grant(Grant(PHONE, 60, SpeedLimit(upload=64)))
+    assert "limit rate over 8000 bytes/second burst 3028 bytes timeout 60s" in script
+
+
+def test_a_limited_grant_adds_its_address_to_the_limit_sets_in_the_same_transaction() -> None:
     script = render_grant(Grant(PHONE, 60, SLOW))
     assert script.endswith(
-        "add element inet loopspot upload_limits { 10.77.0.2 timeout 60s : jump upload_2000kbit }\n"
+        "add element inet loopspot upload_limits"
+        " { 10.77.0.2 limit rate over 250000 bytes/second burst 25000 bytes timeout 60s }\n"
         "add element inet loopspot download_limits"
-        " { 10.77.0.2 timeout 60s : jump download_10000kbit }\n"
+        " { 10.77.0.2 limit rate over 1250000 bytes/second burst 125000 bytes timeout 60s }\n"
     )
     assert "limits" not in render_grant(Grant(PHONE, 60))
 
 
-def test_a_limited_phone_s_revoke_names_the_jump_it_was_granted_with() -> None:
-    script = render_revoke(PHONE, SLOW)
+def test_a_limited_phone_s_revoke_takes_it_out_of_the_limit_sets_it_was_granted_into() -> None:
+    script = render_revoke(PHONE, SpeedLimit(download=10_000))
     assert (
-        "add element inet loopspot upload_limits { 10.77.0.2 : jump upload_2000kbit }\n" in script
-    )
-    assert script.endswith("delete element inet loopspot download_limits { 10.77.0.2 }\n")
+        "add element inet loopspot download_limits { 10.77.0.2 }\n"
+        "delete element inet loopspot download_limits { 10.77.0.2 }\n"
+    ) in script
+    assert "upload_limits" not in script
 
 
 def test_the_installed_table_meters_the_rates_its_grants_carry() -> None:
     script = render_table(SPEC, [Grant(PHONE, 60, SpeedLimit(upload=512))])
-    assert "chain upload_512kbit" in script
-    assert "10.77.0.2 timeout 60s : jump upload_512kbit" in script
+    assert "10.77.0.2 limit rate over 64000 bytes/second burst 6400 bytes timeout 60s" in script
+    assert "ip saddr @upload_limits drop" in script  # a grant's limit is enforced too
 
 
 def test_a_trusted_device_skips_the_portal_and_passes_both_ways() -> None:

@@ -97,8 +97,8 @@ async def test_a_new_limit_reinstalls_the_table_with_every_session_at_it(tmp_pat
     installs = len(kernel.scripts)
     await service.reconfigure(dataclasses.replace(service.settings, download_limit=2000))
     assert len(kernel.scripts) == installs + 1
-    assert "192.168.1.31 timeout" in kernel.scripts[-1].split("map download_limits")[1]
-    assert "jump download_2000kbit" in kernel.scripts[-1]
+    limited = kernel.scripts[-1].split("set download_limits {")[1].split("}")[0]
+    assert "192.168.1.31 limit rate over 250000 bytes/second burst 25000 bytes timeout" in limited
     assert kernel.scripts[-1].startswith(f"table {TABLE} {{}}")
 
 

@@ -16,11 +16,11 @@ from agent.gate.netlink_grants import NetlinkGrants
 from agent.gate.nft import NftProcess
 from agent.ruleset import (
     CLIENTS_SET,
-    DOWNLOAD_LIMITS_MAP,
+    DOWNLOAD_LIMITS_SET,
     DOWNLOADS_SET,
     ONLINE_MACS_SET,
     TABLE,
-    UPLOAD_LIMITS_MAP,
+    UPLOAD_LIMITS_SET,
     GateSpec,
     Grant,
 )
@@ -86,8 +86,8 @@ SLOW = SpeedLimit(download=4000, upload=1000)
 DOWN_ONLY = SpeedLimit(download=2000)
 
 
-def limit_maps_after(lab: Lab, grants: GrantWriter) -> str:
-    """A table able to meter SLOW and DOWN_ONLY; limited grants and revokes through `grants`."""
+def limit_sets_after(lab: Lab, grants: GrantWriter) -> str:
+    """A table able to limit SLOW and DOWN_ONLY; limited grants and revokes through `grants`."""
     spec = GateSpec.from_settings(Settings(speed_classes=(SpeedClass("a", SLOW),)))
     spec = dataclasses.replace(spec, speed_limits=(SLOW, DOWN_ONLY))
     with netns.entered(lab.router):
@@ -99,19 +99,25 @@ def limit_maps_after(lab: Lab, grants: GrantWriter) -> str:
         grants.grant(Grant(MOVED, 60, DOWN_ONLY))
         grants.grant(Grant(MOVED, 120, DOWN_ONLY), replace=True)
     listed = [
-        netns.run(lab.router, "nft", "list", "map", *TABLE.split(), name).stdout
-        for name in (UPLOAD_LIMITS_MAP, DOWNLOAD_LIMITS_MAP)
+        netns.run(lab.router, "nft", "list", "set", *TABLE.split(), name).stdout
+        for name in (UPLOAD_LIMITS_SET, DOWNLOAD_LIMITS_SET)
     ]
     return _EXPIRES.sub("", "".join(listed))
 
 
-def test_netlink_grants_put_limited_phones_in_the_limit_maps_as_an_nft_script_does(
+def test_netlink_grants_put_limited_phones_in_the_limit_sets_as_an_nft_script_does(
     lab: Lab,
 ) -> None:
-    by_netlink = limit_maps_after(lab, NetlinkGrants(TABLE))
-    by_nft = limit_maps_after(lab, ScriptedGrants(NftProcess()))
+    by_netlink = limit_sets_after(lab, NetlinkGrants(TABLE))
+    by_nft = limit_sets_after(lab, ScriptedGrants(NftProcess()))
     assert by_netlink == by_nft
-    assert "192.168.50.25 timeout 10m : jump upload_1000kbit" in by_netlink
-    assert "192.168.50.25 timeout 10m : jump download_4000kbit" in by_netlink
-    assert "192.168.50.24 timeout 2m : jump download_2000kbit" in by_netlink
+    assert "192.168.50.25 limit rate over 125000 bytes/second burst 12500 bytes timeout 10m" in (
+        by_netlink
+    )
+    assert "192.168.50.25 limit rate over 500000 bytes/second burst 50000 bytes timeout 10m" in (
+        by_netlink
+    )
+    assert "192.168.50.24 limit rate over 250000 bytes/second burst 25000 bytes timeout 2m" in (
+        by_netlink
+    )
     assert "192.168.50.23" not in by_netlink

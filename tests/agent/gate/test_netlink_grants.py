@@ -22,11 +22,11 @@ from agent.gate.netlink_grants import (
 from agent.gate.nfnetlink import NFT_MSG_NEWSETELEM, NLM_F_ACK, NLM_F_CREATE, parse_acks
 from agent.ruleset import (
     CLIENTS_SET,
-    DOWNLOAD_LIMITS_MAP,
+    DOWNLOAD_LIMITS_SET,
     DOWNLOADS_SET,
     ONLINE_MACS_SET,
     TABLE,
-    UPLOAD_LIMITS_MAP,
+    UPLOAD_LIMITS_SET,
     Grant,
     _client_keys,
     client_of_key,
@@ -133,22 +133,26 @@ def test_a_refusal_names_the_change_and_the_kernel_s_error() -> None:
         parse_acks(memoryview(ack(1, -errno.ENOENT)), {1}, f"grant {PHONE.mac}")
 
 
-def test_a_limited_phone_s_map_elements_carry_a_jump_to_its_rate_s_chain() -> None:
+def test_a_limited_phone_s_elements_carry_its_own_bucket_each_way() -> None:
     changes = grant_changes(Grant(PHONE, 90, SpeedLimit(download=4000, upload=1000)))
     assert changes[3:] == [
-        (NFT_MSG_NEWSETELEM, UPLOAD_LIMITS_MAP, IP, 90, "upload_1000kbit"),
-        (NFT_MSG_NEWSETELEM, DOWNLOAD_LIMITS_MAP, IP, 90, "download_4000kbit"),
+        (NFT_MSG_NEWSETELEM, UPLOAD_LIMITS_SET, IP, 90, 125_000),
+        (NFT_MSG_NEWSETELEM, DOWNLOAD_LIMITS_SET, IP, 90, 500_000),
     ]
     *_, (_, _, _, body), _ = messages(encode_batch(TABLE, changes, 0))
     element = attributes(attributes(attributes(body[4:])[3])[1])
-    verdict = attributes(attributes(element[2])[2])  # data, then its verdict
-    assert struct.unpack(">i", verdict[1]) == (-3,)  # NFT_JUMP
-    assert verdict[2] == b"download_4000kbit\0"
+    expression = attributes(element[7])  # NFTA_SET_ELEM_EXPR
+    assert expression[1] == b"limit\0"
+    limit = attributes(expression[2])
+    assert struct.unpack(">Q", limit[1]) == (500_000,)  # bytes per
+    assert struct.unpack(">Q", limit[2]) == (1,)  # second
+    assert struct.unpack(">I", limit[3]) == (50_000,)  # burst: a tenth of a second
+    assert struct.unpack(">II", limit[4] + limit[5]) == (1, 1)  # in bytes, `over`
 
 
-def test_a_limited_phone_s_revoke_adds_its_jump_before_deleting() -> None:
+def test_a_limited_phone_s_revoke_adds_then_deletes_its_limit_elements() -> None:
     changes = revoke_changes(PHONE, SpeedLimit(upload=1000))
     assert changes[-2:] == [
-        (NFT_MSG_NEWSETELEM, UPLOAD_LIMITS_MAP, IP, None, "upload_1000kbit"),
-        (NFT_MSG_DELSETELEM, UPLOAD_LIMITS_MAP, IP, None, None),
+        (NFT_MSG_NEWSETELEM, UPLOAD_LIMITS_SET, IP, None, None),
+        (NFT_MSG_DELSETELEM, UPLOAD_LIMITS_SET, IP, None, None),
     ]
