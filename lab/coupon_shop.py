@@ -19,7 +19,7 @@ from agent.coupons.files import ISSUER_KEY_FILE, PLAN_FILE
 from agent.coupons.pin import hash_pin
 from agent.coupons.shortcode import code_of
 from agent.coupons.store import CouponStore
-from agent.coupons.token import Coupon, certify, sign_coupon
+from agent.coupons.token import Coupon, IssuerCertificate, certify, sign_coupon
 from agent.wire import Campaign, CouponPlan, Reach, Trigger
 
 ALLIANCE_ID, MERCHANT_ID, SITE_ID = 1, 20, 21
@@ -38,20 +38,12 @@ class CouponShop:
     def coupon(self, device_id: str, campaign: Campaign | None = None) -> Coupon:
         """A coupon of the shop's first campaign for `device_id`, signed by its router."""
         chosen = campaign or self.plan.campaigns[0]
-        ed = backend()
-        cert = certify(
-            ed,
-            self.root_seed,
-            1,
-            ALLIANCE_ID,
-            int(time.time()) + 365 * DAY,
-            ed.public_key(self.issuer_seed),
-        )
+        cert = IssuerCertificate.from_text(self.plan.issuer_certificate)  # the router's own
         now = int(time.time())
         unsigned = Coupon(
             cert, chosen.id, chosen.merchant_id, device_id, now - 60, now + DAY, os.urandom(8)
         )
-        return sign_coupon(ed, self.issuer_seed, unsigned)
+        return sign_coupon(backend(), self.issuer_seed, unsigned)
 
 
 def shop_campaigns() -> tuple[Campaign, ...]:

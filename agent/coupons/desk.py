@@ -269,18 +269,8 @@ class CouponDesk:
             raise MoveError("this code is for another phone: open it on your new address")
         moving = [h.coupon for h in self._wallet(plan, old) if h.state is None]
         moved = [
-            sign_coupon(
-                self.backend,
-                self.issuer_seed,
-                Coupon(
-                    plan.certificate,
-                    c.campaign_id,
-                    c.merchant_id,
-                    device,
-                    c.not_before,
-                    c.not_after,
-                    os.urandom(NONCE_BYTES),
-                ),
+            self._sign(
+                plan, rules.Award(c.campaign_id, c.merchant_id, c.not_before, c.not_after), device
             )
             for c in moving
         ]
