@@ -13,10 +13,11 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ from cloud.settings import CloudSettings
 from lab.broker import Broker
 from lab.errors import LabError
 from lab.postgres import Postgres
+from tests.cloud.dashboard_world import World, dashboard_app, make_world
 
 BROKER_IN_FLIGHT = 100  # lab.broker's max_inflight_messages
 
@@ -236,3 +238,18 @@ def eventually() -> Callable[[Check, float], Awaitable[object]]:
             await asyncio.sleep(0.02)
 
     return poll
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    """Merchants A and B, a site and a router with history each, and the users."""
+    return make_world(engine)
+
+
+@pytest.fixture
+async def client(
+    database_url: str, engine: Engine, world: World
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The dashboard app over `world`, for aiohttp's test client."""
+    async with TestClient(TestServer(dashboard_app(database_url, engine))) as made:
+        yield made

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,22 +19,8 @@ from tests.cloud.dashboard_world import (
     dashboard_app,
     email,
     log_in,
-    make_world,
     page_csrf,
 )
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
-async def client(
-    database_url: str, engine: Engine, world: World
-) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(dashboard_app(database_url, engine))) as made:
-        yield made
 
 
 def test_passwords_are_stored_as_scrypt_hashes_only() -> None:

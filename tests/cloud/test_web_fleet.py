@@ -8,11 +8,9 @@ import csv
 import io
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
@@ -25,22 +23,8 @@ from tests.cloud.dashboard_world import (
     bearer,
     dashboard_app,
     log_in,
-    make_world,
     page_csrf,
 )
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
-async def client(
-    database_url: str, engine: Engine, world: World
-) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(dashboard_app(database_url, engine))) as made:
-        yield made
 
 
 def _more_routers(engine: Engine, count: int) -> list[str]:

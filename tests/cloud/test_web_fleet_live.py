@@ -9,19 +9,16 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import paho.mqtt.client as paho
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import Engine
 
 from agent import wire
 from lab.broker import Broker
 from tests.cloud.conftest import WorkerFactory
-from tests.cloud.dashboard_world import World, dashboard_app, log_in, make_world
+from tests.cloud.dashboard_world import log_in
 
 SCREEN_WITHIN = 2.0
 
@@ -29,19 +26,6 @@ SCREEN_WITHIN = 2.0
 def _status(state: wire.RouterState, at: float, **fields: Any) -> tuple[str, bytes]:
     body = wire.Status(router_id="ra-1", state=state, at=at, boot_id="boot-a", **fields).encode()
     return str(wire.Topic("ra-1", wire.Channel.STATUS)), body
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
-async def client(
-    database_url: str, engine: Engine, world: World
-) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(dashboard_app(database_url, engine))) as made:
-        yield made
 
 
 async def _row_where(stream: Any, wanted: dict[str, Any], within: float) -> dict[str, Any]:

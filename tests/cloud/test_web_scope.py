@@ -9,12 +9,7 @@ from sqlalchemy.orm import Session
 from cloud.account_models import User
 from cloud.models import Command, DeadLetter, Event, Merchant, Router, RouterConfig, Site
 from cloud.web.tenancy import OPERATOR_SCOPE, Scope, scope_of
-from tests.cloud.dashboard_world import World, email, make_world
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
+from tests.cloud.dashboard_world import World, email
 
 
 def _count(session: Session, scope: Scope, table: object) -> int:

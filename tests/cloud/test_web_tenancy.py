@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import Engine, update
 
 from cloud.models import Router
@@ -18,9 +17,7 @@ from tests.cloud.dashboard_world import (
     B_MARKERS,
     World,
     bearer,
-    dashboard_app,
     log_in,
-    make_world,
     page_csrf,
 )
 
@@ -33,19 +30,6 @@ PUBLIC = {
     "/api/v1/openapi.json",
 }
 READ_FOR = 1.5  # seconds a streaming answer is read (while B's router changes)
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
-async def client(
-    database_url: str, engine: Engine, world: World
-) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(dashboard_app(database_url, engine))) as made:
-        yield made
 
 
 def _b_object(canonical: str, world: World) -> str:
