@@ -147,7 +147,18 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
 
 def install(app: web.Application, settings: CloudSettings) -> None:
     """Add the dashboard's pages, live stream, JSON routes and operations endpoints."""
-    from cloud.web import dashboard_api, live, openapi, ops, pages, users_pages
+    from cloud.web import (
+        coupon_pages,
+        dashboard_api,
+        design_pages,
+        live,
+        manage_pages,
+        openapi,
+        ops,
+        pages,
+        users_pages,
+        visitors_pages,
+    )
 
     signer = auth.Signer(settings.web_secret.encode())
     app[SIGNER] = signer
@@ -182,6 +193,10 @@ def install(app: web.Application, settings: CloudSettings) -> None:
     live.add_routes(app)  # before pages: /fleet/events must win over /fleet/{router_id}
     pages.add_routes(app)
     users_pages.add_routes(app)
+    visitors_pages.add_routes(app)
+    design_pages.add_routes(app)
+    manage_pages.add_routes(app)
+    coupon_pages.add_routes(app)
     dashboard_api.add_routes(app)
     openapi.add_routes(app)
     ops.add_routes(app)

@@ -50,6 +50,11 @@ TEXT: dict[str, tuple[str, str]] = {  # key: (en, zh)
         "密码错误次数过多，请 15 分钟后再试。",  # noqa: RUF001
     ),
     "wrong_login": ("Wrong email or password.", "邮箱或密码错误。"),
+    # -- visitors pages (cloud/web/visitors_pages.py) --
+    # -- portal design (cloud/web/design_pages.py) --
+    # -- management (cloud/web/manage_pages.py) --
+    # -- coupons and the counter (cloud/web/coupon_pages.py) --
+    # -- operations --
 }
 
 
