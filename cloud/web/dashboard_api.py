@@ -12,7 +12,8 @@ from cloud.db import sessions
 from cloud.web import auth
 from cloud.web.app import ApiError, in_thread
 from cloud.web.fleet_view import fleet_page, router_history
-from cloud.web.pages import EVERYONE, FLEET_ROLES, fleet_filter, page_size
+from cloud.web.pages import EVERYONE, FLEET_ROLES, fleet_filter
+from cloud.web.tables import page_size
 from cloud.web.tenancy import merchants_query
 
 PREFIX = "/api/v1"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +13,7 @@ from cloud import accounts
 from cloud.account_models import CHANNEL_AGENT, MERCHANT_OWNER, MERCHANT_STAFF, OPERATOR, User
 from cloud.db import sessions
 from cloud.enrol_fleet import retire_router
-from cloud.web import auth
+from cloud.web import auth, tables
 from cloud.web.app import ApiError, in_thread
 from cloud.web.dashboard import LANG_COOKIE, SIGNER, render
 from cloud.web.fleet_view import COLUMNS, FleetFilter, fleet_page, router_history
@@ -24,7 +22,6 @@ from cloud.web.tenancy import Scope
 
 FLEET_ROLES = (OPERATOR, CHANNEL_AGENT, MERCHANT_OWNER)
 EVERYONE = (OPERATOR, CHANNEL_AGENT, MERCHANT_OWNER, MERCHANT_STAFF)
-CSV_BATCH = 500
 
 
 def _now() -> datetime:
@@ -155,14 +152,6 @@ def fleet_filter(request: web.Request) -> FleetFilter:
     )
 
 
-def page_size(request: web.Request) -> int:
-    """The `limit` query parameter; ApiError 400 when it is not a number."""
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 500:
-        raise ApiError(400, "limit", f"{raw!r} must be a whole number from 1 to 500")
-    return int(raw)
-
-
 def _read_page(scope: Scope, where: FleetFilter, after: str, size: int) -> Any:
     def work(engine: Engine) -> Any:
         with sessions(engine)() as session:
@@ -175,7 +164,7 @@ def _read_page(scope: Scope, where: FleetFilter, after: str, size: int) -> Any:
 async def fleet(request: web.Request) -> web.Response:
     where, after = fleet_filter(request), request.query.get("after", "")[:63]
     rows, cursor = await in_thread(
-        request, _read_page(request[auth.SCOPE], where, after, page_size(request))
+        request, _read_page(request[auth.SCOPE], where, after, tables.page_size(request))
     )
     return render(request, "fleet.html", rows=rows, cursor=cursor, where=where, columns=COLUMNS)
 
@@ -183,28 +172,15 @@ async def fleet(request: web.Request) -> web.Response:
 @auth.allow(*FLEET_ROLES)
 async def fleet_csv(request: web.Request) -> web.StreamResponse:
     scope, where = request[auth.SCOPE], fleet_filter(request)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": 'attachment; filename="fleet.csv"',
-        }
-    )
-    await response.prepare(request)
-    after: str | None = ""
-    header = True
-    while after is not None:
-        rows, after = await in_thread(request, _read_page(scope, where, after, CSV_BATCH))
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        if header:
-            writer.writerow(COLUMNS)
-            header = False
-        for row in rows:
-            values = row.as_dict()
-            writer.writerow(["" if values[c] is None else values[c] for c in COLUMNS])
-        await response.write(buffer.getvalue().encode())
-    await response.write_eof()
-    return response
+
+    def read_page(after: str, size: int) -> Any:
+        def work(engine: Engine) -> tuple[list[dict[str, Any]], str | None]:
+            rows, cursor = _read_page(scope, where, after, size)(engine)
+            return [row.as_dict() for row in rows], cursor
+
+        return work
+
+    return await tables.csv_download(request, "fleet.csv", COLUMNS, read_page)
 
 
 def _history(scope: Scope, router_id: str) -> Any:
