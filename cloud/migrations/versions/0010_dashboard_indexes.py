@@ -1,4 +1,4 @@
-"""rollup upkeep
+"""indexes for the dashboard at scale
 
 Revision ID: 0010
 Revises: 0009
@@ -7,7 +7,7 @@ Revises: 0009
 from __future__ import annotations
 
 revision = "0010"
-down_revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
